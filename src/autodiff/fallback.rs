@@ -1,0 +1,130 @@
+//! The Rust fallback gradient registry: for op types TF's C++ registry cannot differentiate, a
+//! rule rewrites each such node of the flat graph into forward-equivalent, differentiable ops
+//! (applied as a patch before import; consumers are re-pointed, the original node stays unused).
+//!
+//! Custom gradients (`IdentityN` with `_gradient_op_type`, e.g. Keras swish) are differentiated
+//! through their forward inputs, not through the saved gradient function: exact for swish/SiLU.
+use std::collections::HashMap;
+
+use crate::graph::attr_type;
+use crate::savedmodel::proto::{attr_value::Value, AttrValue, GraphDef, NodeDef, TensorProto};
+
+/// A rewrite: new nodes, and for each output index of the old node the tensor replacing it.
+pub struct Rewrite {
+    pub nodes: Vec<NodeDef>,
+    pub outputs: Vec<String>,
+}
+
+type Rule = fn(&NodeDef) -> Option<Rewrite>;
+
+/// Op type → rewrite rule.
+pub fn registry() -> HashMap<&'static str, Rule> {
+    let mut r: HashMap<&'static str, Rule> = HashMap::new();
+    r.insert("Erfc", erfc);
+    r.insert("IdentityN", identity_n);
+    r
+}
+
+fn data_inputs(n: &NodeDef) -> Vec<String> {
+    n.input.iter().filter(|i| !i.starts_with('^')).cloned().collect()
+}
+
+fn type_attr(n: &NodeDef, k: &str) -> Option<i32> {
+    match n.attr.get(k)?.value.as_ref()? {
+        Value::Type(t) => Some(*t),
+        _ => None,
+    }
+}
+
+fn node(name: String, op: &str, input: Vec<String>, attrs: Vec<(&str, AttrValue)>) -> NodeDef {
+    NodeDef { name, op: op.into(), input, device: String::new(), attr: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect() }
+}
+
+/// erfc(x) = 1 − erf(x).
+fn erfc(n: &NodeDef) -> Option<Rewrite> {
+    let x = data_inputs(n).into_iter().next()?;
+    let t = type_attr(n, "T")?;
+    let one = TensorProto { dtype: t, float_val: if t == 1 { vec![1.0] } else { vec![] }, double_val: if t == 2 { vec![1.0] } else { vec![] }, ..Default::default() };
+    if t != 1 && t != 2 {
+        return None;
+    }
+    let p = format!("{}/__fallback", n.name);
+    let nodes = vec![
+        node(format!("{p}/erf"), "Erf", vec![x], vec![("T", attr_type(t))]),
+        node(format!("{p}/one"), "Const", vec![], vec![("dtype", attr_type(t)), ("value", AttrValue { value: Some(Value::Tensor(one)) })]),
+        node(format!("{p}/sub"), "Sub", vec![format!("{p}/one:0"), format!("{p}/erf:0")], vec![("T", attr_type(t))]),
+    ];
+    Some(Rewrite { nodes, outputs: vec![format!("{p}/sub:0")] })
+}
+
+/// IdentityN(x1..xn) = (Identity(x1), …, Identity(xn)).
+fn identity_n(n: &NodeDef) -> Option<Rewrite> {
+    let types = match n.attr.get("T")?.value.as_ref()? {
+        Value::List(l) => l.r#type.clone(),
+        _ => return None,
+    };
+    let ins = data_inputs(n);
+    if ins.len() != types.len() {
+        return None;
+    }
+    let p = format!("{}/__fallback", n.name);
+    let mut nodes = Vec::new();
+    let mut outputs = Vec::new();
+    for (k, (x, t)) in ins.into_iter().zip(types).enumerate() {
+        nodes.push(node(format!("{p}/{k}"), "Identity", vec![x], vec![("T", attr_type(t))]));
+        outputs.push(format!("{p}/{k}:0"));
+    }
+    Some(Rewrite { nodes, outputs })
+}
+
+/// Applies every registered rule to `gd`; returns the names of the rewritten nodes.
+pub fn apply(gd: &mut GraphDef) -> Vec<String> {
+    let rules = registry();
+    let mut remap: HashMap<String, String> = HashMap::new();
+    let mut added = Vec::new();
+    let mut rewritten = Vec::new();
+    for n in &gd.node {
+        let Some(rule) = rules.get(n.op.as_str()) else { continue };
+        let Some(rw) = rule(n) else { continue };
+        for (k, t) in rw.outputs.iter().enumerate() {
+            remap.insert(format!("{}:{k}", n.name), t.clone());
+            if k == 0 {
+                remap.insert(n.name.clone(), t.clone());
+            }
+        }
+        added.extend(rw.nodes);
+        rewritten.push(n.name.clone());
+    }
+    if rewritten.is_empty() {
+        return rewritten;
+    }
+    for n in gd.node.iter_mut() {
+        for i in n.input.iter_mut() {
+            if !i.starts_with('^') {
+                if let Some(t) = remap.get(i.as_str()) {
+                    *i = t.clone();
+                }
+            }
+        }
+    }
+    gd.node.extend(added);
+    rewritten
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_n_consumers_are_repointed() {
+        let mut gd = GraphDef::default();
+        let mut idn = node("idn".into(), "IdentityN", vec!["a:0".into(), "b:0".into(), "^c".into()], vec![]);
+        idn.attr.insert("T".into(), AttrValue { value: Some(Value::List(crate::savedmodel::proto::ListValue { r#type: vec![1, 1], ..Default::default() })) });
+        gd.node.push(idn);
+        gd.node.push(node("use".into(), "Mul", vec!["idn".into(), "idn:1".into(), "^idn".into()], vec![]));
+        let rw = apply(&mut gd);
+        assert_eq!(rw, vec!["idn".to_string()]);
+        let u = gd.node.iter().find(|n| n.name == "use").unwrap();
+        assert_eq!(u.input, vec!["idn/__fallback/0:0", "idn/__fallback/1:0", "^idn"]);
+    }
+}

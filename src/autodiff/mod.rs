@@ -1,0 +1,96 @@
+//! Gradients of a scalar loss w.r.t. model variables, taken on the flat tower with TF's C++
+//! gradient registry (`TF_AddGradients`); op types TF lacks are first rewritten into
+//! differentiable equivalents by the Rust fallback registry (`fallback`).
+pub mod fallback;
+
+use std::collections::{BTreeMap, HashSet};
+
+use tensorflow::{ops, Output, Scope};
+
+use crate::error::{Error, Result, TfContext};
+use crate::graph::Tower;
+
+/// The gradient of the loss for one variable (summed over every read of it).
+#[derive(Debug, Clone)]
+pub struct VarGrad {
+    /// VarHandleOp node of the variable.
+    pub handle: String,
+    /// One of the tower's reads of it (its value as used in the forward pass).
+    pub value: Output,
+    pub grad: Output,
+}
+
+/// Op type named by TF's "No gradient defined for op: X" message, if that is what `msg` says.
+pub fn missing_gradient_op(msg: &str) -> Option<String> {
+    let i = msg.find("No gradient defined for op")?;
+    let rest = msg[i..].split_once(':')?.1.trim_start();
+    let op: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    (!op.is_empty()).then_some(op)
+}
+
+/// Adds gradient ops for `loss` w.r.t. the values of the variables in `trainable` read by `tower`.
+/// Variables whose reads do not reach the loss get no entry.
+pub fn gradients(scope: &mut Scope, tower: &Tower, loss: Output, trainable: &HashSet<String>, prefix: &str) -> Result<Vec<VarGrad>> {
+    let reads: Vec<&(String, Output)> = tower.reads.iter().filter(|(h, _)| trainable.contains(h)).collect();
+    let xs: Vec<Output> = reads.iter().map(|(_, o)| o.clone()).collect();
+    let grads = {
+        let mut g = scope.graph_mut();
+        g.add_gradients(Some(prefix), &[loss], &xs, None)
+    };
+    let grads = match grads {
+        Ok(g) => g,
+        Err(status) => {
+            let msg = status.to_string();
+            if let Some(op) = missing_gradient_op(&msg) {
+                let nodes = tower_nodes_of_type(scope, tower, &op);
+                let ops = if nodes.is_empty() { vec![(op, "?".to_string())] } else { nodes.into_iter().map(|n| (op.clone(), n)).collect() };
+                return Err(Error::NoGradient { ops });
+            }
+            return Err(Error::Tf { context: "adding gradient ops".into(), msg });
+        }
+    };
+    let mut by_var: BTreeMap<String, (Output, Vec<Output>)> = BTreeMap::new();
+    for ((h, v), g) in reads.iter().zip(grads) {
+        if let Some(g) = g {
+            by_var.entry(h.clone()).or_insert_with(|| (v.clone(), Vec::new())).1.push(g);
+        }
+    }
+    let mut out = Vec::new();
+    let mut sc = scope.new_sub_scope(&format!("{prefix}_sum"));
+    for (handle, (value, gs)) in by_var {
+        let mut it = gs.into_iter();
+        let mut grad = it.next().expect("at least one gradient");
+        for g in it {
+            grad = ops::add(grad, g, &mut sc).tf_ctx(|| format!("summing gradients of {handle}"))?.into();
+        }
+        out.push(VarGrad { handle, value, grad });
+    }
+    Ok(out)
+}
+
+/// Names of the tower's nodes with op type `op` (for error messages).
+fn tower_nodes_of_type(scope: &Scope, tower: &Tower, op: &str) -> Vec<String> {
+    let g = scope.graph();
+    let p = format!("{}/", tower.prefix);
+    let mut v: Vec<String> = g
+        .operation_iter()
+        .filter(|o| o.op_type().map(|t| t == op).unwrap_or(false))
+        .filter_map(|o| o.name().ok())
+        .filter(|n| n.starts_with(&p))
+        .collect();
+    v.sort();
+    v.truncate(8);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_gradient_op;
+
+    #[test]
+    fn parses_tf_missing_gradient_message() {
+        let m = "{{function_node x}} No gradient defined for op: Erfc. Please see https://www.tensorflow.org/code/tensorflow/cc/gradients/README.md";
+        assert_eq!(missing_gradient_op(m).as_deref(), Some("Erfc"));
+        assert_eq!(missing_gradient_op("something else"), None);
+    }
+}

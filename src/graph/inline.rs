@@ -1,0 +1,332 @@
+//! Function inlining: a signature's (nested) call nodes become plain nodes of one flat GraphDef.
+//! Like a model patch with an old→new outlet map: every tensor of the original program is
+//! translated to a tensor of the flat graph (`Translate`), and nothing of the original is touched.
+use std::collections::{HashMap, HashSet};
+
+use tensorflow::{DataType, Graph};
+
+use super::opdefs::{arg_len, flat_output_index, OpDefs};
+use super::{attr_type, func_attr};
+use crate::error::{Error, Result};
+use crate::savedmodel::proto::{attr_value::Value, AttrValue, FunctionDef, GraphDef, NodeDef, TensorShapeProto};
+use crate::savedmodel::{parse_tensor_name, SavedModelInfo, Signature};
+
+/// The inlined signature, ready to import under a prefix.
+#[derive(Debug, Clone)]
+pub struct FlatGraph {
+    /// Nodes with un-prefixed names; no function calls on the serving path.
+    pub graph_def: GraphDef,
+    /// New input tensors, in signature input (key) order.
+    pub inputs: Vec<String>,
+    /// Output tensors, in signature output (key) order.
+    pub outputs: Vec<String>,
+    /// (placeholder node in `graph_def`, existing tensor it stands for): mapped on import.
+    pub external: Vec<(String, String)>,
+}
+
+/// What an original node became.
+#[derive(Clone)]
+enum Translated {
+    /// A plain node, now named so in the flat graph.
+    Node(String),
+    /// A call: the flat tensors of its results and a NoOp standing for its completion.
+    Call { rets: Vec<String>, done: String },
+}
+
+struct Inliner<'a> {
+    lib: HashMap<&'a str, &'a FunctionDef>,
+    graph: &'a Graph,
+    opdefs: OpDefs,
+    out: Vec<NodeDef>,
+    external: Vec<(String, String)>,
+    ext_of: HashMap<String, String>,
+}
+
+/// TF DataType enum value of a crate DataType.
+pub fn dtype_code(dt: DataType) -> i32 {
+    match dt {
+        DataType::Float => 1,
+        DataType::Double => 2,
+        DataType::Int32 => 3,
+        DataType::UInt8 => 4,
+        DataType::Int16 => 5,
+        DataType::Int8 => 6,
+        DataType::String => 7,
+        DataType::Int64 => 9,
+        DataType::Bool => 10,
+        DataType::BFloat16 => 14,
+        DataType::Half => 19,
+        DataType::Resource => 20,
+        DataType::Variant => 21,
+        _ => 0,
+    }
+}
+
+/// Depth-first post-order over `roots` (iterative: bodies can be thousands of nodes deep).
+fn topo_order<'n>(roots: &[&'n str], deps: impl Fn(&'n str) -> Vec<&'n str>) -> Vec<&'n str> {
+    let mut order = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for &r in roots {
+        if !seen.insert(r) {
+            continue;
+        }
+        let mut stack: Vec<(&str, Vec<&str>, usize)> = vec![(r, deps(r), 0)];
+        while let Some((n, ds, i)) = stack.last_mut() {
+            if *i < ds.len() {
+                let d = ds[*i];
+                *i += 1;
+                if seen.insert(d) {
+                    let dd = deps(d);
+                    stack.push((d, dd, 0));
+                }
+            } else {
+                order.push(*n);
+                stack.pop();
+            }
+        }
+    }
+    order
+}
+
+fn clean_attrs(n: &NodeDef) -> HashMap<String, AttrValue> {
+    n.attr.iter().filter(|(k, _)| k.as_str() != "_class").map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+impl<'a> Inliner<'a> {
+    fn callee(&self, n: &'a NodeDef) -> Option<&'a str> {
+        func_attr(n).or_else(|| self.lib.get(n.op.as_str()).map(|f| f.signature.as_ref().map(|s| s.name.as_str()).unwrap_or("")))
+    }
+
+    /// Translates `node:out_arg:idx` (or a bare argument name) inside a function body.
+    fn body_tensor(&mut self, s: &str, body: &HashMap<&str, &NodeDef>, tr: &HashMap<String, Translated>, args: &HashMap<&str, String>) -> Result<String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        match parts.as_slice() {
+            [arg] => args.get(arg).cloned().ok_or_else(|| Error::graph(*arg, "unknown function argument")),
+            [node, arg, idx] => {
+                let idx: usize = idx.parse().map_err(|_| Error::graph(s, "bad tensor index"))?;
+                match tr.get(*node) {
+                    Some(Translated::Call { rets, .. }) => {
+                        let nd = body[node];
+                        let k = if arg == &"output" {
+                            idx
+                        } else {
+                            let f = self.lib[self.callee(nd).unwrap_or_default()];
+                            let sig = f.signature.as_ref().ok_or_else(|| Error::graph(*node, "callee has no signature"))?;
+                            sig.output_arg.iter().position(|a| a.name == *arg).ok_or_else(|| Error::graph(s, "no such callee output"))? + idx
+                        };
+                        rets.get(k).cloned().ok_or_else(|| Error::graph(s, "call output index out of range"))
+                    }
+                    Some(Translated::Node(flat)) => {
+                        let nd = body[node];
+                        let def = self.opdefs.get(self.graph, &nd.op, &nd.name)?.clone();
+                        Ok(format!("{flat}:{}", flat_output_index(&def, nd, arg, idx)?))
+                    }
+                    None => Err(Error::graph(s, "input names a node that is not in the function body")),
+                }
+            }
+            _ => Err(Error::graph(s, "unparseable input name")),
+        }
+    }
+
+    fn control_of(tr: &Translated) -> String {
+        match tr {
+            Translated::Node(n) => format!("^{n}"),
+            Translated::Call { done, .. } => format!("^{done}"),
+        }
+    }
+
+    /// Inlines function `fname` applied to `args`, emitting nodes under `scope`.
+    fn inline_fn(&mut self, fname: &str, args: Vec<String>, ctrl: Vec<String>, scope: &str) -> Result<Translated> {
+        let f: &'a FunctionDef = self.lib.get(fname).copied().ok_or_else(|| Error::graph(scope, format!("function '{fname}' is not in the library")))?;
+        let sig = f.signature.as_ref().ok_or_else(|| Error::graph(fname, "function without signature"))?;
+        if sig.input_arg.len() != args.len() {
+            return Err(Error::graph(scope, format!("call of '{fname}' passes {} inputs, the function takes {}", args.len(), sig.input_arg.len())));
+        }
+        let argmap: HashMap<&str, String> = sig.input_arg.iter().map(|a| a.name.as_str()).zip(args).collect();
+        let body: HashMap<&str, &NodeDef> = f.node_def.iter().map(|n| (n.name.as_str(), n)).collect();
+        let deps = |n: &'a str| -> Vec<&'a str> {
+            body.get(n)
+                .map(|nd| nd.input.iter().map(|i| i.trim_start_matches('^').split(':').next().unwrap_or("")).filter(|d| body.contains_key(d)).collect())
+                .unwrap_or_default()
+        };
+        let roots: Vec<&str> = f.node_def.iter().map(|n| n.name.as_str()).collect();
+        let order = topo_order(&roots, deps);
+        let mut tr: HashMap<String, Translated> = HashMap::new();
+        for name in order {
+            let nd = body[name];
+            let mut data = Vec::new();
+            let mut controls = Vec::new();
+            for i in &nd.input {
+                if let Some(c) = i.strip_prefix('^') {
+                    let t = tr.get(c).ok_or_else(|| Error::graph(&nd.name, format!("control input '{c}' not found")))?;
+                    controls.push(Self::control_of(t));
+                } else {
+                    data.push(self.body_tensor(i, &body, &tr, &argmap)?);
+                }
+            }
+            let flat_name = format!("{scope}/{name}");
+            let t = if let Some(callee) = self.callee(nd) {
+                let mut c = ctrl.clone();
+                c.extend(controls);
+                self.inline_fn(callee, data, c, &flat_name)?
+            } else {
+                let mut input = data;
+                input.extend(controls);
+                input.extend(ctrl.iter().cloned());
+                self.out.push(NodeDef { name: flat_name.clone(), op: nd.op.clone(), input, device: String::new(), attr: clean_attrs(nd) });
+                Translated::Node(flat_name)
+            };
+            tr.insert(name.to_string(), t);
+        }
+        let mut rets = Vec::new();
+        for a in &sig.output_arg {
+            let r = f.ret.get(&a.name).ok_or_else(|| Error::graph(fname, format!("no return value for '{}'", a.name)))?;
+            rets.push(self.body_tensor(r, &body, &tr, &argmap)?);
+        }
+        let mut done_inputs: Vec<String> = f.control_ret.values().filter_map(|n| tr.get(n.as_str())).map(Self::control_of).collect();
+        done_inputs.extend(rets.iter().map(|r| format!("^{}", parse_tensor_name(r).0)));
+        done_inputs.sort();
+        done_inputs.dedup();
+        let done = format!("{scope}/__done");
+        self.out.push(NodeDef { name: done.clone(), op: "NoOp".into(), input: done_inputs, ..Default::default() });
+        Ok(Translated::Call { rets, done })
+    }
+
+    /// A placeholder standing for an existing tensor of the loaded graph.
+    fn external(&mut self, tensor: &str) -> Result<String> {
+        if let Some(p) = self.ext_of.get(tensor) {
+            return Ok(format!("{p}:0"));
+        }
+        let (n, i) = parse_tensor_name(tensor);
+        let op = self.graph.operation_by_name(n).ok().flatten().ok_or_else(|| Error::graph(n, "not in the loaded graph"))?;
+        let dt = dtype_code(op.output_type(i.max(0) as usize));
+        let name = format!("__external/{}", self.external.len());
+        let mut attr = HashMap::new();
+        attr.insert("dtype".to_string(), attr_type(dt));
+        self.out.push(NodeDef { name: name.clone(), op: "Placeholder".into(), attr, ..Default::default() });
+        self.external.push((name.clone(), format!("{n}:{}", i.max(0))));
+        self.ext_of.insert(tensor.to_string(), name.clone());
+        Ok(format!("{name}:0"))
+    }
+}
+
+/// Inlines signature `sig` of the SavedModel into a flat GraphDef. Top-level nodes that depend on
+/// the signature inputs are copied (calls inlined); everything else, variables included, stays in
+/// the loaded graph and is referenced through `external` placeholders mapped at import.
+pub fn inline_signature(info: &SavedModelInfo, sig: &Signature, graph: &Graph) -> Result<FlatGraph> {
+    let gd = info.meta.graph_def.as_ref().ok_or_else(|| Error::graph("saved_model.pb", "meta graph has no graph_def"))?;
+    let mut inl = Inliner {
+        lib: gd.library.iter().flat_map(|l| &l.function).filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f))).collect(),
+        graph,
+        opdefs: OpDefs::default(),
+        out: Vec::new(),
+        external: Vec::new(),
+        ext_of: HashMap::new(),
+    };
+    let top: HashMap<&str, &NodeDef> = gd.node.iter().map(|n| (n.name.as_str(), n)).collect();
+    // New inputs, one per signature input.
+    let mut input_nodes: HashMap<&str, String> = HashMap::new();
+    let mut inputs = Vec::new();
+    for s in &sig.inputs {
+        let (n, _) = parse_tensor_name(&s.tensor);
+        let name = format!("input/{}", s.key);
+        let mut attr = HashMap::new();
+        attr.insert("dtype".to_string(), attr_type(s.dtype));
+        if let Some(shape) = &s.shape {
+            let dim = shape.iter().map(|d| crate::savedmodel::proto::Dim { size: d.unwrap_or(-1), name: String::new() }).collect();
+            attr.insert("shape".into(), AttrValue { value: Some(Value::Shape(TensorShapeProto { dim, unknown_rank: false })) });
+        }
+        inl.out.push(NodeDef { name: name.clone(), op: "Placeholder".into(), attr, ..Default::default() });
+        input_nodes.insert(n, name.clone());
+        inputs.push(format!("{name}:0"));
+    }
+    // Which top-level nodes depend on the inputs (those must be copied).
+    let out_nodes: Vec<&str> = sig.outputs.iter().map(|o| parse_tensor_name(&o.tensor).0).collect();
+    for o in &out_nodes {
+        if !top.contains_key(o) {
+            return Err(Error::graph(*o, format!("signature '{}' names an output node that is not in the graph", sig.name)));
+        }
+    }
+    let data_deps = |n: &str| -> Vec<&str> {
+        if input_nodes.contains_key(n) {
+            return vec![];
+        }
+        top.get(n).map(|nd| nd.input.iter().filter(|i| !i.starts_with('^')).map(|i| parse_tensor_name(i).0).filter(|d| top.contains_key(d)).collect()).unwrap_or_default()
+    };
+    let order = topo_order(&out_nodes, data_deps);
+    let mut depends: HashSet<&str> = HashSet::new();
+    for &n in &order {
+        if input_nodes.contains_key(n) || data_deps(n).iter().any(|d| depends.contains(d)) {
+            depends.insert(n);
+        }
+    }
+    let mut tr: HashMap<&str, Translated> = HashMap::new();
+    let top_tensor = |inl: &mut Inliner, tr: &HashMap<&str, Translated>, t: &str| -> Result<String> {
+        let (n, i) = parse_tensor_name(t);
+        if let Some(inp) = input_nodes.get(n) {
+            return Ok(format!("{inp}:0"));
+        }
+        match tr.get(n) {
+            Some(Translated::Node(f)) => Ok(format!("{f}:{}", i.max(0))),
+            Some(Translated::Call { rets, .. }) => rets.get(i.max(0) as usize).cloned().ok_or_else(|| Error::graph(t, "call output out of range")),
+            None => inl.external(t),
+        }
+    };
+    for &n in &order {
+        if !depends.contains(n) || input_nodes.contains_key(n) {
+            continue;
+        }
+        let nd = top[n];
+        let mut data = Vec::new();
+        for i in nd.input.iter().filter(|i| !i.starts_with('^')) {
+            data.push(top_tensor(&mut inl, &tr, i)?);
+        }
+        let t = if let Some(callee) = inl.callee(nd) {
+            inl.inline_fn(callee, data, Vec::new(), n)?
+        } else {
+            // Check the op exists (clear error for unknown ops) and copy the node.
+            let def = inl.opdefs.get(graph, &nd.op, &nd.name)?.clone();
+            for a in &def.output_arg {
+                arg_len(a, nd)?;
+            }
+            inl.out.push(NodeDef { name: n.to_string(), op: nd.op.clone(), input: data, device: String::new(), attr: clean_attrs(nd) });
+            Translated::Node(n.to_string())
+        };
+        tr.insert(n, t);
+    }
+    let mut outputs = Vec::new();
+    for o in &sig.outputs {
+        outputs.push(top_tensor(&mut inl, &tr, &o.tensor)?);
+    }
+    Ok(FlatGraph {
+        graph_def: GraphDef { node: inl.out, library: None, versions: gd.versions.clone() },
+        inputs,
+        outputs,
+        external: inl.external,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topo_order;
+    use std::collections::HashMap;
+
+    #[test]
+    fn topo_order_puts_dependencies_first_even_when_listed_last() {
+        let g: HashMap<&str, Vec<&str>> = [("c", vec!["b", "a"]), ("b", vec!["a"]), ("a", vec![])].into_iter().collect();
+        let order = topo_order(&["c", "b", "a"], |n| g[n].clone());
+        assert_eq!(order, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn topo_order_handles_deep_chains_without_recursion() {
+        let names: Vec<String> = (0..200_000).map(|i| format!("n{i}")).collect();
+        let idx: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+        let order = topo_order(&[names.last().unwrap().as_str()], |n| {
+            let i = idx[n];
+            if i == 0 { vec![] } else { vec![names[i - 1].as_str()] }
+        });
+        assert_eq!(order.len(), 200_000);
+        assert_eq!(order[0], "n0");
+    }
+}

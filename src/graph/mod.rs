@@ -1,0 +1,117 @@
+//! Graph rewrites on TF protos: inlining a signature's function calls into a flat, trainable
+//! subgraph ("tower") that reads the model's own resource variables, and importing it once.
+mod inline;
+mod opdefs;
+
+pub use inline::{inline_signature, FlatGraph};
+pub use opdefs::OpDefs;
+
+use std::collections::HashMap;
+
+use prost::Message;
+use tensorflow::{Graph, ImportGraphDefOptions, Operation, Output};
+
+use crate::error::{Error, Result, TfContext};
+use crate::savedmodel::proto::{attr_value::Value, AttrValue, GraphDef, NodeDef};
+use crate::savedmodel::Loaded;
+
+/// Op types that call a library function through their `f` attribute.
+pub const CALL_OPS: &[&str] = &["StatefulPartitionedCall", "PartitionedCall"];
+
+/// The function a call node invokes (`f` attr of (Stateful)PartitionedCall), if it is one.
+pub fn func_attr(n: &NodeDef) -> Option<&str> {
+    if !CALL_OPS.contains(&n.op.as_str()) {
+        return None;
+    }
+    match n.attr.get("f").and_then(|a| a.value.as_ref()) {
+        Some(Value::Func(f)) => Some(f.name.as_str()),
+        _ => None,
+    }
+}
+
+/// Builds an AttrValue holding a type.
+pub fn attr_type(dt: i32) -> AttrValue {
+    AttrValue { value: Some(Value::Type(dt)) }
+}
+
+/// A tower imported into a loaded model's graph: its new inputs, its outputs and, per model
+/// variable (by handle name), the ReadVariableOp outputs through which the tower reads it.
+pub struct Tower {
+    pub prefix: String,
+    pub inputs: Vec<Output>,
+    pub outputs: Vec<Output>,
+    pub reads: Vec<(String, Output)>,
+    pub node_count: usize,
+}
+
+impl Tower {
+    /// Imports `flat` under `prefix` (optionally on `device`), mapping its external references
+    /// onto the existing graph's tensors (the model's `VarHandleOp`s, so the variables are shared).
+    pub fn import(model: &mut Loaded, flat: &FlatGraph, prefix: &str, device: Option<&str>) -> Result<Tower> {
+        let mut opts = ImportGraphDefOptions::new();
+        opts.set_prefix(prefix).map_err(|e| Error::graph(prefix, e.to_string()))?;
+        if let Some(d) = device {
+            opts.set_default_device(d).map_err(|e| Error::graph(prefix, e.to_string()))?;
+        }
+        for (placeholder, outer) in &flat.external {
+            let out = model.output(outer)?;
+            opts.add_input_mapping(placeholder, 0, &out)
+                .map_err(|e| Error::graph(placeholder, e.to_string()))?;
+        }
+        let bytes = flat.graph_def.encode_to_vec();
+        {
+            let mut g = model.scope.graph_mut();
+            g.import_graph_def(&bytes, &opts)
+                .tf_ctx(|| format!("importing the inlined signature as '{prefix}'"))?;
+        }
+        let find = |t: &str| -> Result<Output> { model.output(&format!("{prefix}/{t}")) };
+        let inputs = flat.inputs.iter().map(|t| find(t)).collect::<Result<Vec<_>>>()?;
+        let outputs = flat.outputs.iter().map(|t| find(t)).collect::<Result<Vec<_>>>()?;
+        let mut reads = Vec::new();
+        for n in flat.graph_def.node.iter().filter(|n| n.op == "ReadVariableOp") {
+            let op = model.op(&format!("{prefix}/{}", n.name))?;
+            if let Some(h) = resolve_handle(&op.input(0).0) {
+                reads.push((h, Output { operation: op, index: 0 }));
+            }
+        }
+        Ok(Tower {
+            prefix: prefix.into(),
+            inputs,
+            outputs,
+            reads,
+            node_count: flat.graph_def.node.len(),
+        })
+    }
+}
+
+/// Follows a resource tensor back through Identity ops to the VarHandleOp it came from.
+pub fn resolve_handle(op: &Operation) -> Option<String> {
+    let mut op = op.clone();
+    for _ in 0..64 {
+        match op.op_type().ok()?.as_str() {
+            "VarHandleOp" => return op.name().ok(),
+            "Identity" => op = op.input(0).0,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Histogram of op types over a set of nodes, most frequent first.
+pub fn op_histogram(nodes: &[NodeDef]) -> Vec<(String, usize)> {
+    let mut h: HashMap<String, usize> = HashMap::new();
+    for n in nodes {
+        *h.entry(n.op.clone()).or_default() += 1;
+    }
+    let mut v: Vec<_> = h.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+/// Imports a GraphDef (e.g. a model's whole graph) into a fresh scratch graph.
+pub fn scratch_graph(gd: &GraphDef) -> Result<Graph> {
+    let mut g = Graph::new();
+    g.import_graph_def(&gd.encode_to_vec(), &ImportGraphDefOptions::new())
+        .tf_ctx(|| "importing the model graph into a scratch graph".into())?;
+    Ok(g)
+}

@@ -1,0 +1,12 @@
+//! pretext: retrain TensorFlow SavedModels without labels, in TF's own runtime.
+//!
+//! Flow: `savedmodel` (read + load) → `graph` (inline the signature into a flat, trainable
+//! subgraph) → `autodiff` (gradients) → `heads` (pretext losses) → `optim` → `data` → `train`
+//! → `export` / `eval`.
+pub mod autodiff;
+pub mod error;
+pub mod graph;
+pub mod optim;
+pub mod savedmodel;
+
+pub use error::{Error, Result};

@@ -1,0 +1,339 @@
+//! Reads a SavedModel: saved_model.pb (signatures, graph, function library, object graph) parsed
+//! with our own prost structs, and the model loaded into a TF session the way TF Serving loads it.
+pub mod proto;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use tensorflow::{Graph, Scope, Session, SessionOptions};
+
+use crate::error::{Error, Result, TfContext};
+use proto::{MetaGraphDef, NodeDef, TensorShapeProto};
+
+/// One input or output of a signature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    /// Key in the signature map (e.g. `x`, `images`).
+    pub key: String,
+    /// Graph tensor (`node:index`).
+    pub tensor: String,
+    pub dtype: i32,
+    /// `None` for unknown rank; `None` entries for free dimensions.
+    pub shape: Option<Vec<Option<i64>>>,
+}
+
+/// A serving signature, inputs and outputs sorted by key.
+#[derive(Debug, Clone)]
+pub struct Signature {
+    pub name: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// A model variable as the serving graph holds it.
+#[derive(Debug, Clone)]
+pub struct Variable {
+    /// The `VarHandleOp` node in the top-level graph.
+    pub handle: String,
+    /// The variable's own name from the object graph (falls back to the handle name).
+    pub name: String,
+    pub trainable: bool,
+    pub dtype: i32,
+    pub shape: Vec<i64>,
+}
+
+/// What pretext knows about a SavedModel on disk, before any session exists.
+#[derive(Debug, Clone)]
+pub struct SavedModelInfo {
+    pub dir: PathBuf,
+    pub tags: Vec<String>,
+    pub meta: MetaGraphDef,
+}
+
+/// Human name of a TF DataType enum value.
+pub fn dtype_name(dt: i32) -> &'static str {
+    match dt {
+        1 => "float32",
+        2 => "float64",
+        3 => "int32",
+        4 => "uint8",
+        6 => "int8",
+        7 => "string",
+        9 => "int64",
+        10 => "bool",
+        19 => "float16",
+        20 => "resource",
+        21 => "variant",
+        _ => "other",
+    }
+}
+
+/// Splits `node:3` / `node` / `^node` into (node, index); control inputs give index -1.
+pub fn parse_tensor_name(s: &str) -> (&str, i32) {
+    if let Some(rest) = s.strip_prefix('^') {
+        return (rest, -1);
+    }
+    match s.rsplit_once(':') {
+        Some((n, i)) => match i.parse() {
+            Ok(i) => (n, i),
+            Err(_) => (s, 0),
+        },
+        None => (s, 0),
+    }
+}
+
+pub(crate) fn shape_of(p: &Option<TensorShapeProto>) -> Option<Vec<Option<i64>>> {
+    let p = p.as_ref()?;
+    if p.unknown_rank {
+        return None;
+    }
+    Some(
+        p.dim
+            .iter()
+            .map(|d| if d.size < 0 { None } else { Some(d.size) })
+            .collect(),
+    )
+}
+
+impl SavedModelInfo {
+    /// Reads and parses `dir/saved_model.pb`; picks the meta graph tagged `serve` (or the only one).
+    pub fn read(dir: &Path) -> Result<Self> {
+        if !dir.exists() {
+            return Err(Error::NotSavedModel {
+                path: dir.into(),
+                reason: "no such directory".into(),
+            });
+        }
+        if !dir.is_dir() {
+            return Err(Error::NotSavedModel {
+                path: dir.into(),
+                reason: "it is a file; pass the directory that holds saved_model.pb".into(),
+            });
+        }
+        let pb = dir.join("saved_model.pb");
+        if !pb.is_file() {
+            return Err(Error::NotSavedModel {
+                path: dir.into(),
+                reason: "no saved_model.pb in it".into(),
+            });
+        }
+        let bytes = std::fs::read(&pb).map_err(|e| Error::io(&pb, e))?;
+        let sm = proto::SavedModel::decode(bytes.as_slice()).map_err(|e| Error::Parse {
+            path: pb.clone(),
+            what: "SavedModel proto",
+            msg: e.to_string(),
+        })?;
+        let tags_of = |m: &MetaGraphDef| m.meta_info_def.as_ref().map(|i| i.tags.clone()).unwrap_or_default();
+        let meta = sm
+            .meta_graphs
+            .iter()
+            .find(|m| tags_of(m).iter().any(|t| t == "serve"))
+            .or_else(|| sm.meta_graphs.first())
+            .cloned()
+            .ok_or_else(|| Error::NotSavedModel {
+                path: dir.into(),
+                reason: "saved_model.pb holds no meta graph".into(),
+            })?;
+        Ok(SavedModelInfo {
+            dir: dir.into(),
+            tags: tags_of(&meta),
+            meta,
+        })
+    }
+
+    /// The top-level graph's nodes.
+    pub fn nodes(&self) -> &[NodeDef] {
+        self.meta.graph_def.as_ref().map(|g| g.node.as_slice()).unwrap_or(&[])
+    }
+
+    /// Signature names, sorted.
+    pub fn signature_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.meta.signature_def.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The named signature, or an error listing the ones that exist.
+    pub fn signature(&self, name: &str) -> Result<Signature> {
+        let sd = self.meta.signature_def.get(name).ok_or_else(|| Error::UnknownSignature {
+            path: self.dir.clone(),
+            name: name.into(),
+            available: self.signature_names().join(", "),
+        })?;
+        let specs = |m: &HashMap<String, proto::TensorInfo>| {
+            let mut v: Vec<TensorSpec> = m
+                .iter()
+                .map(|(k, t)| TensorSpec {
+                    key: k.clone(),
+                    tensor: t.name.clone(),
+                    dtype: t.dtype,
+                    shape: shape_of(&t.tensor_shape),
+                })
+                .collect();
+            v.sort_by(|a, b| a.key.cmp(&b.key));
+            v
+        };
+        Ok(Signature {
+            name: name.into(),
+            inputs: specs(&sd.inputs),
+            outputs: specs(&sd.outputs),
+        })
+    }
+
+    /// Variables behind every VarHandleOp of the top-level graph, named and flagged trainable from
+    /// the object graph where the signature functions' bound inputs say which object each is.
+    pub fn variables(&self) -> Vec<Variable> {
+        let nodes = self.nodes();
+        let by_name: HashMap<&str, &NodeDef> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        // handle node name -> object-graph variable, via call nodes' captured inputs.
+        let mut known: HashMap<String, proto::SavedVariable> = HashMap::new();
+        if let Some(og) = &self.meta.object_graph_def {
+            for n in nodes {
+                let Some(f) = crate::graph::func_attr(n) else { continue };
+                let Some(cf) = og.concrete_functions.get(f) else { continue };
+                let data_inputs: Vec<&str> = n.input.iter().filter(|i| !i.starts_with('^')).map(|s| s.as_str()).collect();
+                let k = cf.bound_inputs.len();
+                if k == 0 || data_inputs.len() < k {
+                    continue;
+                }
+                for (inp, id) in data_inputs[data_inputs.len() - k..].iter().zip(&cf.bound_inputs) {
+                    let (h, _) = parse_tensor_name(inp);
+                    if let Some(v) = og.nodes.get(*id as usize).and_then(|o| o.variable.clone()) {
+                        if by_name.get(h).map(|n| n.op == "VarHandleOp").unwrap_or(false) {
+                            known.entry(h.to_string()).or_insert(v);
+                        }
+                    }
+                }
+            }
+        }
+        nodes
+            .iter()
+            .filter(|n| n.op == "VarHandleOp")
+            .map(|n| {
+                let attr_shape = n.attr.get("shape").and_then(|a| match &a.value {
+                    Some(proto::attr_value::Value::Shape(s)) => shape_of(&Some(s.clone())),
+                    _ => None,
+                });
+                let shape = attr_shape.unwrap_or_default().into_iter().map(|d| d.unwrap_or(-1)).collect();
+                let dtype = match n.attr.get("dtype").and_then(|a| a.value.clone()) {
+                    Some(proto::attr_value::Value::Type(t)) => t,
+                    _ => 0,
+                };
+                match known.get(&n.name) {
+                    Some(v) => Variable {
+                        handle: n.name.clone(),
+                        name: if v.name.is_empty() { n.name.clone() } else { v.name.clone() },
+                        trainable: v.trainable,
+                        dtype,
+                        shape,
+                    },
+                    None => Variable {
+                        handle: n.name.clone(),
+                        name: n.name.clone(),
+                        trainable: true,
+                        dtype,
+                        shape,
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+/// A SavedModel loaded into a TF session. The graph lives in `scope`, so pretext appends to it
+/// with the crate's op builders; the session sees each appended op (TF extends sessions lazily).
+pub struct Loaded {
+    pub info: SavedModelInfo,
+    pub scope: Scope,
+    pub session: Session,
+}
+
+/// Session options: thread pools from `PRETEXT_INTRA_THREADS` / `PRETEXT_INTER_THREADS` if set.
+pub fn session_options() -> Result<SessionOptions> {
+    let mut opts = SessionOptions::new();
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<i32>().ok()).unwrap_or(0);
+    let cfg = proto::ConfigProto {
+        intra_op_parallelism_threads: env("PRETEXT_INTRA_THREADS"),
+        inter_op_parallelism_threads: env("PRETEXT_INTER_THREADS"),
+        allow_soft_placement: true,
+    };
+    opts.set_config(&cfg.encode_to_vec()).tf_ctx(|| "setting session config".into())?;
+    Ok(opts)
+}
+
+impl Loaded {
+    /// Parses and loads `dir` with its `serve` tags, then checks that every variable the graph
+    /// declares was restored (FEASIBILITY §2: some exports load but leave variables missing).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let info = SavedModelInfo::read(dir)?;
+        let mut scope = Scope::new_root_scope();
+        let opts = session_options()?;
+        let tags = if info.tags.is_empty() { vec!["serve".to_string()] } else { info.tags.clone() };
+        let bundle = {
+            let mut g = scope.graph_mut();
+            let g: &mut Graph = &mut g;
+            tensorflow::SavedModelBundle::load(&opts, &tags, g, dir).map_err(|s| Error::Load {
+                path: dir.into(),
+                msg: s.to_string(),
+            })?
+        };
+        let loaded = Loaded {
+            info,
+            scope,
+            session: bundle.session,
+        };
+        loaded.check_restored()?;
+        Ok(loaded)
+    }
+
+    fn check_restored(&self) -> Result<()> {
+        let vars = self.info.variables();
+        if vars.is_empty() {
+            return Ok(());
+        }
+        let mut scope = self.scope.new_sub_scope("pretext_check_restored");
+        let mut checks = Vec::new();
+        for v in &vars {
+            let h = self.op(&v.handle)?;
+            checks.push(tensorflow::ops::var_is_initialized_op(h, &mut scope).tf_ctx(|| format!("checking {}", v.handle))?);
+        }
+        let mut run = tensorflow::SessionRunArgs::new();
+        let toks: Vec<_> = checks.iter().map(|c| run.request_fetch(c, 0)).collect();
+        self.session.run(&mut run).tf_ctx(|| "checking restored variables".into())?;
+        let mut missing = Vec::new();
+        for (t, v) in toks.into_iter().zip(&vars) {
+            let ok: tensorflow::Tensor<bool> = run.fetch(t).tf_ctx(|| "fetching VarIsInitializedOp".into())?;
+            if !ok[0] {
+                missing.push(v.name.clone());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<_> = missing.iter().take(3).cloned().collect();
+        Err(Error::Restore {
+            path: self.info.dir.clone(),
+            msg: format!("{} of {} variables not found in the checkpoint, e.g. {}", missing.len(), vars.len(), shown.join(", ")),
+        })
+    }
+
+    /// A graph operation by name, or an error naming it.
+    pub fn op(&self, name: &str) -> Result<tensorflow::Operation> {
+        self.scope
+            .graph()
+            .operation_by_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::graph(name, "no such operation in the loaded graph"))
+    }
+
+    /// A tensor `node:index` of the loaded graph.
+    pub fn output(&self, tensor: &str) -> Result<tensorflow::Output> {
+        let (n, i) = parse_tensor_name(tensor);
+        Ok(tensorflow::Output {
+            operation: self.op(n)?,
+            index: i.max(0),
+        })
+    }
+}
