@@ -4,9 +4,14 @@
 //! subgraph) → `autodiff` (gradients) → `heads` (pretext losses) → `optim` → `data` → `train`
 //! → `export` / `eval`.
 pub mod autodiff;
+pub mod data;
 pub mod error;
+pub mod export;
 pub mod graph;
+pub mod heads;
+pub mod inspect;
 pub mod optim;
 pub mod savedmodel;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -1,1 +1,149 @@
-fn main() {}
+//! The `pretext` command line: a thin layer that turns arguments into library configs.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pretext::optim::OptimizerKind;
+use pretext::Error;
+
+#[derive(Parser)]
+#[command(name = "pretext", version, about = "Retrain TensorFlow SavedModels without labels", after_help = "Examples:\n  pretext inspect models/mobilenet\n  pretext train --model models/mobilenet --images photos/ --steps 200 --batch 32 --export out/")]
+struct Cli {
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Tags, signatures, variables, op histogram and gradient coverage of a SavedModel.
+    Inspect {
+        model: PathBuf,
+        #[arg(long)]
+        signature: Option<String>,
+    },
+    /// Retrain a SavedModel on unlabeled images with a denoising autoencoder and export it.
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    images: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    steps: u64,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Where to write OUT/<version>/ (next integer version).
+    #[arg(long)]
+    export: Option<PathBuf>,
+    #[arg(long, default_value = "serving_default")]
+    signature: String,
+    /// Input side, for signatures with free spatial size (default 224).
+    #[arg(long)]
+    size: Option<u32>,
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: Opt,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    /// Pixel range the model expects, "LOW,HIGH".
+    #[arg(long, default_value = "0,1")]
+    range: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Place the tower on this device (e.g. /device:GPU:0).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Opt {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+fn parse_range(s: &str) -> Result<(f32, f32), Error> {
+    let bad = || Error::config("--range", format!("'{s}' is not LOW,HIGH (e.g. 0,1 or -1,1)"));
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    Ok((a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?))
+}
+
+fn train(a: TrainArgs) -> Result<(), Error> {
+    let mut cfg = pretext::train::TrainConfig::new(a.model, a.images);
+    cfg.steps = a.steps;
+    cfg.batch = a.batch;
+    cfg.signature = a.signature;
+    cfg.size = a.size;
+    cfg.seed = a.seed;
+    cfg.device = a.device;
+    cfg.range = parse_range(&a.range)?;
+    cfg.optimizer.kind = match a.optimizer {
+        Opt::Sgd => OptimizerKind::Sgd,
+        Opt::Adam => OptimizerKind::Adam,
+        Opt::Adamw => OptimizerKind::Adamw,
+    };
+    cfg.optimizer.learning_rate = a.lr;
+    cfg.optimizer.weight_decay = a.weight_decay;
+    if let Some(e) = &a.export {
+        if e.join("1").exists() && !e.is_dir() {
+            return Err(Error::config("--export", format!("{} is not a directory", e.display())));
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut t = pretext::train::Trainer::new(&cfg)?;
+    let build = started.elapsed().as_secs_f64();
+    let t0 = std::time::Instant::now();
+    let losses = t.run(cfg.steps)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let k = losses.len().min(10);
+    let first: f32 = losses[..k].iter().sum::<f32>() / k.max(1) as f32;
+    let last: f32 = losses[losses.len() - k..].iter().sum::<f32>() / k.max(1) as f32;
+    println!("trained {} steps of batch {} in {secs:.1}s ({:.2} steps/s, {:.1} images/s; graph built in {build:.1}s)", losses.len(), cfg.batch, losses.len() as f64 / secs, (losses.len() * cfg.batch) as f64 / secs);
+    println!("loss: first-10 mean {first:.5}, last-10 mean {last:.5} ({:+.1}%)", (last / first - 1.0) * 100.0);
+    println!("images read {}, skipped {}", t.batches.images_read, t.batches.skipped.len());
+    for (p, why) in &t.batches.skipped {
+        println!("  skipped {}: {why}", p.display());
+    }
+    if let Some(out) = a.export {
+        let dir = pretext::export::export(&t.model, &out, None)?;
+        println!("exported {}", dir.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    // TF reads its log level when the library loads, before main: re-exec once with it set.
+    if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
+        use std::os::unix::process::CommandExt;
+        if let Ok(exe) = std::env::current_exe() {
+            let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env("TF_CPP_MIN_LOG_LEVEL", "2").exec();
+            eprintln!("warning: could not re-execute with TF_CPP_MIN_LOG_LEVEL=2: {err}");
+        }
+    }
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(format!("warn,pretext={level}"))).init();
+    let r = match cli.cmd {
+        Cmd::Inspect { model, signature } => pretext::inspect::inspect(&model, signature.as_deref()).map(|s| print!("{s}")),
+        Cmd::Train(a) => train(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let usage = matches!(e, Error::Config { .. } | Error::UnknownSignature { .. } | Error::NotSavedModel { .. } | Error::NoImages { .. } | Error::Restore { .. });
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}

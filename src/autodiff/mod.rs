@@ -3,7 +3,7 @@
 //! differentiable equivalents by the Rust fallback registry (`fallback`).
 pub mod fallback;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use tensorflow::{ops, Output, Scope};
 
@@ -28,10 +28,9 @@ pub fn missing_gradient_op(msg: &str) -> Option<String> {
     (!op.is_empty()).then_some(op)
 }
 
-/// Adds gradient ops for `loss` w.r.t. the values of the variables in `trainable` read by `tower`.
-/// Variables whose reads do not reach the loss get no entry.
-pub fn gradients(scope: &mut Scope, tower: &Tower, loss: Output, trainable: &HashSet<String>, prefix: &str) -> Result<Vec<VarGrad>> {
-    let reads: Vec<&(String, Output)> = tower.reads.iter().filter(|(h, _)| trainable.contains(h)).collect();
+/// Adds gradient ops for `loss` w.r.t. `reads` (variable name, a value read of it); reads of
+/// one variable are summed. Variables whose reads do not reach the loss get no entry.
+pub fn gradients(scope: &mut Scope, towers: &[Tower], loss: Output, reads: &[(String, Output)], prefix: &str) -> Result<Vec<VarGrad>> {
     let xs: Vec<Output> = reads.iter().map(|(_, o)| o.clone()).collect();
     let grads = {
         let mut g = scope.graph_mut();
@@ -42,7 +41,7 @@ pub fn gradients(scope: &mut Scope, tower: &Tower, loss: Output, trainable: &Has
         Err(status) => {
             let msg = status.to_string();
             if let Some(op) = missing_gradient_op(&msg) {
-                let nodes = tower_nodes_of_type(scope, tower, &op);
+                let nodes = tower_nodes_of_type(scope, towers, &op);
                 let ops = if nodes.is_empty() { vec![(op, "?".to_string())] } else { nodes.into_iter().map(|n| (op.clone(), n)).collect() };
                 return Err(Error::NoGradient { ops });
             }
@@ -69,14 +68,14 @@ pub fn gradients(scope: &mut Scope, tower: &Tower, loss: Output, trainable: &Has
 }
 
 /// Names of the tower's nodes with op type `op` (for error messages).
-fn tower_nodes_of_type(scope: &Scope, tower: &Tower, op: &str) -> Vec<String> {
+fn tower_nodes_of_type(scope: &Scope, towers: &[Tower], op: &str) -> Vec<String> {
     let g = scope.graph();
-    let p = format!("{}/", tower.prefix);
+    let prefixes: Vec<String> = towers.iter().map(|t| format!("{}/", t.prefix)).collect();
     let mut v: Vec<String> = g
         .operation_iter()
         .filter(|o| o.op_type().map(|t| t == op).unwrap_or(false))
         .filter_map(|o| o.name().ok())
-        .filter(|n| n.starts_with(&p))
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p.as_str())))
         .collect();
     v.sort();
     v.truncate(8);

@@ -200,7 +200,7 @@ impl<'a> Inliner<'a> {
         let (n, i) = parse_tensor_name(tensor);
         let op = self.graph.operation_by_name(n).ok().flatten().ok_or_else(|| Error::graph(n, "not in the loaded graph"))?;
         let dt = dtype_code(op.output_type(i.max(0) as usize));
-        let name = format!("__external/{}", self.external.len());
+        let name = format!("pretext_external/{}", self.external.len());
         let mut attr = HashMap::new();
         attr.insert("dtype".to_string(), attr_type(dt));
         self.out.push(NodeDef { name: name.clone(), op: "Placeholder".into(), attr, ..Default::default() });

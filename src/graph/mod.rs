@@ -3,7 +3,7 @@
 mod inline;
 mod opdefs;
 
-pub use inline::{inline_signature, FlatGraph};
+pub use inline::{dtype_code, inline_signature, FlatGraph};
 pub use opdefs::OpDefs;
 
 use std::collections::HashMap;
@@ -47,7 +47,8 @@ pub struct Tower {
 impl Tower {
     /// Imports `flat` under `prefix` (optionally on `device`), mapping its external references
     /// onto the existing graph's tensors (the model's `VarHandleOp`s, so the variables are shared).
-    pub fn import(model: &mut Loaded, flat: &FlatGraph, prefix: &str, device: Option<&str>) -> Result<Tower> {
+    /// `inputs`, if given, replace the tower's own input placeholders (one per signature input).
+    pub fn import(model: &mut Loaded, flat: &FlatGraph, prefix: &str, device: Option<&str>, inputs: Option<&[Output]>) -> Result<Tower> {
         let mut opts = ImportGraphDefOptions::new();
         opts.set_prefix(prefix).map_err(|e| Error::graph(prefix, e.to_string()))?;
         if let Some(d) = device {
@@ -58,6 +59,15 @@ impl Tower {
             opts.add_input_mapping(placeholder, 0, &out)
                 .map_err(|e| Error::graph(placeholder, e.to_string()))?;
         }
+        if let Some(given) = inputs {
+            if given.len() != flat.inputs.len() {
+                return Err(Error::graph(prefix, format!("tower takes {} inputs, {} given", flat.inputs.len(), given.len())));
+            }
+            for (t, o) in flat.inputs.iter().zip(given) {
+                let (n, i) = crate::savedmodel::parse_tensor_name(t);
+                opts.add_input_mapping(n, i.max(0) as usize, o).map_err(|e| Error::graph(t, e.to_string()))?;
+            }
+        }
         let bytes = flat.graph_def.encode_to_vec();
         {
             let mut g = model.scope.graph_mut();
@@ -65,7 +75,10 @@ impl Tower {
                 .tf_ctx(|| format!("importing the inlined signature as '{prefix}'"))?;
         }
         let find = |t: &str| -> Result<Output> { model.output(&format!("{prefix}/{t}")) };
-        let inputs = flat.inputs.iter().map(|t| find(t)).collect::<Result<Vec<_>>>()?;
+        let inputs = match inputs {
+            Some(given) => given.to_vec(),
+            None => flat.inputs.iter().map(|t| find(t)).collect::<Result<Vec<_>>>()?,
+        };
         let outputs = flat.outputs.iter().map(|t| find(t)).collect::<Result<Vec<_>>>()?;
         let mut reads = Vec::new();
         for n in flat.graph_def.node.iter().filter(|n| n.op == "ReadVariableOp") {

@@ -147,9 +147,9 @@ impl SavedModelInfo {
         self.meta.graph_def.as_ref().map(|g| g.node.as_slice()).unwrap_or(&[])
     }
 
-    /// Signature names, sorted.
+    /// Signature names, sorted (internal ones such as `__saved_model_init_op` left out).
     pub fn signature_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.meta.signature_def.keys().cloned().collect();
+        let mut v: Vec<String> = self.meta.signature_def.keys().filter(|k| !k.starts_with("__")).cloned().collect();
         v.sort();
         v
     }
@@ -181,9 +181,32 @@ impl SavedModelInfo {
         })
     }
 
-    /// Variables behind every VarHandleOp of the top-level graph, named and flagged trainable from
-    /// the object graph where the signature functions' bound inputs say which object each is.
+    /// Top-level nodes the signatures' outputs depend on (through data inputs).
+    pub fn serving_nodes(&self) -> std::collections::HashSet<String> {
+        let by_name: HashMap<&str, &NodeDef> = self.nodes().iter().map(|n| (n.name.as_str(), n)).collect();
+        let mut stack: Vec<&str> = self
+            .meta
+            .signature_def
+            .values()
+            .flat_map(|s| s.outputs.values())
+            .map(|t| parse_tensor_name(&t.name).0)
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n.to_string()) {
+                continue;
+            }
+            if let Some(nd) = by_name.get(n) {
+                stack.extend(nd.input.iter().filter(|i| !i.starts_with('^')).map(|i| parse_tensor_name(i).0));
+            }
+        }
+        seen
+    }
+
+    /// Variables the signatures use (every VarHandleOp their outputs depend on), named and flagged
+    /// trainable from the object graph where a call's bound inputs say which object each is.
     pub fn variables(&self) -> Vec<Variable> {
+        let serving = self.serving_nodes();
         let nodes = self.nodes();
         let by_name: HashMap<&str, &NodeDef> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
         // handle node name -> object-graph variable, via call nodes' captured inputs.
@@ -209,7 +232,7 @@ impl SavedModelInfo {
         }
         nodes
             .iter()
-            .filter(|n| n.op == "VarHandleOp")
+            .filter(|n| n.op == "VarHandleOp" && (serving.is_empty() || serving.contains(&n.name)))
             .map(|n| {
                 let attr_shape = n.attr.get("shape").and_then(|a| match &a.value {
                     Some(proto::attr_value::Value::Shape(s)) => shape_of(&Some(s.clone())),
@@ -335,5 +358,27 @@ impl Loaded {
             operation: self.op(n)?,
             index: i.max(0),
         })
+    }
+}
+
+impl Loaded {
+    /// Runs the session: feeds float tensors, fetches one float tensor.
+    pub fn run_f32(&self, feeds: &[(&tensorflow::Output, &tensorflow::Tensor<f32>)], fetch: &tensorflow::Output) -> Result<tensorflow::Tensor<f32>> {
+        let mut run = tensorflow::SessionRunArgs::new();
+        for (o, t) in feeds {
+            run.add_feed(&o.operation, o.index, t);
+        }
+        let tok = run.request_fetch(&fetch.operation, fetch.index);
+        let name = fetch.operation.name().unwrap_or_default();
+        self.session.run(&mut run).tf_ctx(|| format!("running the graph up to '{name}'"))?;
+        run.fetch(tok).tf_ctx(|| format!("fetching '{name}'"))
+    }
+
+    /// Runs the original signature (through its function calls) on `x`, fetching output `key`.
+    pub fn run_signature(&self, sig: &Signature, x: &tensorflow::Tensor<f32>, key: &str) -> Result<tensorflow::Tensor<f32>> {
+        let inp = self.output(&sig.inputs[0].tensor)?;
+        let out = sig.outputs.iter().find(|o| o.key == key).ok_or_else(|| Error::graph(key, "no such signature output"))?;
+        let out = self.output(&out.tensor)?;
+        self.run_f32(&[(&inp, x)], &out)
     }
 }

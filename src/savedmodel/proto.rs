@@ -344,6 +344,6 @@ pub struct ConfigProto {
     pub intra_op_parallelism_threads: i32,
     #[prost(int32, tag = "5")]
     pub inter_op_parallelism_threads: i32,
-    #[prost(bool, tag = "8")]
+    #[prost(bool, tag = "7")]
     pub allow_soft_placement: bool,
 }

@@ -1,0 +1,65 @@
+use super::*;
+
+fn write_png(p: &Path, w: u32, h: u32, v: u8) {
+    let img = image::RgbImage::from_pixel(w, h, image::Rgb([v, v / 2, 255 - v]));
+    img.save(p).unwrap();
+}
+
+fn spec() -> ImageSpec {
+    ImageSpec { height: 8, width: 8, channels: 3, range: (0.0, 1.0) }
+}
+
+#[test]
+fn corrupt_files_are_skipped_and_counted() {
+    let d = tempfile::tempdir().unwrap();
+    write_png(&d.path().join("a.png"), 20, 10, 10);
+    write_png(&d.path().join("b.png"), 10, 20, 200);
+    std::fs::write(d.path().join("c.jpg"), b"not a jpeg").unwrap();
+    std::fs::write(d.path().join("notes.txt"), b"hello").unwrap();
+    let f = ImageFolder::scan(d.path(), false).unwrap();
+    assert_eq!(f.files.len(), 3);
+    assert_eq!(f.ignored, 1);
+    let mut b = Batches::new(f, spec(), 1);
+    let x = b.next_batch(5).unwrap();
+    assert_eq!(x.len(), 5 * 8 * 8 * 3);
+    assert_eq!(b.skipped.len(), 1);
+    assert!(b.skipped[0].0.ends_with("c.jpg"));
+    assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
+}
+
+#[test]
+fn folder_without_readable_images_is_an_error_naming_it() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("x.png"), b"garbage").unwrap();
+    let f = ImageFolder::scan(d.path(), false).unwrap();
+    let mut b = Batches::new(f, spec(), 1);
+    let e = b.next_batch(2).unwrap_err().to_string();
+    assert!(e.contains(&d.path().display().to_string()) && e.contains("no readable image"), "{e}");
+    let empty = tempfile::tempdir().unwrap();
+    assert!(ImageFolder::scan(empty.path(), false).is_err());
+}
+
+#[test]
+fn order_is_deterministic_under_a_seed() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..10u8 {
+        write_png(&d.path().join(format!("{i}.png")), 8, 8, i * 20);
+    }
+    let f = ImageFolder::scan(d.path(), false).unwrap();
+    let a = Batches::new(f.clone(), spec(), 42).next_batch(7).unwrap();
+    let b = Batches::new(f.clone(), spec(), 42).next_batch(7).unwrap();
+    let c = Batches::new(f, spec(), 43).next_batch(7).unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+#[test]
+fn grayscale_and_value_range() {
+    let d = tempfile::tempdir().unwrap();
+    write_png(&d.path().join("a.png"), 8, 8, 255);
+    let f = ImageFolder::scan(d.path(), false).unwrap();
+    let s = ImageSpec { height: 4, width: 4, channels: 1, range: (-1.0, 1.0) };
+    let x = Batches::new(f, s, 0).next_batch(1).unwrap();
+    assert_eq!(x.len(), 16);
+    assert!(x.iter().all(|v| (-1.0..=1.0).contains(v)));
+}
