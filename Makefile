@@ -11,7 +11,9 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 FIX         := $(CACHE)/fixtures
 IMAGES      := $(CACHE)/images
-CARGO_ENV   := PKG_CONFIG_PATH=$(CURDIR)/$(TF_LIB) TF_CPP_MIN_LOG_LEVEL=2
+# oneDNN off: TF 2.21's oneDNN Conv2DBackpropFilter crashes on 1x1/stride-2/SAME kernels with even
+# inputs (fer's conv2d_3); the engine defaults to the same unless the user sets the variable.
+CARGO_ENV   := PKG_CONFIG_PATH=$(CURDIR)/$(TF_LIB) TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0
 BIN         := target/release/pretext
 WHEEL_GLOB  := $(CACHE)/wheels/$(subst -,_,$(TF_PIP))-$(TF_VERSION)-*.whl
 

@@ -21,7 +21,6 @@ key is the __call__ argument's name.
 import argparse
 import base64
 import json
-import math
 import os
 import re
 import shutil
