@@ -48,7 +48,7 @@ struct TrainArgs {
     size: Option<u32>,
     #[arg(long, value_enum, default_value = "adam")]
     optimizer: Opt,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 3e-4)]
     lr: f32,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
@@ -57,6 +57,15 @@ struct TrainArgs {
     range: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Denoising AE: Gaussian noise std as a fraction of the pixel range.
+    #[arg(long, default_value_t = 0.1)]
+    noise_std: f32,
+    /// Denoising AE: side of the reconstructed image.
+    #[arg(long, default_value_t = 24)]
+    target_size: i64,
+    /// Denoising AE: decoder hidden units.
+    #[arg(long, default_value_t = 512)]
+    hidden: i64,
     /// Place the tower on this device (e.g. /device:GPU:0).
     #[arg(long)]
     device: Option<String>,
@@ -90,6 +99,9 @@ fn train(a: TrainArgs) -> Result<(), Error> {
         Opt::Adamw => OptimizerKind::Adamw,
     };
     cfg.optimizer.learning_rate = a.lr;
+    cfg.head.noise_std = a.noise_std;
+    cfg.head.target_size = a.target_size;
+    cfg.head.hidden = a.hidden;
     cfg.optimizer.weight_decay = a.weight_decay;
     if let Some(e) = &a.export {
         if e.join("1").exists() && !e.is_dir() {

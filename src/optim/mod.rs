@@ -31,7 +31,7 @@ pub struct OptimizerConfig {
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
-        OptimizerConfig { kind: OptimizerKind::Adam, learning_rate: 1e-3, momentum: 0.9, nesterov: false, beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.0 }
+        OptimizerConfig { kind: OptimizerKind::Adam, learning_rate: 3e-4, momentum: 0.9, nesterov: false, beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.0 }
     }
 }
 
