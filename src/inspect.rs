@@ -14,18 +14,34 @@ use crate::savedmodel::{dtype_name, Loaded, SavedModelInfo, TensorSpec};
 fn shape_str(s: &Option<Vec<Option<i64>>>) -> String {
     match s {
         None => "unknown rank".into(),
-        Some(d) => format!("[{}]", d.iter().map(|x| x.map(|v| v.to_string()).unwrap_or("?".into())).collect::<Vec<_>>().join(", ")),
+        Some(d) => format!(
+            "[{}]",
+            d.iter()
+                .map(|x| x.map(|v| v.to_string()).unwrap_or("?".into()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
 fn spec_line(t: &TensorSpec) -> String {
-    format!("{} ({}): {} {}", t.key, t.tensor, dtype_name(t.dtype), shape_str(&t.shape))
+    format!(
+        "{} ({}): {} {}",
+        t.key,
+        t.tensor,
+        dtype_name(t.dtype),
+        shape_str(&t.shape)
+    )
 }
 
 /// The signature `inspect`/`train` default to: `serving_default`, else the only one.
 pub fn default_signature(info: &SavedModelInfo) -> String {
     let names = info.signature_names();
-    if names.len() == 1 { names[0].clone() } else { "serving_default".into() }
+    if names.len() == 1 {
+        names[0].clone()
+    } else {
+        "serving_default".into()
+    }
 }
 
 /// Replaces every node of op type `op` by placeholders, so differentiation can look past it.
@@ -45,44 +61,92 @@ fn cut_op(gd: &mut GraphDef, op: &str, types: &dyn Fn(&str, usize) -> i32) {
             }
             let mut attr = std::collections::HashMap::new();
             attr.insert("dtype".to_string(), crate::graph::attr_type(dt));
-            gd.node.push(NodeDef { name: format!("{}/__cut{k}", n.name), op: "Placeholder".into(), attr, ..Default::default() });
+            gd.node.push(NodeDef {
+                name: format!("{}/__cut{k}", n.name),
+                op: "Placeholder".into(),
+                attr,
+                ..Default::default()
+            });
         }
     }
 }
 
 /// Gradient coverage: Ok(list of fallback-rewritten nodes) or the missing (op, nodes) list.
-fn coverage(model: &mut Loaded, flat: &FlatGraph) -> Result<(Vec<String>, Vec<(String, Vec<String>)>)> {
+fn coverage(
+    model: &mut Loaded,
+    flat: &FlatGraph,
+) -> Result<(Vec<String>, Vec<(String, Vec<String>)>)> {
     let mut flat = flat.clone();
     let rewritten = autodiff::fallback::apply(&mut flat.graph_def);
-    let trainable: std::collections::HashSet<String> = model.info.variables().into_iter().filter(|v| v.trainable).map(|v| v.handle).collect();
+    let trainable: std::collections::HashSet<String> = model
+        .info
+        .variables()
+        .into_iter()
+        .filter(|v| v.trainable)
+        .map(|v| v.handle)
+        .collect();
     let mut missing: Vec<(String, Vec<String>)> = Vec::new();
     for attempt in 0..12 {
         let prefix = format!("pretext_inspect/tower{attempt}");
         let tower = Tower::import(model, &flat, &prefix, None, None)?;
-        let reads: Vec<_> = tower.reads.iter().filter(|(h, _)| trainable.contains(h)).cloned().collect();
-        let mut s = model.scope.new_sub_scope(&format!("pretext_inspect/loss{attempt}"));
+        let reads: Vec<_> = tower
+            .reads
+            .iter()
+            .filter(|(h, _)| trainable.contains(h))
+            .cloned()
+            .collect();
+        let mut s = model
+            .scope
+            .new_sub_scope(&format!("pretext_inspect/loss{attempt}"));
         let mut total: Option<tensorflow::Output> = None;
         for o in &tower.outputs {
             if o.operation.output_type(o.index as usize) != tensorflow::DataType::Float {
                 continue;
             }
             let r = ops::rank(o.clone(), &mut s).tf_ctx(|| "rank".into())?;
-            let axes = ops::range(ops::constant(0i32, &mut s).tf_ctx(|| "c".into())?, r, ops::constant(1i32, &mut s).tf_ctx(|| "c".into())?, &mut s).tf_ctx(|| "range".into())?;
-            let sum: tensorflow::Output = ops::sum(o.clone(), axes, &mut s).tf_ctx(|| "sum".into())?.into();
+            let axes = ops::range(
+                ops::constant(0i32, &mut s).tf_ctx(|| "c".into())?,
+                r,
+                ops::constant(1i32, &mut s).tf_ctx(|| "c".into())?,
+                &mut s,
+            )
+            .tf_ctx(|| "range".into())?;
+            let sum: tensorflow::Output = ops::sum(o.clone(), axes, &mut s)
+                .tf_ctx(|| "sum".into())?
+                .into();
             total = Some(match total {
                 None => sum,
                 Some(t) => ops::add(t, sum, &mut s).tf_ctx(|| "add".into())?.into(),
             });
         }
-        let Some(loss) = total else { return Ok((rewritten, missing)) };
-        match autodiff::gradients(&mut model.scope, std::slice::from_ref(&tower), loss, &reads, &format!("pretext_inspect/grad{attempt}")) {
+        let Some(loss) = total else {
+            return Ok((rewritten, missing));
+        };
+        match autodiff::gradients(
+            &mut model.scope,
+            std::slice::from_ref(&tower),
+            loss,
+            &reads,
+            &format!("pretext_inspect/grad{attempt}"),
+        ) {
             Ok(_) => return Ok((rewritten, missing)),
             Err(Error::NoGradient { ops }) => {
                 let op = ops[0].0.clone();
-                let nodes: Vec<String> = flat.graph_def.node.iter().filter(|n| n.op == op).map(|n| n.name.clone()).collect();
+                let nodes: Vec<String> = flat
+                    .graph_def
+                    .node
+                    .iter()
+                    .filter(|n| n.op == op)
+                    .map(|n| n.name.clone())
+                    .collect();
                 let g = model.scope.graph();
                 let types = |n: &str, k: usize| -> i32 {
-                    g.operation_by_name(&format!("{prefix}/{n}")).ok().flatten().filter(|o| k < o.num_outputs()).map(|o| crate::graph::dtype_code(o.output_type(k))).unwrap_or(0)
+                    g.operation_by_name(&format!("{prefix}/{n}"))
+                        .ok()
+                        .flatten()
+                        .filter(|o| k < o.num_outputs())
+                        .map(|o| crate::graph::dtype_code(o.output_type(k)))
+                        .unwrap_or(0)
                 };
                 cut_op(&mut flat.graph_def, &op, &types);
                 drop(g);
@@ -97,7 +161,9 @@ fn coverage(model: &mut Loaded, flat: &FlatGraph) -> Result<(Vec<String>, Vec<(S
 /// The full inspection report as text.
 pub fn inspect(dir: &Path, signature: Option<&str>) -> Result<String> {
     let info = SavedModelInfo::read(dir)?;
-    let sig_name = signature.map(String::from).unwrap_or_else(|| default_signature(&info));
+    let sig_name = signature
+        .map(String::from)
+        .unwrap_or_else(|| default_signature(&info));
     let sig = info.signature(&sig_name)?;
     let mut o = String::new();
     let w = |o: &mut String, s: String| {
@@ -107,7 +173,17 @@ pub fn inspect(dir: &Path, signature: Option<&str>) -> Result<String> {
     w(&mut o, format!("tags: {}", info.tags.join(", ")));
     for name in info.signature_names() {
         let s = info.signature(&name)?;
-        w(&mut o, format!("signature {name}{}", if name == sig_name { "  (inspected)" } else { "" }));
+        w(
+            &mut o,
+            format!(
+                "signature {name}{}",
+                if name == sig_name {
+                    "  (inspected)"
+                } else {
+                    ""
+                }
+            ),
+        );
         for t in &s.inputs {
             w(&mut o, format!("  input  {}", spec_line(t)));
         }
@@ -117,27 +193,59 @@ pub fn inspect(dir: &Path, signature: Option<&str>) -> Result<String> {
     }
     let vars = info.variables();
     let count = |f: &dyn Fn(&crate::savedmodel::Variable) -> bool| -> (usize, i64) {
-        vars.iter().filter(|v| f(v)).fold((0, 0), |(n, p), v| (n + 1, p + v.shape.iter().product::<i64>().max(0)))
+        vars.iter().filter(|v| f(v)).fold((0, 0), |(n, p), v| {
+            (n + 1, p + v.shape.iter().product::<i64>().max(0))
+        })
     };
     let (nv, np) = count(&|_| true);
     let (nt, pt) = count(&|v| v.trainable);
-    w(&mut o, format!("variables: {nv} ({np} parameters); trainable: {nt} ({pt} parameters)"));
+    w(
+        &mut o,
+        format!("variables: {nv} ({np} parameters); trainable: {nt} ({pt} parameters)"),
+    );
     let mut model = Loaded::load(dir)?;
     let flat = inline_signature(&model.info, &sig, &model.scope.graph())?;
-    let body: Vec<NodeDef> = flat.graph_def.node.iter().filter(|n| !n.name.ends_with("/__done") && !n.name.starts_with("pretext_external/")).cloned().collect();
-    w(&mut o, format!("serving path of '{sig_name}', inlined: {} ops", body.len()));
+    let body: Vec<NodeDef> = flat
+        .graph_def
+        .node
+        .iter()
+        .filter(|n| !n.name.ends_with("/__done") && !n.name.starts_with("pretext_external/"))
+        .cloned()
+        .collect();
+    w(
+        &mut o,
+        format!("serving path of '{sig_name}', inlined: {} ops", body.len()),
+    );
     for (op, n) in op_histogram(&body) {
         w(&mut o, format!("  {n:6}  {op}"));
     }
     let (rewritten, missing) = coverage(&mut model, &flat)?;
     if missing.is_empty() {
-        let extra = if rewritten.is_empty() { String::new() } else { format!(" ({} node(s) through Rust fallback rules)", rewritten.len()) };
-        w(&mut o, format!("gradient coverage: all differentiable{extra}"));
+        let extra = if rewritten.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} node(s) through Rust fallback rules)", rewritten.len())
+        };
+        w(
+            &mut o,
+            format!("gradient coverage: all differentiable{extra}"),
+        );
     } else {
-        w(&mut o, "gradient coverage: NOT differentiable — no gradient for:".into());
+        w(
+            &mut o,
+            "gradient coverage: NOT differentiable — no gradient for:".into(),
+        );
         for (op, nodes) in &missing {
             let shown: Vec<_> = nodes.iter().take(5).cloned().collect();
-            w(&mut o, format!("  {op} ({} node(s)): {}{}", nodes.len(), shown.join(", "), if nodes.len() > 5 { ", …" } else { "" }));
+            w(
+                &mut o,
+                format!(
+                    "  {op} ({} node(s)): {}{}",
+                    nodes.len(),
+                    shown.join(", "),
+                    if nodes.len() > 5 { ", …" } else { "" }
+                ),
+            );
         }
     }
     Ok(o)

@@ -7,7 +7,12 @@ use pretext::optim::OptimizerKind;
 use pretext::Error;
 
 #[derive(Parser)]
-#[command(name = "pretext", version, about = "Retrain TensorFlow SavedModels without labels", after_help = "Examples:\n  pretext inspect models/mobilenet\n  pretext train --model models/mobilenet --images photos/ --steps 200 --batch 32 --export out/")]
+#[command(
+    name = "pretext",
+    version,
+    about = "Retrain TensorFlow SavedModels without labels",
+    after_help = "Examples:\n  pretext inspect models/mobilenet\n  pretext train --model models/mobilenet --images photos/ --steps 200 --batch 32 --export out/"
+)]
 struct Cli {
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -79,9 +84,17 @@ enum Opt {
 }
 
 fn parse_range(s: &str) -> Result<(f32, f32), Error> {
-    let bad = || Error::config("--range", format!("'{s}' is not LOW,HIGH (e.g. 0,1 or -1,1)"));
+    let bad = || {
+        Error::config(
+            "--range",
+            format!("'{s}' is not LOW,HIGH (e.g. 0,1 or -1,1)"),
+        )
+    };
     let (a, b) = s.split_once(',').ok_or_else(bad)?;
-    Ok((a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?))
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 fn train(a: TrainArgs) -> Result<(), Error> {
@@ -105,7 +118,10 @@ fn train(a: TrainArgs) -> Result<(), Error> {
     cfg.optimizer.weight_decay = a.weight_decay;
     if let Some(e) = &a.export {
         if e.join("1").exists() && !e.is_dir() {
-            return Err(Error::config("--export", format!("{} is not a directory", e.display())));
+            return Err(Error::config(
+                "--export",
+                format!("{} is not a directory", e.display()),
+            ));
         }
     }
     let started = std::time::Instant::now();
@@ -118,8 +134,15 @@ fn train(a: TrainArgs) -> Result<(), Error> {
     let first: f32 = losses[..k].iter().sum::<f32>() / k.max(1) as f32;
     let last: f32 = losses[losses.len() - k..].iter().sum::<f32>() / k.max(1) as f32;
     println!("trained {} steps of batch {} in {secs:.1}s ({:.2} steps/s, {:.1} images/s; graph built in {build:.1}s)", losses.len(), cfg.batch, losses.len() as f64 / secs, (losses.len() * cfg.batch) as f64 / secs);
-    println!("loss: first-10 mean {first:.5}, last-10 mean {last:.5} ({:+.1}%)", (last / first - 1.0) * 100.0);
-    println!("images read {}, skipped {}", t.batches.images_read, t.batches.skipped.len());
+    println!(
+        "loss: first-10 mean {first:.5}, last-10 mean {last:.5} ({:+.1}%)",
+        (last / first - 1.0) * 100.0
+    );
+    println!(
+        "images read {}, skipped {}",
+        t.batches.images_read,
+        t.batches.skipped.len()
+    );
     for (p, why) in &t.batches.skipped {
         println!("  skipped {}: {why}", p.display());
     }
@@ -134,7 +157,10 @@ fn main() -> ExitCode {
     // TF reads these when the library loads, before main: re-exec once with them set.
     // oneDNN is off by default: TF 2.21's oneDNN Conv2DBackpropFilter crashes on 1x1, stride-2,
     // SAME convolutions of even-sized inputs (set TF_ENABLE_ONEDNN_OPTS=1 to opt back in).
-    let defaults = [("TF_CPP_MIN_LOG_LEVEL", "2"), ("TF_ENABLE_ONEDNN_OPTS", "0")];
+    let defaults = [
+        ("TF_CPP_MIN_LOG_LEVEL", "2"),
+        ("TF_ENABLE_ONEDNN_OPTS", "0"),
+    ];
     if defaults.iter().any(|(k, _)| std::env::var_os(k).is_none()) {
         use std::os::unix::process::CommandExt;
         if let Ok(exe) = std::env::current_exe() {
@@ -155,16 +181,28 @@ fn main() -> ExitCode {
         1 => "debug",
         _ => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(format!("warn,pretext={level}"))).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(format!("warn,pretext={level}")),
+    )
+    .init();
     let r = match cli.cmd {
-        Cmd::Inspect { model, signature } => pretext::inspect::inspect(&model, signature.as_deref()).map(|s| print!("{s}")),
+        Cmd::Inspect { model, signature } => {
+            pretext::inspect::inspect(&model, signature.as_deref()).map(|s| print!("{s}"))
+        }
         Cmd::Train(a) => train(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            let usage = matches!(e, Error::Config { .. } | Error::UnknownSignature { .. } | Error::NotSavedModel { .. } | Error::NoImages { .. } | Error::Restore { .. });
+            let usage = matches!(
+                e,
+                Error::Config { .. }
+                    | Error::UnknownSignature { .. }
+                    | Error::NotSavedModel { .. }
+                    | Error::NoImages { .. }
+                    | Error::Restore { .. }
+            );
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }

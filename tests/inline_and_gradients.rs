@@ -14,13 +14,24 @@ fn inlined_signature_equals_original_on_all_fixtures() {
         let key = output_key(name);
         let original = m.run_signature(&sig, &x, &key).unwrap();
         let k = sig.outputs.iter().position(|o| o.key == key).unwrap();
-        let flat = m.run_f32(&[(&tower.inputs[0], &x)], &tower.outputs[k]).unwrap();
+        let flat = m
+            .run_f32(&[(&tower.inputs[0], &x)], &tower.outputs[k])
+            .unwrap();
         let err = max_abs_diff(&original, &flat);
         let tf_python = read_f32(&golden(name).join("output.bin"));
         let err_py = max_abs_diff(&flat, &tf_python);
-        println!("{name}: max |inlined - original| = {err:e}, vs TF Python {err_py:e} ({} values)", flat.len());
-        assert!(err <= 1e-5, "{name}: inlined output differs from the original signature by {err}");
-        assert!(err_py <= 1e-4, "{name}: inlined output differs from TF Python's by {err_py}");
+        println!(
+            "{name}: max |inlined - original| = {err:e}, vs TF Python {err_py:e} ({} values)",
+            flat.len()
+        );
+        assert!(
+            err <= 1e-5,
+            "{name}: inlined output differs from the original signature by {err}"
+        );
+        assert!(
+            err_py <= 1e-4,
+            "{name}: inlined output differs from TF Python's by {err_py}"
+        );
     }
 }
 
@@ -30,10 +41,19 @@ fn gradients_equal_gradient_tape() {
         let (mut m, _sig, tower) = load_with_tower(name);
         let idx = index(name);
         let x = golden_input(name);
-        let w = Tensor::new(&dims(&idx["output_shape"])).with_values(&read_f32(&golden(name).join("weights.bin"))).unwrap();
+        let w = Tensor::new(&dims(&idx["output_shape"]))
+            .with_values(&read_f32(&golden(name).join("weights.bin")))
+            .unwrap();
         let want = read_f32(&golden(name).join("grads.bin"));
         let key = idx["output_key"].as_str().unwrap();
-        let k = m.info.signature("serving_default").unwrap().outputs.iter().position(|o| o.key == key).unwrap();
+        let k = m
+            .info
+            .signature("serving_default")
+            .unwrap()
+            .outputs
+            .iter()
+            .position(|o| o.key == key)
+            .unwrap();
         let loss: Output = {
             let mut s = m.scope.new_sub_scope("test_loss");
             let wc = ops::constant(w, &mut s).unwrap();
@@ -41,15 +61,30 @@ fn gradients_equal_gradient_tape() {
             let axes = ops::constant(&[0i32, 1][..], &mut s).unwrap();
             ops::sum(p, axes, &mut s).unwrap().into()
         };
-        let grads = pretext::autodiff::gradients(&mut m.scope, std::slice::from_ref(&tower), loss, &tower.reads, "test_grads").unwrap();
+        let grads = pretext::autodiff::gradients(
+            &mut m.scope,
+            std::slice::from_ref(&tower),
+            loss,
+            &tower.reads,
+            "test_grads",
+        )
+        .unwrap();
         let mut worst = 0f32;
         let mut compared = 0;
         for v in idx["vars"].as_array().unwrap() {
-            let handle = parse_tensor_name(v["graph_input"].as_str().unwrap()).0.to_string();
-            let (off, size) = (v["offset"].as_u64().unwrap() as usize, v["size"].as_u64().unwrap() as usize);
+            let handle = parse_tensor_name(v["graph_input"].as_str().unwrap())
+                .0
+                .to_string();
+            let (off, size) = (
+                v["offset"].as_u64().unwrap() as usize,
+                v["size"].as_u64().unwrap() as usize,
+            );
             let expect = &want[off..off + size];
             let got: Vec<f32> = match grads.iter().find(|g| g.handle == handle) {
-                Some(g) => m.run_f32(&[(&tower.inputs[0], &x)], &g.grad).unwrap().to_vec(),
+                Some(g) => m
+                    .run_f32(&[(&tower.inputs[0], &x)], &g.grad)
+                    .unwrap()
+                    .to_vec(),
                 None => vec![0.0; size],
             };
             assert_eq!(got.len(), size, "{name}/{handle}: gradient size");
@@ -57,7 +92,11 @@ fn gradients_equal_gradient_tape() {
             let rel = max_abs_diff(&got, expect) / scale;
             worst = worst.max(rel);
             compared += 1;
-            assert!(rel <= 1e-4, "{name}: gradient of {} ({handle}) differs: max rel error {rel:e}", v["name"]);
+            assert!(
+                rel <= 1e-4,
+                "{name}: gradient of {} ({handle}) differs: max rel error {rel:e}",
+                v["name"]
+            );
         }
         println!("{name}: {compared} variable gradients, worst max-relative error {worst:e}");
         assert!(compared > 0);

@@ -12,7 +12,11 @@ fn cfg(model: &str, steps: u64) -> TrainConfig {
     let mut c = TrainConfig::new(fixture(model), images());
     c.steps = steps;
     c.batch = 16;
-    c.size = if model == "nsfwjs_mobilenet_v2" { Some(96) } else { None };
+    c.size = if model == "nsfwjs_mobilenet_v2" {
+        Some(96)
+    } else {
+        None
+    };
     c
 }
 
@@ -22,8 +26,14 @@ fn falls(model: &str, min_drop: f32) {
     let l = t.run(100).unwrap();
     let first: f32 = l[..10].iter().sum::<f32>() / 10.0;
     let last: f32 = l[90..].iter().sum::<f32>() / 10.0;
-    println!("{model}: DAE loss first-10 mean {first:.5}, last-10 mean {last:.5} ({:+.1}%)", (last / first - 1.0) * 100.0);
-    assert!(last <= (1.0 - min_drop) * first, "{model}: loss fell only from {first} to {last}");
+    println!(
+        "{model}: DAE loss first-10 mean {first:.5}, last-10 mean {last:.5} ({:+.1}%)",
+        (last / first - 1.0) * 100.0
+    );
+    assert!(
+        last <= (1.0 - min_drop) * first,
+        "{model}: loss fell only from {first} to {last}"
+    );
 }
 
 #[test]
@@ -54,30 +64,64 @@ fn export_round_trip_through_tf_python() {
     let dir = pretext::export::export(&t.model, out.path(), None).unwrap();
     assert_eq!(dir, out.path().join("1"));
     let x = golden_input(name);
-    let y = t.model.run_signature(&t.signature, &x, &output_key(name)).unwrap();
+    let y = t
+        .model
+        .run_signature(&t.signature, &x, &output_key(name))
+        .unwrap();
     write_f32(&out.path().join("expected.bin"), &y);
     let shape: Vec<String> = x.dims().iter().map(|d| d.to_string()).collect();
     let st = Command::new(python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_export.py"))
-        .args(["--export", dir.to_str().unwrap(), "--original", fixture(name).to_str().unwrap()])
-        .args(["--input", golden(name).join("input.bin").to_str().unwrap(), "--shape", &shape.join(",")])
-        .args(["--expected", out.path().join("expected.bin").to_str().unwrap(), "--key", &output_key(name)])
+        .args([
+            "--export",
+            dir.to_str().unwrap(),
+            "--original",
+            fixture(name).to_str().unwrap(),
+        ])
+        .args([
+            "--input",
+            golden(name).join("input.bin").to_str().unwrap(),
+            "--shape",
+            &shape.join(","),
+        ])
+        .args([
+            "--expected",
+            out.path().join("expected.bin").to_str().unwrap(),
+            "--key",
+            &output_key(name),
+        ])
         .env("TF_CPP_MIN_LOG_LEVEL", "2")
         .status()
         .unwrap();
-    assert!(st.success(), "TF Python rejected the export (see output above)");
+    assert!(
+        st.success(),
+        "TF Python rejected the export (see output above)"
+    );
     // Next export gets the next version; an explicit existing version is refused.
     let dir2 = pretext::export::export(&t.model, out.path(), None).unwrap();
     assert_eq!(dir2, out.path().join("2"));
-    let e = pretext::export::export(&t.model, out.path(), Some(1)).unwrap_err().to_string();
+    let e = pretext::export::export(&t.model, out.path(), Some(1))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("already exists"), "{e}");
-    let leftovers: Vec<_> = std::fs::read_dir(out.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty());
 }
 
 fn pretext(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_pretext")).args(args).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+    let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
 }
 
 fn error_line(stderr: &str) -> String {
@@ -96,20 +140,71 @@ fn bad_input_gives_one_clear_line_and_writes_nothing() {
     let tiny = fixture("tiny_cnn");
     let tiny = tiny.to_str().unwrap();
     // Not a SavedModel.
-    let (code, _, err) = pretext(&["train", "--model", imgs, "--images", imgs, "--steps", "1", "--export", ex]);
+    let (code, _, err) = pretext(&[
+        "train", "--model", imgs, "--images", imgs, "--steps", "1", "--export", ex,
+    ]);
     let l = error_line(&err);
-    assert!(code != 0 && l.contains(imgs) && l.contains("not a SavedModel"), "{l}");
+    assert!(
+        code != 0 && l.contains(imgs) && l.contains("not a SavedModel"),
+        "{l}"
+    );
     // Unknown signature.
-    let (code, _, err) = pretext(&["train", "--model", tiny, "--images", imgs, "--signature", "nope", "--steps", "1", "--export", ex]);
+    let (code, _, err) = pretext(&[
+        "train",
+        "--model",
+        tiny,
+        "--images",
+        imgs,
+        "--signature",
+        "nope",
+        "--steps",
+        "1",
+        "--export",
+        ex,
+    ]);
     let l = error_line(&err);
-    assert!(code != 0 && l.contains("'nope'") && l.contains("serving_default"), "{l}");
+    assert!(
+        code != 0 && l.contains("'nope'") && l.contains("serving_default"),
+        "{l}"
+    );
     // No readable image.
     let empty = tmp.path().join("junk");
     std::fs::create_dir(&empty).unwrap();
     std::fs::write(empty.join("a.jpg"), b"not an image").unwrap();
-    let (code, _, err) = pretext(&["train", "--model", tiny, "--images", empty.to_str().unwrap(), "--steps", "1", "--export", ex]);
+    let (code, _, err) = pretext(&[
+        "train",
+        "--model",
+        tiny,
+        "--images",
+        empty.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--export",
+        ex,
+    ]);
     let l = error_line(&err);
-    assert!(code != 0 && l.contains("no readable image") && l.contains(empty.to_str().unwrap()), "{l}");
+    assert!(
+        code != 0 && l.contains("no readable image") && l.contains(empty.to_str().unwrap()),
+        "{l}"
+    );
+    // A SavedModel whose variables cannot be restored (Keras 3 model in a tf.Module).
+    let bad = fixture("keras3_module_unrestorable");
+    let (code, _, err) = pretext(&[
+        "train",
+        "--model",
+        bad.to_str().unwrap(),
+        "--images",
+        imgs,
+        "--steps",
+        "1",
+        "--export",
+        ex,
+    ]);
+    let l = error_line(&err);
+    assert!(
+        code != 0 && l.contains("could not be restored") && l.contains(bad.to_str().unwrap()),
+        "{l}"
+    );
     // Inspect of a file.
     let f = tmp.path().join("file");
     std::fs::write(&f, b"x").unwrap();
@@ -123,15 +218,41 @@ fn bad_input_gives_one_clear_line_and_writes_nothing() {
 fn unreadable_files_are_skipped_and_training_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let src = images();
-    for (i, e) in std::fs::read_dir(&src).unwrap().filter_map(|e| e.ok()).take(6).enumerate() {
-        std::fs::copy(e.path(), tmp.path().join(format!("{i}_{}", e.file_name().to_string_lossy()))).unwrap();
+    for (i, e) in std::fs::read_dir(&src)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .take(6)
+        .enumerate()
+    {
+        std::fs::copy(
+            e.path(),
+            tmp.path()
+                .join(format!("{i}_{}", e.file_name().to_string_lossy())),
+        )
+        .unwrap();
     }
     std::fs::write(tmp.path().join("broken.jpg"), b"\xff\xd8\xff garbage").unwrap();
     let tiny = fixture("tiny_cnn");
-    let (code, out, err) = pretext(&["train", "--model", tiny.to_str().unwrap(), "--images", tmp.path().to_str().unwrap(), "--steps", "3", "--batch", "4"]);
+    let (code, out, err) = pretext(&[
+        "train",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--images",
+        tmp.path().to_str().unwrap(),
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("skipped 1") && out.contains("broken.jpg"), "{out}");
-    assert!(err.contains("broken.jpg"), "a warning names the file: {err}");
+    assert!(
+        out.contains("skipped 1") && out.contains("broken.jpg"),
+        "{out}"
+    );
+    assert!(
+        err.contains("broken.jpg"),
+        "a warning names the file: {err}"
+    );
 }
 
 #[test]
@@ -141,7 +262,16 @@ fn inspect_reports_coverage_on_every_fixture() {
         let (code, out, err) = pretext(&["inspect", p.to_str().unwrap()]);
         assert_eq!(code, 0, "{name}: {err}");
         assert!(out.contains("signature serving_default"), "{out}");
-        assert!(out.contains("gradient coverage: all differentiable") || out.contains("NOT differentiable"), "{out}");
-        println!("{name}: {}", out.lines().find(|l| l.starts_with("gradient coverage")).unwrap());
+        assert!(
+            out.contains("gradient coverage: all differentiable")
+                || out.contains("NOT differentiable"),
+            "{out}"
+        );
+        println!(
+            "{name}: {}",
+            out.lines()
+                .find(|l| l.starts_with("gradient coverage"))
+                .unwrap()
+        );
     }
 }

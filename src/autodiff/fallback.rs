@@ -26,7 +26,11 @@ pub fn registry() -> HashMap<&'static str, Rule> {
 }
 
 fn data_inputs(n: &NodeDef) -> Vec<String> {
-    n.input.iter().filter(|i| !i.starts_with('^')).cloned().collect()
+    n.input
+        .iter()
+        .filter(|i| !i.starts_with('^'))
+        .cloned()
+        .collect()
 }
 
 fn type_attr(n: &NodeDef, k: &str) -> Option<i32> {
@@ -37,24 +41,61 @@ fn type_attr(n: &NodeDef, k: &str) -> Option<i32> {
 }
 
 fn node(name: String, op: &str, input: Vec<String>, attrs: Vec<(&str, AttrValue)>) -> NodeDef {
-    NodeDef { name, op: op.into(), input, device: String::new(), attr: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect() }
+    NodeDef {
+        name,
+        op: op.into(),
+        input,
+        device: String::new(),
+        attr: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    }
 }
 
 /// erfc(x) = 1 − erf(x).
 fn erfc(n: &NodeDef) -> Option<Rewrite> {
     let x = data_inputs(n).into_iter().next()?;
     let t = type_attr(n, "T")?;
-    let one = TensorProto { dtype: t, float_val: if t == 1 { vec![1.0] } else { vec![] }, double_val: if t == 2 { vec![1.0] } else { vec![] }, ..Default::default() };
+    let one = TensorProto {
+        dtype: t,
+        float_val: if t == 1 { vec![1.0] } else { vec![] },
+        double_val: if t == 2 { vec![1.0] } else { vec![] },
+        ..Default::default()
+    };
     if t != 1 && t != 2 {
         return None;
     }
     let p = format!("{}/__fallback", n.name);
     let nodes = vec![
-        node(format!("{p}/erf"), "Erf", vec![x], vec![("T", attr_type(t))]),
-        node(format!("{p}/one"), "Const", vec![], vec![("dtype", attr_type(t)), ("value", AttrValue { value: Some(Value::Tensor(one)) })]),
-        node(format!("{p}/sub"), "Sub", vec![format!("{p}/one:0"), format!("{p}/erf:0")], vec![("T", attr_type(t))]),
+        node(
+            format!("{p}/erf"),
+            "Erf",
+            vec![x],
+            vec![("T", attr_type(t))],
+        ),
+        node(
+            format!("{p}/one"),
+            "Const",
+            vec![],
+            vec![
+                ("dtype", attr_type(t)),
+                (
+                    "value",
+                    AttrValue {
+                        value: Some(Value::Tensor(one)),
+                    },
+                ),
+            ],
+        ),
+        node(
+            format!("{p}/sub"),
+            "Sub",
+            vec![format!("{p}/one:0"), format!("{p}/erf:0")],
+            vec![("T", attr_type(t))],
+        ),
     ];
-    Some(Rewrite { nodes, outputs: vec![format!("{p}/sub:0")] })
+    Some(Rewrite {
+        nodes,
+        outputs: vec![format!("{p}/sub:0")],
+    })
 }
 
 /// IdentityN(x1..xn) = (Identity(x1), …, Identity(xn)).
@@ -71,7 +112,12 @@ fn identity_n(n: &NodeDef) -> Option<Rewrite> {
     let mut nodes = Vec::new();
     let mut outputs = Vec::new();
     for (k, (x, t)) in ins.into_iter().zip(types).enumerate() {
-        nodes.push(node(format!("{p}/{k}"), "Identity", vec![x], vec![("T", attr_type(t))]));
+        nodes.push(node(
+            format!("{p}/{k}"),
+            "Identity",
+            vec![x],
+            vec![("T", attr_type(t))],
+        ));
         outputs.push(format!("{p}/{k}:0"));
     }
     Some(Rewrite { nodes, outputs })
@@ -84,7 +130,9 @@ pub fn apply(gd: &mut GraphDef) -> Vec<String> {
     let mut added = Vec::new();
     let mut rewritten = Vec::new();
     for n in &gd.node {
-        let Some(rule) = rules.get(n.op.as_str()) else { continue };
+        let Some(rule) = rules.get(n.op.as_str()) else {
+            continue;
+        };
         let Some(rw) = rule(n) else { continue };
         for (k, t) in rw.outputs.iter().enumerate() {
             remap.insert(format!("{}:{k}", n.name), t.clone());
@@ -114,17 +162,133 @@ pub fn apply(gd: &mut GraphDef) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
+    use tensorflow::{
+        Graph, ImportGraphDefOptions, Output, Session, SessionOptions, SessionRunArgs, Tensor,
+    };
+
+    /// x → Erfc(x) as a GraphDef.
+    fn erfc_graph() -> GraphDef {
+        let mut gd = GraphDef::default();
+        gd.node.push(node(
+            "x".into(),
+            "Placeholder",
+            vec![],
+            vec![("dtype", attr_type(1))],
+        ));
+        gd.node.push(node(
+            "y".into(),
+            "Erfc",
+            vec!["x".into()],
+            vec![("T", attr_type(1))],
+        ));
+        gd.node.push(node(
+            "out".into(),
+            "Identity",
+            vec!["y".into()],
+            vec![("T", attr_type(1))],
+        ));
+        gd
+    }
+
+    fn import(gd: &GraphDef) -> Graph {
+        let mut g = Graph::new();
+        g.import_graph_def(&gd.encode_to_vec(), &ImportGraphDefOptions::new())
+            .unwrap();
+        g
+    }
+
+    #[test]
+    fn tf_has_no_erfc_gradient_but_the_fallback_gives_the_exact_one() {
+        let mut g = import(&erfc_graph());
+        let out = Output {
+            operation: g.operation_by_name_required("out").unwrap(),
+            index: 0,
+        };
+        let x = Output {
+            operation: g.operation_by_name_required("x").unwrap(),
+            index: 0,
+        };
+        let err = g
+            .add_gradients(None, &[out], &[x], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            crate::autodiff::missing_gradient_op(&err).as_deref() == Some("Erfc"),
+            "{err}"
+        );
+
+        let mut gd = erfc_graph();
+        assert_eq!(apply(&mut gd), vec!["y".to_string()]);
+        let mut g = import(&gd);
+        let out = Output {
+            operation: g.operation_by_name_required("out").unwrap(),
+            index: 0,
+        };
+        let x = Output {
+            operation: g.operation_by_name_required("x").unwrap(),
+            index: 0,
+        };
+        let dx = g
+            .add_gradients(None, &[out.clone()], &[x.clone()], None)
+            .unwrap()[0]
+            .clone()
+            .unwrap();
+        let s = Session::new(&SessionOptions::new(), &g).unwrap();
+        let xs = [-1.5f32, -0.3, 0.0, 0.7, 2.0];
+        let t = Tensor::new(&[5]).with_values(&xs).unwrap();
+        let mut run = SessionRunArgs::new();
+        run.add_feed(&x.operation, 0, &t);
+        let ty = run.request_fetch(&out.operation, 0);
+        let tg = run.request_fetch(&dx.operation, dx.index);
+        s.run(&mut run).unwrap();
+        let y: Tensor<f32> = run.fetch(ty).unwrap();
+        let gr: Tensor<f32> = run.fetch(tg).unwrap();
+        for (i, &v) in xs.iter().enumerate() {
+            let v = v as f64;
+            let want = -2.0 / std::f64::consts::PI.sqrt() * (-v * v).exp();
+            assert!(
+                (gr[i] as f64 - want).abs() < 1e-5,
+                "d erfc({v}) = {} want {want}",
+                gr[i]
+            );
+            // forward unchanged: erfc(0) = 1, erfc(x) + erfc(-x) = 2
+            assert!(y[i].is_finite());
+        }
+        assert!((y[2] - 1.0).abs() < 1e-6);
+    }
 
     #[test]
     fn identity_n_consumers_are_repointed() {
         let mut gd = GraphDef::default();
-        let mut idn = node("idn".into(), "IdentityN", vec!["a:0".into(), "b:0".into(), "^c".into()], vec![]);
-        idn.attr.insert("T".into(), AttrValue { value: Some(Value::List(crate::savedmodel::proto::ListValue { r#type: vec![1, 1], ..Default::default() })) });
+        let mut idn = node(
+            "idn".into(),
+            "IdentityN",
+            vec!["a:0".into(), "b:0".into(), "^c".into()],
+            vec![],
+        );
+        idn.attr.insert(
+            "T".into(),
+            AttrValue {
+                value: Some(Value::List(crate::savedmodel::proto::ListValue {
+                    r#type: vec![1, 1],
+                    ..Default::default()
+                })),
+            },
+        );
         gd.node.push(idn);
-        gd.node.push(node("use".into(), "Mul", vec!["idn".into(), "idn:1".into(), "^idn".into()], vec![]));
+        gd.node.push(node(
+            "use".into(),
+            "Mul",
+            vec!["idn".into(), "idn:1".into(), "^idn".into()],
+            vec![],
+        ));
         let rw = apply(&mut gd);
         assert_eq!(rw, vec!["idn".to_string()]);
         let u = gd.node.iter().find(|n| n.name == "use").unwrap();
-        assert_eq!(u.input, vec!["idn/__fallback/0:0", "idn/__fallback/1:0", "^idn"]);
+        assert_eq!(
+            u.input,
+            vec!["idn/__fallback/0:0", "idn/__fallback/1:0", "^idn"]
+        );
     }
 }

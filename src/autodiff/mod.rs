@@ -24,13 +24,22 @@ pub struct VarGrad {
 pub fn missing_gradient_op(msg: &str) -> Option<String> {
     let i = msg.find("No gradient defined for op")?;
     let rest = msg[i..].split_once(':')?.1.trim_start();
-    let op: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    let op: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
     (!op.is_empty()).then_some(op)
 }
 
 /// Adds gradient ops for `loss` w.r.t. `reads` (variable name, a value read of it); reads of
 /// one variable are summed. Variables whose reads do not reach the loss get no entry.
-pub fn gradients(scope: &mut Scope, towers: &[Tower], loss: Output, reads: &[(String, Output)], prefix: &str) -> Result<Vec<VarGrad>> {
+pub fn gradients(
+    scope: &mut Scope,
+    towers: &[Tower],
+    loss: Output,
+    reads: &[(String, Output)],
+    prefix: &str,
+) -> Result<Vec<VarGrad>> {
     let xs: Vec<Output> = reads.iter().map(|(_, o)| o.clone()).collect();
     let grads = {
         let mut g = scope.graph_mut();
@@ -42,16 +51,27 @@ pub fn gradients(scope: &mut Scope, towers: &[Tower], loss: Output, reads: &[(St
             let msg = status.to_string();
             if let Some(op) = missing_gradient_op(&msg) {
                 let nodes = tower_nodes_of_type(scope, towers, &op);
-                let ops = if nodes.is_empty() { vec![(op, "?".to_string())] } else { nodes.into_iter().map(|n| (op.clone(), n)).collect() };
+                let ops = if nodes.is_empty() {
+                    vec![(op, "?".to_string())]
+                } else {
+                    nodes.into_iter().map(|n| (op.clone(), n)).collect()
+                };
                 return Err(Error::NoGradient { ops });
             }
-            return Err(Error::Tf { context: "adding gradient ops".into(), msg });
+            return Err(Error::Tf {
+                context: "adding gradient ops".into(),
+                msg,
+            });
         }
     };
     let mut by_var: BTreeMap<String, (Output, Vec<Output>)> = BTreeMap::new();
     for ((h, v), g) in reads.iter().zip(grads) {
         if let Some(g) = g {
-            by_var.entry(h.clone()).or_insert_with(|| (v.clone(), Vec::new())).1.push(g);
+            by_var
+                .entry(h.clone())
+                .or_insert_with(|| (v.clone(), Vec::new()))
+                .1
+                .push(g);
         }
     }
     let mut out = Vec::new();
@@ -60,9 +80,15 @@ pub fn gradients(scope: &mut Scope, towers: &[Tower], loss: Output, reads: &[(St
         let mut it = gs.into_iter();
         let mut grad = it.next().expect("at least one gradient");
         for g in it {
-            grad = ops::add(grad, g, &mut sc).tf_ctx(|| format!("summing gradients of {handle}"))?.into();
+            grad = ops::add(grad, g, &mut sc)
+                .tf_ctx(|| format!("summing gradients of {handle}"))?
+                .into();
         }
-        out.push(VarGrad { handle, value, grad });
+        out.push(VarGrad {
+            handle,
+            value,
+            grad,
+        });
     }
     Ok(out)
 }

@@ -35,15 +35,25 @@ pub struct ImageFolder {
 }
 
 fn is_image(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).map(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())).unwrap_or(false)
+    p.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .unwrap_or(false)
 }
 
 impl ImageFolder {
     /// Lists image files under `root` (recursively if asked).
     pub fn scan(root: &Path, recursive: bool) -> Result<Self> {
         if !root.is_dir() {
-            let why = if root.exists() { "is not a directory; pass the folder that holds the images" } else { "image folder does not exist" };
-            return Err(Error::io(root, std::io::Error::new(std::io::ErrorKind::NotFound, why)));
+            let why = if root.exists() {
+                "is not a directory; pass the folder that holds the images"
+            } else {
+                "image folder does not exist"
+            };
+            return Err(Error::io(
+                root,
+                std::io::Error::new(std::io::ErrorKind::NotFound, why),
+            ));
         }
         let mut files = Vec::new();
         let mut ignored = 0;
@@ -66,9 +76,16 @@ impl ImageFolder {
         }
         files.sort();
         if files.is_empty() {
-            return Err(Error::NoImages { path: root.into(), skipped: 0 });
+            return Err(Error::NoImages {
+                path: root.into(),
+                skipped: 0,
+            });
         }
-        Ok(ImageFolder { root: root.into(), files, ignored })
+        Ok(ImageFolder {
+            root: root.into(),
+            files,
+            ignored,
+        })
     }
 }
 
@@ -105,13 +122,24 @@ pub struct Batches {
 impl Batches {
     pub fn new(folder: ImageFolder, spec: ImageSpec, seed: u64) -> Self {
         let n = folder.files.len();
-        let mut b = Batches { folder, spec, order: (0..n).collect(), pos: 0, epoch: 0, seed, bad: vec![false; n], skipped: Vec::new(), images_read: 0 };
+        let mut b = Batches {
+            folder,
+            spec,
+            order: (0..n).collect(),
+            pos: 0,
+            epoch: 0,
+            seed,
+            bad: vec![false; n],
+            skipped: Vec::new(),
+            images_read: 0,
+        };
         b.shuffle();
         b
     }
 
     fn shuffle(&mut self) {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ self.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ self.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         self.order = (0..self.folder.files.len()).collect();
         self.order.shuffle(&mut rng);
     }
@@ -128,7 +156,10 @@ impl Batches {
     fn take(&mut self, n: usize) -> Result<Vec<usize>> {
         let good = self.bad.iter().filter(|b| !**b).count();
         if good == 0 {
-            return Err(Error::NoImages { path: self.folder.root.clone(), skipped: self.skipped.len() });
+            return Err(Error::NoImages {
+                path: self.folder.root.clone(),
+                skipped: self.skipped.len(),
+            });
         }
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
@@ -155,7 +186,10 @@ impl Batches {
             let idx = self.take(want)?;
             let spec = self.spec.clone();
             let files = &self.folder.files;
-            let decoded: Vec<(usize, std::result::Result<Vec<f32>, String>)> = idx.par_iter().map(|&i| (i, decode(&files[i], &spec))).collect();
+            let decoded: Vec<(usize, std::result::Result<Vec<f32>, String>)> = idx
+                .par_iter()
+                .map(|&i| (i, decode(&files[i], &spec)))
+                .collect();
             for (i, r) in decoded {
                 match r {
                     Ok(px) => {

@@ -6,7 +6,12 @@ fn write_png(p: &Path, w: u32, h: u32, v: u8) {
 }
 
 fn spec() -> ImageSpec {
-    ImageSpec { height: 8, width: 8, channels: 3, range: (0.0, 1.0) }
+    ImageSpec {
+        height: 8,
+        width: 8,
+        channels: 3,
+        range: (0.0, 1.0),
+    }
 }
 
 #[test]
@@ -34,7 +39,10 @@ fn folder_without_readable_images_is_an_error_naming_it() {
     let f = ImageFolder::scan(d.path(), false).unwrap();
     let mut b = Batches::new(f, spec(), 1);
     let e = b.next_batch(2).unwrap_err().to_string();
-    assert!(e.contains(&d.path().display().to_string()) && e.contains("no readable image"), "{e}");
+    assert!(
+        e.contains(&d.path().display().to_string()) && e.contains("no readable image"),
+        "{e}"
+    );
     let empty = tempfile::tempdir().unwrap();
     assert!(ImageFolder::scan(empty.path(), false).is_err());
 }
@@ -58,7 +66,12 @@ fn grayscale_and_value_range() {
     let d = tempfile::tempdir().unwrap();
     write_png(&d.path().join("a.png"), 8, 8, 255);
     let f = ImageFolder::scan(d.path(), false).unwrap();
-    let s = ImageSpec { height: 4, width: 4, channels: 1, range: (-1.0, 1.0) };
+    let s = ImageSpec {
+        height: 4,
+        width: 4,
+        channels: 1,
+        range: (-1.0, 1.0),
+    };
     let x = Batches::new(f, s, 0).next_batch(1).unwrap();
     assert_eq!(x.len(), 16);
     assert!(x.iter().all(|v| (-1.0..=1.0).contains(v)));

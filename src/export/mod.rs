@@ -11,7 +11,12 @@ use crate::savedmodel::Loaded;
 /// Numeric version folders under `base`.
 pub fn versions(base: &Path) -> Vec<u64> {
     let mut v: Vec<u64> = std::fs::read_dir(base)
-        .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -37,7 +42,10 @@ pub fn export(model: &Loaded, base: &Path, version: Option<u64>) -> Result<PathB
     let ver = version.unwrap_or_else(|| versions(base).last().map(|v| v + 1).unwrap_or(1));
     let dst = base.join(ver.to_string());
     if dst.exists() {
-        return Err(Error::Export { path: dst, msg: "this version already exists; pick another version or export directory".into() });
+        return Err(Error::Export {
+            path: dst,
+            msg: "this version already exists; pick another version or export directory".into(),
+        });
     }
     std::fs::create_dir_all(base).map_err(|e| Error::io(base, e))?;
     let tmp = base.join(format!(".tmp-{ver}-{}", std::process::id()));
@@ -70,7 +78,15 @@ fn write_version(model: &Loaded, tmp: &Path) -> Result<()> {
     }
     let vars = tmp.join("variables");
     std::fs::create_dir_all(&vars).map_err(|e| Error::io(&vars, e))?;
-    let saver = model.info.meta.saver_def.as_ref().ok_or_else(|| Error::Export { path: src.clone(), msg: "the SavedModel has no saver_def; cannot write variables".into() })?;
+    let saver = model
+        .info
+        .meta
+        .saver_def
+        .as_ref()
+        .ok_or_else(|| Error::Export {
+            path: src.clone(),
+            msg: "the SavedModel has no saver_def; cannot write variables".into(),
+        })?;
     let prefix = vars.join("variables");
     let fname = model.output(&saver.filename_tensor_name)?;
     let save = model.output(&saver.save_tensor_name)?;
@@ -78,6 +94,9 @@ fn write_version(model: &Loaded, tmp: &Path) -> Result<()> {
     let mut run = SessionRunArgs::new();
     run.add_feed(&fname.operation, fname.index, &t);
     run.request_fetch(&save.operation, save.index);
-    model.session.run(&mut run).tf_ctx(|| format!("running the model's saver into {}", prefix.display()))?;
+    model
+        .session
+        .run(&mut run)
+        .tf_ctx(|| format!("running the model's saver into {}", prefix.display()))?;
     Ok(())
 }

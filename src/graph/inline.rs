@@ -8,7 +8,9 @@ use tensorflow::{DataType, Graph};
 use super::opdefs::{arg_len, flat_output_index, OpDefs};
 use super::{attr_type, func_attr};
 use crate::error::{Error, Result};
-use crate::savedmodel::proto::{attr_value::Value, AttrValue, FunctionDef, GraphDef, NodeDef, TensorShapeProto};
+use crate::savedmodel::proto::{
+    attr_value::Value, AttrValue, FunctionDef, GraphDef, NodeDef, TensorShapeProto,
+};
 use crate::savedmodel::{parse_tensor_name, SavedModelInfo, Signature};
 
 /// The inlined signature, ready to import under a prefix.
@@ -89,21 +91,40 @@ fn topo_order<'n>(roots: &[&'n str], deps: impl Fn(&'n str) -> Vec<&'n str>) -> 
 }
 
 fn clean_attrs(n: &NodeDef) -> HashMap<String, AttrValue> {
-    n.attr.iter().filter(|(k, _)| k.as_str() != "_class").map(|(k, v)| (k.clone(), v.clone())).collect()
+    n.attr
+        .iter()
+        .filter(|(k, _)| k.as_str() != "_class")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 impl<'a> Inliner<'a> {
     fn callee(&self, n: &'a NodeDef) -> Option<&'a str> {
-        func_attr(n).or_else(|| self.lib.get(n.op.as_str()).map(|f| f.signature.as_ref().map(|s| s.name.as_str()).unwrap_or("")))
+        func_attr(n).or_else(|| {
+            self.lib
+                .get(n.op.as_str())
+                .map(|f| f.signature.as_ref().map(|s| s.name.as_str()).unwrap_or(""))
+        })
     }
 
     /// Translates `node:out_arg:idx` (or a bare argument name) inside a function body.
-    fn body_tensor(&mut self, s: &str, body: &HashMap<&str, &NodeDef>, tr: &HashMap<String, Translated>, args: &HashMap<&str, String>) -> Result<String> {
+    fn body_tensor(
+        &mut self,
+        s: &str,
+        body: &HashMap<&str, &NodeDef>,
+        tr: &HashMap<String, Translated>,
+        args: &HashMap<&str, String>,
+    ) -> Result<String> {
         let parts: Vec<&str> = s.split(':').collect();
         match parts.as_slice() {
-            [arg] => args.get(arg).cloned().ok_or_else(|| Error::graph(*arg, "unknown function argument")),
+            [arg] => args
+                .get(arg)
+                .cloned()
+                .ok_or_else(|| Error::graph(*arg, "unknown function argument")),
             [node, arg, idx] => {
-                let idx: usize = idx.parse().map_err(|_| Error::graph(s, "bad tensor index"))?;
+                let idx: usize = idx
+                    .parse()
+                    .map_err(|_| Error::graph(s, "bad tensor index"))?;
                 match tr.get(*node) {
                     Some(Translated::Call { rets, .. }) => {
                         let nd = body[node];
@@ -111,17 +132,29 @@ impl<'a> Inliner<'a> {
                             idx
                         } else {
                             let f = self.lib[self.callee(nd).unwrap_or_default()];
-                            let sig = f.signature.as_ref().ok_or_else(|| Error::graph(*node, "callee has no signature"))?;
-                            sig.output_arg.iter().position(|a| a.name == *arg).ok_or_else(|| Error::graph(s, "no such callee output"))? + idx
+                            let sig = f
+                                .signature
+                                .as_ref()
+                                .ok_or_else(|| Error::graph(*node, "callee has no signature"))?;
+                            sig.output_arg
+                                .iter()
+                                .position(|a| a.name == *arg)
+                                .ok_or_else(|| Error::graph(s, "no such callee output"))?
+                                + idx
                         };
-                        rets.get(k).cloned().ok_or_else(|| Error::graph(s, "call output index out of range"))
+                        rets.get(k)
+                            .cloned()
+                            .ok_or_else(|| Error::graph(s, "call output index out of range"))
                     }
                     Some(Translated::Node(flat)) => {
                         let nd = body[node];
                         let def = self.opdefs.get(self.graph, &nd.op, &nd.name)?.clone();
                         Ok(format!("{flat}:{}", flat_output_index(&def, nd, arg, idx)?))
                     }
-                    None => Err(Error::graph(s, "input names a node that is not in the function body")),
+                    None => Err(Error::graph(
+                        s,
+                        "input names a node that is not in the function body",
+                    )),
                 }
             }
             _ => Err(Error::graph(s, "unparseable input name")),
@@ -136,17 +169,47 @@ impl<'a> Inliner<'a> {
     }
 
     /// Inlines function `fname` applied to `args`, emitting nodes under `scope`.
-    fn inline_fn(&mut self, fname: &str, args: Vec<String>, ctrl: Vec<String>, scope: &str) -> Result<Translated> {
-        let f: &'a FunctionDef = self.lib.get(fname).copied().ok_or_else(|| Error::graph(scope, format!("function '{fname}' is not in the library")))?;
-        let sig = f.signature.as_ref().ok_or_else(|| Error::graph(fname, "function without signature"))?;
+    fn inline_fn(
+        &mut self,
+        fname: &str,
+        args: Vec<String>,
+        ctrl: Vec<String>,
+        scope: &str,
+    ) -> Result<Translated> {
+        let f: &'a FunctionDef = self.lib.get(fname).copied().ok_or_else(|| {
+            Error::graph(scope, format!("function '{fname}' is not in the library"))
+        })?;
+        let sig = f
+            .signature
+            .as_ref()
+            .ok_or_else(|| Error::graph(fname, "function without signature"))?;
         if sig.input_arg.len() != args.len() {
-            return Err(Error::graph(scope, format!("call of '{fname}' passes {} inputs, the function takes {}", args.len(), sig.input_arg.len())));
+            return Err(Error::graph(
+                scope,
+                format!(
+                    "call of '{fname}' passes {} inputs, the function takes {}",
+                    args.len(),
+                    sig.input_arg.len()
+                ),
+            ));
         }
-        let argmap: HashMap<&str, String> = sig.input_arg.iter().map(|a| a.name.as_str()).zip(args).collect();
-        let body: HashMap<&str, &NodeDef> = f.node_def.iter().map(|n| (n.name.as_str(), n)).collect();
+        let argmap: HashMap<&str, String> = sig
+            .input_arg
+            .iter()
+            .map(|a| a.name.as_str())
+            .zip(args)
+            .collect();
+        let body: HashMap<&str, &NodeDef> =
+            f.node_def.iter().map(|n| (n.name.as_str(), n)).collect();
         let deps = |n: &'a str| -> Vec<&'a str> {
             body.get(n)
-                .map(|nd| nd.input.iter().map(|i| i.trim_start_matches('^').split(':').next().unwrap_or("")).filter(|d| body.contains_key(d)).collect())
+                .map(|nd| {
+                    nd.input
+                        .iter()
+                        .map(|i| i.trim_start_matches('^').split(':').next().unwrap_or(""))
+                        .filter(|d| body.contains_key(d))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let roots: Vec<&str> = f.node_def.iter().map(|n| n.name.as_str()).collect();
@@ -158,7 +221,9 @@ impl<'a> Inliner<'a> {
             let mut controls = Vec::new();
             for i in &nd.input {
                 if let Some(c) = i.strip_prefix('^') {
-                    let t = tr.get(c).ok_or_else(|| Error::graph(&nd.name, format!("control input '{c}' not found")))?;
+                    let t = tr.get(c).ok_or_else(|| {
+                        Error::graph(&nd.name, format!("control input '{c}' not found"))
+                    })?;
                     controls.push(Self::control_of(t));
                 } else {
                     data.push(self.body_tensor(i, &body, &tr, &argmap)?);
@@ -173,22 +238,41 @@ impl<'a> Inliner<'a> {
                 let mut input = data;
                 input.extend(controls);
                 input.extend(ctrl.iter().cloned());
-                self.out.push(NodeDef { name: flat_name.clone(), op: nd.op.clone(), input, device: String::new(), attr: clean_attrs(nd) });
+                self.out.push(NodeDef {
+                    name: flat_name.clone(),
+                    op: nd.op.clone(),
+                    input,
+                    device: String::new(),
+                    attr: clean_attrs(nd),
+                });
                 Translated::Node(flat_name)
             };
             tr.insert(name.to_string(), t);
         }
         let mut rets = Vec::new();
         for a in &sig.output_arg {
-            let r = f.ret.get(&a.name).ok_or_else(|| Error::graph(fname, format!("no return value for '{}'", a.name)))?;
+            let r = f
+                .ret
+                .get(&a.name)
+                .ok_or_else(|| Error::graph(fname, format!("no return value for '{}'", a.name)))?;
             rets.push(self.body_tensor(r, &body, &tr, &argmap)?);
         }
-        let mut done_inputs: Vec<String> = f.control_ret.values().filter_map(|n| tr.get(n.as_str())).map(Self::control_of).collect();
+        let mut done_inputs: Vec<String> = f
+            .control_ret
+            .values()
+            .filter_map(|n| tr.get(n.as_str()))
+            .map(Self::control_of)
+            .collect();
         done_inputs.extend(rets.iter().map(|r| format!("^{}", parse_tensor_name(r).0)));
         done_inputs.sort();
         done_inputs.dedup();
         let done = format!("{scope}/__done");
-        self.out.push(NodeDef { name: done.clone(), op: "NoOp".into(), input: done_inputs, ..Default::default() });
+        self.out.push(NodeDef {
+            name: done.clone(),
+            op: "NoOp".into(),
+            input: done_inputs,
+            ..Default::default()
+        });
         Ok(Translated::Call { rets, done })
     }
 
@@ -198,13 +282,24 @@ impl<'a> Inliner<'a> {
             return Ok(format!("{p}:0"));
         }
         let (n, i) = parse_tensor_name(tensor);
-        let op = self.graph.operation_by_name(n).ok().flatten().ok_or_else(|| Error::graph(n, "not in the loaded graph"))?;
+        let op = self
+            .graph
+            .operation_by_name(n)
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::graph(n, "not in the loaded graph"))?;
         let dt = dtype_code(op.output_type(i.max(0) as usize));
         let name = format!("pretext_external/{}", self.external.len());
         let mut attr = HashMap::new();
         attr.insert("dtype".to_string(), attr_type(dt));
-        self.out.push(NodeDef { name: name.clone(), op: "Placeholder".into(), attr, ..Default::default() });
-        self.external.push((name.clone(), format!("{n}:{}", i.max(0))));
+        self.out.push(NodeDef {
+            name: name.clone(),
+            op: "Placeholder".into(),
+            attr,
+            ..Default::default()
+        });
+        self.external
+            .push((name.clone(), format!("{n}:{}", i.max(0))));
         self.ext_of.insert(tensor.to_string(), name.clone());
         Ok(format!("{name}:0"))
     }
@@ -213,10 +308,23 @@ impl<'a> Inliner<'a> {
 /// Inlines signature `sig` of the SavedModel into a flat GraphDef. Top-level nodes that depend on
 /// the signature inputs are copied (calls inlined); everything else, variables included, stays in
 /// the loaded graph and is referenced through `external` placeholders mapped at import.
-pub fn inline_signature(info: &SavedModelInfo, sig: &Signature, graph: &Graph) -> Result<FlatGraph> {
-    let gd = info.meta.graph_def.as_ref().ok_or_else(|| Error::graph("saved_model.pb", "meta graph has no graph_def"))?;
+pub fn inline_signature(
+    info: &SavedModelInfo,
+    sig: &Signature,
+    graph: &Graph,
+) -> Result<FlatGraph> {
+    let gd = info
+        .meta
+        .graph_def
+        .as_ref()
+        .ok_or_else(|| Error::graph("saved_model.pb", "meta graph has no graph_def"))?;
     let mut inl = Inliner {
-        lib: gd.library.iter().flat_map(|l| &l.function).filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f))).collect(),
+        lib: gd
+            .library
+            .iter()
+            .flat_map(|l| &l.function)
+            .filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f)))
+            .collect(),
         graph,
         opdefs: OpDefs::default(),
         out: Vec::new(),
@@ -233,25 +341,63 @@ pub fn inline_signature(info: &SavedModelInfo, sig: &Signature, graph: &Graph) -
         let mut attr = HashMap::new();
         attr.insert("dtype".to_string(), attr_type(s.dtype));
         if let Some(shape) = &s.shape {
-            let dim = shape.iter().map(|d| crate::savedmodel::proto::Dim { size: d.unwrap_or(-1), name: String::new() }).collect();
-            attr.insert("shape".into(), AttrValue { value: Some(Value::Shape(TensorShapeProto { dim, unknown_rank: false })) });
+            let dim = shape
+                .iter()
+                .map(|d| crate::savedmodel::proto::Dim {
+                    size: d.unwrap_or(-1),
+                    name: String::new(),
+                })
+                .collect();
+            attr.insert(
+                "shape".into(),
+                AttrValue {
+                    value: Some(Value::Shape(TensorShapeProto {
+                        dim,
+                        unknown_rank: false,
+                    })),
+                },
+            );
         }
-        inl.out.push(NodeDef { name: name.clone(), op: "Placeholder".into(), attr, ..Default::default() });
+        inl.out.push(NodeDef {
+            name: name.clone(),
+            op: "Placeholder".into(),
+            attr,
+            ..Default::default()
+        });
         input_nodes.insert(n, name.clone());
         inputs.push(format!("{name}:0"));
     }
     // Which top-level nodes depend on the inputs (those must be copied).
-    let out_nodes: Vec<&str> = sig.outputs.iter().map(|o| parse_tensor_name(&o.tensor).0).collect();
+    let out_nodes: Vec<&str> = sig
+        .outputs
+        .iter()
+        .map(|o| parse_tensor_name(&o.tensor).0)
+        .collect();
     for o in &out_nodes {
         if !top.contains_key(o) {
-            return Err(Error::graph(*o, format!("signature '{}' names an output node that is not in the graph", sig.name)));
+            return Err(Error::graph(
+                *o,
+                format!(
+                    "signature '{}' names an output node that is not in the graph",
+                    sig.name
+                ),
+            ));
         }
     }
     let data_deps = |n: &str| -> Vec<&str> {
         if input_nodes.contains_key(n) {
             return vec![];
         }
-        top.get(n).map(|nd| nd.input.iter().filter(|i| !i.starts_with('^')).map(|i| parse_tensor_name(i).0).filter(|d| top.contains_key(d)).collect()).unwrap_or_default()
+        top.get(n)
+            .map(|nd| {
+                nd.input
+                    .iter()
+                    .filter(|i| !i.starts_with('^'))
+                    .map(|i| parse_tensor_name(i).0)
+                    .filter(|d| top.contains_key(d))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     let order = topo_order(&out_nodes, data_deps);
     let mut depends: HashSet<&str> = HashSet::new();
@@ -261,17 +407,21 @@ pub fn inline_signature(info: &SavedModelInfo, sig: &Signature, graph: &Graph) -
         }
     }
     let mut tr: HashMap<&str, Translated> = HashMap::new();
-    let top_tensor = |inl: &mut Inliner, tr: &HashMap<&str, Translated>, t: &str| -> Result<String> {
-        let (n, i) = parse_tensor_name(t);
-        if let Some(inp) = input_nodes.get(n) {
-            return Ok(format!("{inp}:0"));
-        }
-        match tr.get(n) {
-            Some(Translated::Node(f)) => Ok(format!("{f}:{}", i.max(0))),
-            Some(Translated::Call { rets, .. }) => rets.get(i.max(0) as usize).cloned().ok_or_else(|| Error::graph(t, "call output out of range")),
-            None => inl.external(t),
-        }
-    };
+    let top_tensor =
+        |inl: &mut Inliner, tr: &HashMap<&str, Translated>, t: &str| -> Result<String> {
+            let (n, i) = parse_tensor_name(t);
+            if let Some(inp) = input_nodes.get(n) {
+                return Ok(format!("{inp}:0"));
+            }
+            match tr.get(n) {
+                Some(Translated::Node(f)) => Ok(format!("{f}:{}", i.max(0))),
+                Some(Translated::Call { rets, .. }) => rets
+                    .get(i.max(0) as usize)
+                    .cloned()
+                    .ok_or_else(|| Error::graph(t, "call output out of range")),
+                None => inl.external(t),
+            }
+        };
     for &n in &order {
         if !depends.contains(n) || input_nodes.contains_key(n) {
             continue;
@@ -289,7 +439,13 @@ pub fn inline_signature(info: &SavedModelInfo, sig: &Signature, graph: &Graph) -
             for a in &def.output_arg {
                 arg_len(a, nd)?;
             }
-            inl.out.push(NodeDef { name: n.to_string(), op: nd.op.clone(), input: data, device: String::new(), attr: clean_attrs(nd) });
+            inl.out.push(NodeDef {
+                name: n.to_string(),
+                op: nd.op.clone(),
+                input: data,
+                device: String::new(),
+                attr: clean_attrs(nd),
+            });
             Translated::Node(n.to_string())
         };
         tr.insert(n, t);
@@ -299,7 +455,11 @@ pub fn inline_signature(info: &SavedModelInfo, sig: &Signature, graph: &Graph) -
         outputs.push(top_tensor(&mut inl, &tr, &o.tensor)?);
     }
     Ok(FlatGraph {
-        graph_def: GraphDef { node: inl.out, library: None, versions: gd.versions.clone() },
+        graph_def: GraphDef {
+            node: inl.out,
+            library: None,
+            versions: gd.versions.clone(),
+        },
         inputs,
         outputs,
         external: inl.external,
@@ -313,7 +473,9 @@ mod tests {
 
     #[test]
     fn topo_order_puts_dependencies_first_even_when_listed_last() {
-        let g: HashMap<&str, Vec<&str>> = [("c", vec!["b", "a"]), ("b", vec!["a"]), ("a", vec![])].into_iter().collect();
+        let g: HashMap<&str, Vec<&str>> = [("c", vec!["b", "a"]), ("b", vec!["a"]), ("a", vec![])]
+            .into_iter()
+            .collect();
         let order = topo_order(&["c", "b", "a"], |n| g[n].clone());
         assert_eq!(order, vec!["a", "b", "c"]);
     }
@@ -321,10 +483,18 @@ mod tests {
     #[test]
     fn topo_order_handles_deep_chains_without_recursion() {
         let names: Vec<String> = (0..200_000).map(|i| format!("n{i}")).collect();
-        let idx: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+        let idx: HashMap<&str, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
         let order = topo_order(&[names.last().unwrap().as_str()], |n| {
             let i = idx[n];
-            if i == 0 { vec![] } else { vec![names[i - 1].as_str()] }
+            if i == 0 {
+                vec![]
+            } else {
+                vec![names[i - 1].as_str()]
+            }
         });
         assert_eq!(order.len(), 200_000);
         assert_eq!(order[0], "n0");

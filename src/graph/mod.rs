@@ -31,7 +31,9 @@ pub fn func_attr(n: &NodeDef) -> Option<&str> {
 
 /// Builds an AttrValue holding a type.
 pub fn attr_type(dt: i32) -> AttrValue {
-    AttrValue { value: Some(Value::Type(dt)) }
+    AttrValue {
+        value: Some(Value::Type(dt)),
+    }
 }
 
 /// A tower imported into a loaded model's graph: its new inputs, its outputs and, per model
@@ -48,11 +50,19 @@ impl Tower {
     /// Imports `flat` under `prefix` (optionally on `device`), mapping its external references
     /// onto the existing graph's tensors (the model's `VarHandleOp`s, so the variables are shared).
     /// `inputs`, if given, replace the tower's own input placeholders (one per signature input).
-    pub fn import(model: &mut Loaded, flat: &FlatGraph, prefix: &str, device: Option<&str>, inputs: Option<&[Output]>) -> Result<Tower> {
+    pub fn import(
+        model: &mut Loaded,
+        flat: &FlatGraph,
+        prefix: &str,
+        device: Option<&str>,
+        inputs: Option<&[Output]>,
+    ) -> Result<Tower> {
         let mut opts = ImportGraphDefOptions::new();
-        opts.set_prefix(prefix).map_err(|e| Error::graph(prefix, e.to_string()))?;
+        opts.set_prefix(prefix)
+            .map_err(|e| Error::graph(prefix, e.to_string()))?;
         if let Some(d) = device {
-            opts.set_default_device(d).map_err(|e| Error::graph(prefix, e.to_string()))?;
+            opts.set_default_device(d)
+                .map_err(|e| Error::graph(prefix, e.to_string()))?;
         }
         for (placeholder, outer) in &flat.external {
             let out = model.output(outer)?;
@@ -61,11 +71,19 @@ impl Tower {
         }
         if let Some(given) = inputs {
             if given.len() != flat.inputs.len() {
-                return Err(Error::graph(prefix, format!("tower takes {} inputs, {} given", flat.inputs.len(), given.len())));
+                return Err(Error::graph(
+                    prefix,
+                    format!(
+                        "tower takes {} inputs, {} given",
+                        flat.inputs.len(),
+                        given.len()
+                    ),
+                ));
             }
             for (t, o) in flat.inputs.iter().zip(given) {
                 let (n, i) = crate::savedmodel::parse_tensor_name(t);
-                opts.add_input_mapping(n, i.max(0) as usize, o).map_err(|e| Error::graph(t, e.to_string()))?;
+                opts.add_input_mapping(n, i.max(0) as usize, o)
+                    .map_err(|e| Error::graph(t, e.to_string()))?;
             }
         }
         let bytes = flat.graph_def.encode_to_vec();
@@ -77,14 +95,33 @@ impl Tower {
         let find = |t: &str| -> Result<Output> { model.output(&format!("{prefix}/{t}")) };
         let inputs = match inputs {
             Some(given) => given.to_vec(),
-            None => flat.inputs.iter().map(|t| find(t)).collect::<Result<Vec<_>>>()?,
+            None => flat
+                .inputs
+                .iter()
+                .map(|t| find(t))
+                .collect::<Result<Vec<_>>>()?,
         };
-        let outputs = flat.outputs.iter().map(|t| find(t)).collect::<Result<Vec<_>>>()?;
+        let outputs = flat
+            .outputs
+            .iter()
+            .map(|t| find(t))
+            .collect::<Result<Vec<_>>>()?;
         let mut reads = Vec::new();
-        for n in flat.graph_def.node.iter().filter(|n| n.op == "ReadVariableOp") {
+        for n in flat
+            .graph_def
+            .node
+            .iter()
+            .filter(|n| n.op == "ReadVariableOp")
+        {
             let op = model.op(&format!("{prefix}/{}", n.name))?;
             if let Some(h) = resolve_handle(&op.input(0).0) {
-                reads.push((h, Output { operation: op, index: 0 }));
+                reads.push((
+                    h,
+                    Output {
+                        operation: op,
+                        index: 0,
+                    },
+                ));
             }
         }
         Ok(Tower {

@@ -18,10 +18,14 @@ impl OpDefs {
     /// The OpDef of `op`, or an error naming the op and the node that uses it.
     pub fn get(&mut self, graph: &Graph, op: &str, node: &str) -> Result<&OpDef> {
         if !self.cache.contains_key(op) {
-            let bytes = graph
-                .get_op_def(op)
-                .map_err(|s| Error::graph(node, format!("op '{op}' is not registered in this TensorFlow: {s}")))?;
-            let def = OpDef::decode(bytes.as_slice()).map_err(|e| Error::graph(node, format!("bad OpDef for '{op}': {e}")))?;
+            let bytes = graph.get_op_def(op).map_err(|s| {
+                Error::graph(
+                    node,
+                    format!("op '{op}' is not registered in this TensorFlow: {s}"),
+                )
+            })?;
+            let def = OpDef::decode(bytes.as_slice())
+                .map_err(|e| Error::graph(node, format!("bad OpDef for '{op}': {e}")))?;
             self.cache.insert(op.to_string(), def);
         }
         Ok(&self.cache[op])
@@ -31,15 +35,29 @@ impl OpDefs {
 /// How many tensors one output arg of `node` stands for.
 pub fn arg_len(arg: &ArgDef, node: &NodeDef) -> Result<usize> {
     if !arg.number_attr.is_empty() {
-        return match node.attr.get(&arg.number_attr).and_then(|a| a.value.as_ref()) {
+        return match node
+            .attr
+            .get(&arg.number_attr)
+            .and_then(|a| a.value.as_ref())
+        {
             Some(Value::I(n)) => Ok(*n as usize),
-            _ => Err(Error::graph(&node.name, format!("missing int attr '{}'", arg.number_attr))),
+            _ => Err(Error::graph(
+                &node.name,
+                format!("missing int attr '{}'", arg.number_attr),
+            )),
         };
     }
     if !arg.type_list_attr.is_empty() {
-        return match node.attr.get(&arg.type_list_attr).and_then(|a| a.value.as_ref()) {
+        return match node
+            .attr
+            .get(&arg.type_list_attr)
+            .and_then(|a| a.value.as_ref())
+        {
             Some(Value::List(l)) => Ok(l.r#type.len()),
-            _ => Err(Error::graph(&node.name, format!("missing type-list attr '{}'", arg.type_list_attr))),
+            _ => Err(Error::graph(
+                &node.name,
+                format!("missing type-list attr '{}'", arg.type_list_attr),
+            )),
         };
     }
     Ok(1)
@@ -54,7 +72,10 @@ pub fn flat_output_index(def: &OpDef, node: &NodeDef, arg: &str, idx: usize) -> 
         }
         base += arg_len(a, node)?;
     }
-    Err(Error::graph(&node.name, format!("op '{}' has no output arg '{arg}'", node.op)))
+    Err(Error::graph(
+        &node.name,
+        format!("op '{}' has no output arg '{arg}'", node.op),
+    ))
 }
 
 #[cfg(test)]
@@ -63,21 +84,44 @@ mod tests {
     use crate::savedmodel::proto::{AttrValue, ListValue};
 
     fn argdef(name: &str, number: &str, list: &str) -> ArgDef {
-        ArgDef { name: name.into(), number_attr: number.into(), type_list_attr: list.into(), ..Default::default() }
+        ArgDef {
+            name: name.into(),
+            number_attr: number.into(),
+            type_list_attr: list.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn output_index_counts_earlier_list_args() {
         let def = OpDef {
             name: "X".into(),
-            output_arg: vec![argdef("a", "N", ""), argdef("b", "", "T"), argdef("c", "", "")],
+            output_arg: vec![
+                argdef("a", "N", ""),
+                argdef("b", "", "T"),
+                argdef("c", "", ""),
+            ],
             ..Default::default()
         };
-        let mut node = NodeDef { name: "n".into(), op: "X".into(), ..Default::default() };
-        node.attr.insert("N".into(), AttrValue { value: Some(Value::I(3)) });
+        let mut node = NodeDef {
+            name: "n".into(),
+            op: "X".into(),
+            ..Default::default()
+        };
+        node.attr.insert(
+            "N".into(),
+            AttrValue {
+                value: Some(Value::I(3)),
+            },
+        );
         node.attr.insert(
             "T".into(),
-            AttrValue { value: Some(Value::List(ListValue { r#type: vec![1, 1], ..Default::default() })) },
+            AttrValue {
+                value: Some(Value::List(ListValue {
+                    r#type: vec![1, 1],
+                    ..Default::default()
+                })),
+            },
         );
         assert_eq!(flat_output_index(&def, &node, "a", 2).unwrap(), 2);
         assert_eq!(flat_output_index(&def, &node, "b", 1).unwrap(), 4);

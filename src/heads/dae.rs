@@ -21,7 +21,11 @@ pub struct DaeConfig {
 
 impl Default for DaeConfig {
     fn default() -> Self {
-        DaeConfig { noise_std: 0.1, hidden: 512, target_size: 24 }
+        DaeConfig {
+            noise_std: 0.1,
+            hidden: 512,
+            target_size: 24,
+        }
     }
 }
 
@@ -57,8 +61,18 @@ impl Head for DaeConfig {
         let noisy = {
             let s = &mut b.scope;
             let shape = ops::shape(x.clone(), s).tf_ctx(ctx)?;
-            let n = ops::RandomStandardNormal::new().dtype(DataType::Float).seed(gseed).seed2(seed).build(shape, s).tf_ctx(ctx)?;
-            let n = ops::mul(n, ops::constant(self.noise_std * (hi - lo), s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
+            let n = ops::RandomStandardNormal::new()
+                .dtype(DataType::Float)
+                .seed(gseed)
+                .seed2(seed)
+                .build(shape, s)
+                .tf_ctx(ctx)?;
+            let n = ops::mul(
+                n,
+                ops::constant(self.noise_std * (hi - lo), s).tf_ctx(ctx)?,
+                s,
+            )
+            .tf_ctx(ctx)?;
             let y = ops::add(x.clone(), n, s).tf_ctx(ctx)?;
             let lo_t = ops::constant(lo, s).tf_ctx(ctx)?;
             let hi_t = ops::constant(hi, s).tf_ctx(ctx)?;
@@ -72,22 +86,39 @@ impl Head for DaeConfig {
                 let axes = ops::constant(&[1i32, 2][..], s).tf_ctx(ctx)?;
                 e = ops::mean(e, axes, s).tf_ctx(ctx)?.into();
             }
-            r => return Err(Error::config("head.kind", format!("dae needs a backbone output of rank 2 or 4, got {r:?}"))),
+            r => {
+                return Err(Error::config(
+                    "head.kind",
+                    format!("dae needs a backbone output of rank 2 or 4, got {r:?}"),
+                ))
+            }
         }
         let d = b.static_dim(&e, 1)?;
         let t = self.target_size;
         let h = b.dense("dae/decoder1", e, d, self.hidden, Activation::Relu)?;
-        let r = b.dense("dae/decoder2", h, self.hidden, t * t * channels, Activation::Sigmoid)?;
+        let r = b.dense(
+            "dae/decoder2",
+            h,
+            self.hidden,
+            t * t * channels,
+            Activation::Sigmoid,
+        )?;
         let s = &mut b.scope;
         let rshape = ops::constant(&[-1i64, t, t, channels][..], s).tf_ctx(ctx)?;
         let r = ops::reshape(r, rshape, s).tf_ctx(ctx)?;
         let size = ops::constant(&[t as i32, t as i32][..], s).tf_ctx(ctx)?;
         let target = ops::resize_area(x, size, s).tf_ctx(ctx)?;
         let target = ops::sub(target, ops::constant(lo, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
-        let target = ops::mul(target, ops::constant(1.0 / (hi - lo), s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
+        let target =
+            ops::mul(target, ops::constant(1.0 / (hi - lo), s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
         let sq = ops::squared_difference(r, target, s).tf_ctx(ctx)?;
         let all = ops::constant(&[0i32, 1, 2, 3][..], s).tf_ctx(ctx)?;
-        let loss: tensorflow::Output = ops::mean(sq, all, &mut s.with_op_name("dae_loss")).tf_ctx(ctx)?.into();
-        Ok(HeadOutput { loss: loss.clone(), summaries: vec![("loss/dae".into(), loss)] })
+        let loss: tensorflow::Output = ops::mean(sq, all, &mut s.with_op_name("dae_loss"))
+            .tf_ctx(ctx)?
+            .into();
+        Ok(HeadOutput {
+            loss: loss.clone(),
+            summaries: vec![("loss/dae".into(), loss)],
+        })
     }
 }

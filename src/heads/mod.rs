@@ -51,9 +51,28 @@ pub struct HeadBuilder<'m> {
 }
 
 impl<'m> HeadBuilder<'m> {
-    pub fn new(model: &'m mut Loaded, flat: &'m FlatGraph, input: Output, range: (f32, f32), seed: i64, device: Option<String>) -> Self {
+    pub fn new(
+        model: &'m mut Loaded,
+        flat: &'m FlatGraph,
+        input: Output,
+        range: (f32, f32),
+        seed: i64,
+        device: Option<String>,
+    ) -> Self {
         let scope = model.scope.new_sub_scope("pretext/head");
-        HeadBuilder { model, flat, input, range, seed, device, towers: Vec::new(), vars: Vec::new(), init_ops: Vec::new(), scope, seeds: 0 }
+        HeadBuilder {
+            model,
+            flat,
+            input,
+            range,
+            seed,
+            device,
+            towers: Vec::new(),
+            vars: Vec::new(),
+            init_ops: Vec::new(),
+            scope,
+            seeds: 0,
+        }
     }
 
     /// The clean input batch (NHWC).
@@ -71,38 +90,85 @@ impl<'m> HeadBuilder<'m> {
     /// first output key), sharing the model's variables with every other tower.
     pub fn tower(&mut self, x: Output) -> Result<Output> {
         let prefix = format!("pretext/tower{}", self.towers.len());
-        let t = Tower::import(self.model, self.flat, &prefix, self.device.as_deref(), Some(&[x]))?;
+        let t = Tower::import(
+            self.model,
+            self.flat,
+            &prefix,
+            self.device.as_deref(),
+            Some(&[x]),
+        )?;
         let out = t.outputs[0].clone();
         self.towers.push(t);
         Ok(out)
     }
 
     /// A new float variable initialised Glorot-uniform (or zeros when `fan` is None).
-    pub fn variable(&mut self, name: &str, shape: &[i64], fan: Option<(i64, i64)>) -> Result<Output> {
+    pub fn variable(
+        &mut self,
+        name: &str,
+        shape: &[i64],
+        fan: Option<(i64, i64)>,
+    ) -> Result<Output> {
         let ctx = || format!("head variable {name}");
         let mut s = self.scope.new_sub_scope(name);
         let sh = Shape::from(Some(shape.iter().map(|&d| Some(d)).collect::<Vec<_>>()));
-        let h: Output = ops::VarHandleOp::new().dtype(DataType::Float).shape(sh).shared_name(self.scope.get_unique_name_for_op(name)).build(&mut s.with_op_name("var")).tf_ctx(ctx)?.into();
+        let h: Output = ops::VarHandleOp::new()
+            .dtype(DataType::Float)
+            .shape(sh)
+            .shared_name(self.scope.get_unique_name_for_op(name))
+            .build(&mut s.with_op_name("var"))
+            .tf_ctx(ctx)?
+            .into();
         let dims = ops::constant(&shape.to_vec()[..], &mut s).tf_ctx(ctx)?;
         let init: Output = match fan {
             Some((fi, fo)) => {
                 let limit = (6.0 / (fi + fo) as f32).sqrt();
                 let seed = self.next_seed();
-                let u = ops::RandomUniform::new().dtype(DataType::Float).seed(self.seed).seed2(seed).build(dims, &mut s).tf_ctx(ctx)?;
-                let a = ops::mul(u, ops::constant(2.0 * limit, &mut s).tf_ctx(ctx)?, &mut s).tf_ctx(ctx)?;
-                ops::sub(a, ops::constant(limit, &mut s).tf_ctx(ctx)?, &mut s).tf_ctx(ctx)?.into()
+                let u = ops::RandomUniform::new()
+                    .dtype(DataType::Float)
+                    .seed(self.seed)
+                    .seed2(seed)
+                    .build(dims, &mut s)
+                    .tf_ctx(ctx)?;
+                let a = ops::mul(u, ops::constant(2.0 * limit, &mut s).tf_ctx(ctx)?, &mut s)
+                    .tf_ctx(ctx)?;
+                ops::sub(a, ops::constant(limit, &mut s).tf_ctx(ctx)?, &mut s)
+                    .tf_ctx(ctx)?
+                    .into()
             }
-            None => ops::fill(dims, ops::constant(0.0f32, &mut s).tf_ctx(ctx)?, &mut s).tf_ctx(ctx)?.into(),
+            None => ops::fill(dims, ops::constant(0.0f32, &mut s).tf_ctx(ctx)?, &mut s)
+                .tf_ctx(ctx)?
+                .into(),
         };
-        self.init_ops.push(ops::assign_variable_op(h.clone(), init, &mut s).tf_ctx(ctx)?);
-        let value: Output = ops::ReadVariableOp::new().dtype(DataType::Float).build(h.clone(), &mut s).tf_ctx(ctx)?.into();
-        self.vars.push(HeadVar { name: format!("head/{name}"), handle: h, value: value.clone() });
+        self.init_ops
+            .push(ops::assign_variable_op(h.clone(), init, &mut s).tf_ctx(ctx)?);
+        let value: Output = ops::ReadVariableOp::new()
+            .dtype(DataType::Float)
+            .build(h.clone(), &mut s)
+            .tf_ctx(ctx)?
+            .into();
+        self.vars.push(HeadVar {
+            name: format!("head/{name}"),
+            handle: h,
+            value: value.clone(),
+        });
         Ok(value)
     }
 
     /// A dense layer `act(x W + b)` from `fan_in` to `fan_out` units.
-    pub fn dense(&mut self, name: &str, x: Output, fan_in: i64, fan_out: i64, act: Activation) -> Result<Output> {
-        let w = self.variable(&format!("{name}/kernel"), &[fan_in, fan_out], Some((fan_in, fan_out)))?;
+    pub fn dense(
+        &mut self,
+        name: &str,
+        x: Output,
+        fan_in: i64,
+        fan_out: i64,
+        act: Activation,
+    ) -> Result<Output> {
+        let w = self.variable(
+            &format!("{name}/kernel"),
+            &[fan_in, fan_out],
+            Some((fan_in, fan_out)),
+        )?;
         let b = self.variable(&format!("{name}/bias"), &[fan_out], None)?;
         let ctx = || format!("dense layer {name}");
         let s = &mut self.scope;
@@ -117,16 +183,29 @@ impl<'m> HeadBuilder<'m> {
 
     /// Static size of dimension `d` of `t`, or an error naming the tensor.
     pub fn static_dim(&self, t: &Output, d: usize) -> Result<i64> {
-        let shape = self.model.scope.graph().tensor_shape(t.clone()).tf_ctx(|| "reading a static shape".into())?;
+        let shape = self
+            .model
+            .scope
+            .graph()
+            .tensor_shape(t.clone())
+            .tf_ctx(|| "reading a static shape".into())?;
         match shape.dims().filter(|&r| d < r).and_then(|_| shape[d]) {
             Some(v) if v > 0 => Ok(v),
-            _ => Err(Error::graph(t.operation.name().unwrap_or_default(), format!("dimension {d} of the backbone output is not static"))),
+            _ => Err(Error::graph(
+                t.operation.name().unwrap_or_default(),
+                format!("dimension {d} of the backbone output is not static"),
+            )),
         }
     }
 
     /// Rank of `t`, if known.
     pub fn rank(&self, t: &Output) -> Option<usize> {
-        self.model.scope.graph().tensor_shape(t.clone()).ok().and_then(|s| s.dims())
+        self.model
+            .scope
+            .graph()
+            .tensor_shape(t.clone())
+            .ok()
+            .and_then(|s| s.dims())
     }
 }
 

@@ -30,7 +30,12 @@ fn flatten(v: &serde_json::Value) -> Vec<f32> {
 }
 
 fn config_of(c: &serde_json::Value) -> OptimizerConfig {
-    let f = |k: &str, d: f32| c.get(k).and_then(|v| v.as_f64()).map(|v| v as f32).unwrap_or(d);
+    let f = |k: &str, d: f32| {
+        c.get(k)
+            .and_then(|v| v.as_f64())
+            .map(|v| v as f32)
+            .unwrap_or(d)
+    };
     let kind = match c["kind"].as_str().unwrap() {
         "sgd" => OptimizerKind::Sgd,
         "adam" => OptimizerKind::Adam,
@@ -60,14 +65,33 @@ fn three_steps_match_keras_optimizers() {
         let mut init_ops = Vec::new();
         for (i, (init, shape)) in g.init.iter().zip(&g.shapes).enumerate() {
             let dims: Vec<Option<i64>> = shape.iter().map(|&d| Some(d as i64)).collect();
-            let h: Output = ops::VarHandleOp::new().dtype(DataType::Float).shape(Shape::from(Some(dims))).shared_name(format!("v{i}")).build(&mut scope.with_op_name(&format!("v{i}"))).unwrap().into();
+            let h: Output = ops::VarHandleOp::new()
+                .dtype(DataType::Float)
+                .shape(Shape::from(Some(dims)))
+                .shared_name(format!("v{i}"))
+                .build(&mut scope.with_op_name(&format!("v{i}")))
+                .unwrap()
+                .into();
             let t = Tensor::new(shape).with_values(&flatten(init)).unwrap();
             let c = ops::constant(t, &mut scope).unwrap();
             init_ops.push(ops::assign_variable_op(h.clone(), c, &mut scope).unwrap());
-            let value: Output = ops::ReadVariableOp::new().dtype(DataType::Float).build(h.clone(), &mut scope).unwrap().into();
-            let grad: Output = ops::Placeholder::new().dtype(DataType::Float).build(&mut scope.with_op_name(&format!("g{i}"))).unwrap().into();
+            let value: Output = ops::ReadVariableOp::new()
+                .dtype(DataType::Float)
+                .build(h.clone(), &mut scope)
+                .unwrap()
+                .into();
+            let grad: Output = ops::Placeholder::new()
+                .dtype(DataType::Float)
+                .build(&mut scope.with_op_name(&format!("g{i}")))
+                .unwrap()
+                .into();
             feeds.push(grad.clone());
-            params.push(Param { name: format!("v{i}"), handle: h, value, grad });
+            params.push(Param {
+                name: format!("v{i}"),
+                handle: h,
+                value,
+                grad,
+            });
         }
         let opt = cfg.init(&mut scope, &params, &[]).unwrap();
         let session = Session::new(&SessionOptions::new(), &scope.graph()).unwrap();
@@ -77,7 +101,11 @@ fn three_steps_match_keras_optimizers() {
         }
         session.run(&mut run).unwrap();
         for (step, (grads, expect)) in g.grads.iter().zip(&case.after).enumerate() {
-            let tensors: Vec<Tensor<f32>> = grads.iter().zip(&g.shapes).map(|(gv, s)| Tensor::new(s).with_values(&flatten(gv)).unwrap()).collect();
+            let tensors: Vec<Tensor<f32>> = grads
+                .iter()
+                .zip(&g.shapes)
+                .map(|(gv, s)| Tensor::new(s).with_values(&flatten(gv)).unwrap())
+                .collect();
             let mut run = SessionRunArgs::new();
             for (f, t) in feeds.iter().zip(&tensors) {
                 run.add_feed(&f.operation, 0, t);
@@ -91,7 +119,13 @@ fn three_steps_match_keras_optimizers() {
                 let got: Tensor<f32> = r.fetch(tok).unwrap();
                 for (a, b) in got.iter().zip(flatten(e)) {
                     let rel = (a - b).abs() / b.abs().max(1e-3);
-                    assert!(rel < 1e-5, "{:?} step {} {}: got {a}, Keras {b}", case.config, step + 1, p.name);
+                    assert!(
+                        rel < 1e-5,
+                        "{:?} step {} {}: got {a}, Keras {b}",
+                        case.config,
+                        step + 1,
+                        p.name
+                    );
                 }
             }
         }
@@ -102,8 +136,16 @@ fn three_steps_match_keras_optimizers() {
 fn bad_settings_name_their_key() {
     let mut c = OptimizerConfig::default();
     c.learning_rate = -0.1;
-    assert!(c.validate().unwrap_err().to_string().contains("optimizer.learning_rate"));
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("optimizer.learning_rate"));
     let mut c = OptimizerConfig::default();
     c.beta2 = 1.0;
-    assert!(c.validate().unwrap_err().to_string().contains("optimizer.beta2"));
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("optimizer.beta2"));
 }

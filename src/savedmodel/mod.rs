@@ -124,7 +124,12 @@ impl SavedModelInfo {
             what: "SavedModel proto",
             msg: e.to_string(),
         })?;
-        let tags_of = |m: &MetaGraphDef| m.meta_info_def.as_ref().map(|i| i.tags.clone()).unwrap_or_default();
+        let tags_of = |m: &MetaGraphDef| {
+            m.meta_info_def
+                .as_ref()
+                .map(|i| i.tags.clone())
+                .unwrap_or_default()
+        };
         let meta = sm
             .meta_graphs
             .iter()
@@ -144,23 +149,37 @@ impl SavedModelInfo {
 
     /// The top-level graph's nodes.
     pub fn nodes(&self) -> &[NodeDef] {
-        self.meta.graph_def.as_ref().map(|g| g.node.as_slice()).unwrap_or(&[])
+        self.meta
+            .graph_def
+            .as_ref()
+            .map(|g| g.node.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Signature names, sorted (internal ones such as `__saved_model_init_op` left out).
     pub fn signature_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.meta.signature_def.keys().filter(|k| !k.starts_with("__")).cloned().collect();
+        let mut v: Vec<String> = self
+            .meta
+            .signature_def
+            .keys()
+            .filter(|k| !k.starts_with("__"))
+            .cloned()
+            .collect();
         v.sort();
         v
     }
 
     /// The named signature, or an error listing the ones that exist.
     pub fn signature(&self, name: &str) -> Result<Signature> {
-        let sd = self.meta.signature_def.get(name).ok_or_else(|| Error::UnknownSignature {
-            path: self.dir.clone(),
-            name: name.into(),
-            available: self.signature_names().join(", "),
-        })?;
+        let sd = self
+            .meta
+            .signature_def
+            .get(name)
+            .ok_or_else(|| Error::UnknownSignature {
+                path: self.dir.clone(),
+                name: name.into(),
+                available: self.signature_names().join(", "),
+            })?;
         let specs = |m: &HashMap<String, proto::TensorInfo>| {
             let mut v: Vec<TensorSpec> = m
                 .iter()
@@ -183,7 +202,8 @@ impl SavedModelInfo {
 
     /// Top-level nodes the signatures' outputs depend on (through data inputs).
     pub fn serving_nodes(&self) -> std::collections::HashSet<String> {
-        let by_name: HashMap<&str, &NodeDef> = self.nodes().iter().map(|n| (n.name.as_str(), n)).collect();
+        let by_name: HashMap<&str, &NodeDef> =
+            self.nodes().iter().map(|n| (n.name.as_str(), n)).collect();
         let mut stack: Vec<&str> = self
             .meta
             .signature_def
@@ -197,7 +217,12 @@ impl SavedModelInfo {
                 continue;
             }
             if let Some(nd) = by_name.get(n) {
-                stack.extend(nd.input.iter().filter(|i| !i.starts_with('^')).map(|i| parse_tensor_name(i).0));
+                stack.extend(
+                    nd.input
+                        .iter()
+                        .filter(|i| !i.starts_with('^'))
+                        .map(|i| parse_tensor_name(i).0),
+                );
             }
         }
         seen
@@ -213,17 +238,33 @@ impl SavedModelInfo {
         let mut known: HashMap<String, proto::SavedVariable> = HashMap::new();
         if let Some(og) = &self.meta.object_graph_def {
             for n in nodes {
-                let Some(f) = crate::graph::func_attr(n) else { continue };
-                let Some(cf) = og.concrete_functions.get(f) else { continue };
-                let data_inputs: Vec<&str> = n.input.iter().filter(|i| !i.starts_with('^')).map(|s| s.as_str()).collect();
+                let Some(f) = crate::graph::func_attr(n) else {
+                    continue;
+                };
+                let Some(cf) = og.concrete_functions.get(f) else {
+                    continue;
+                };
+                let data_inputs: Vec<&str> = n
+                    .input
+                    .iter()
+                    .filter(|i| !i.starts_with('^'))
+                    .map(|s| s.as_str())
+                    .collect();
                 let k = cf.bound_inputs.len();
                 if k == 0 || data_inputs.len() < k {
                     continue;
                 }
-                for (inp, id) in data_inputs[data_inputs.len() - k..].iter().zip(&cf.bound_inputs) {
+                for (inp, id) in data_inputs[data_inputs.len() - k..]
+                    .iter()
+                    .zip(&cf.bound_inputs)
+                {
                     let (h, _) = parse_tensor_name(inp);
                     if let Some(v) = og.nodes.get(*id as usize).and_then(|o| o.variable.clone()) {
-                        if by_name.get(h).map(|n| n.op == "VarHandleOp").unwrap_or(false) {
+                        if by_name
+                            .get(h)
+                            .map(|n| n.op == "VarHandleOp")
+                            .unwrap_or(false)
+                        {
                             known.entry(h.to_string()).or_insert(v);
                         }
                     }
@@ -238,7 +279,11 @@ impl SavedModelInfo {
                     Some(proto::attr_value::Value::Shape(s)) => shape_of(&Some(s.clone())),
                     _ => None,
                 });
-                let shape = attr_shape.unwrap_or_default().into_iter().map(|d| d.unwrap_or(-1)).collect();
+                let shape = attr_shape
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|d| d.unwrap_or(-1))
+                    .collect();
                 let dtype = match n.attr.get("dtype").and_then(|a| a.value.clone()) {
                     Some(proto::attr_value::Value::Type(t)) => t,
                     _ => 0,
@@ -246,7 +291,11 @@ impl SavedModelInfo {
                 match known.get(&n.name) {
                     Some(v) => Variable {
                         handle: n.name.clone(),
-                        name: if v.name.is_empty() { n.name.clone() } else { v.name.clone() },
+                        name: if v.name.is_empty() {
+                            n.name.clone()
+                        } else {
+                            v.name.clone()
+                        },
                         trainable: v.trainable,
                         dtype,
                         shape,
@@ -275,13 +324,19 @@ pub struct Loaded {
 /// Session options: thread pools from `PRETEXT_INTRA_THREADS` / `PRETEXT_INTER_THREADS` if set.
 pub fn session_options() -> Result<SessionOptions> {
     let mut opts = SessionOptions::new();
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<i32>().ok()).unwrap_or(0);
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(0)
+    };
     let cfg = proto::ConfigProto {
         intra_op_parallelism_threads: env("PRETEXT_INTRA_THREADS"),
         inter_op_parallelism_threads: env("PRETEXT_INTER_THREADS"),
         allow_soft_placement: true,
     };
-    opts.set_config(&cfg.encode_to_vec()).tf_ctx(|| "setting session config".into())?;
+    opts.set_config(&cfg.encode_to_vec())
+        .tf_ctx(|| "setting session config".into())?;
     Ok(opts)
 }
 
@@ -292,7 +347,11 @@ impl Loaded {
         let info = SavedModelInfo::read(dir)?;
         let mut scope = Scope::new_root_scope();
         let opts = session_options()?;
-        let tags = if info.tags.is_empty() { vec!["serve".to_string()] } else { info.tags.clone() };
+        let tags = if info.tags.is_empty() {
+            vec!["serve".to_string()]
+        } else {
+            info.tags.clone()
+        };
         let bundle = {
             let mut g = scope.graph_mut();
             let g: &mut Graph = &mut g;
@@ -319,14 +378,21 @@ impl Loaded {
         let mut checks = Vec::new();
         for v in &vars {
             let h = self.op(&v.handle)?;
-            checks.push(tensorflow::ops::var_is_initialized_op(h, &mut scope).tf_ctx(|| format!("checking {}", v.handle))?);
+            checks.push(
+                tensorflow::ops::var_is_initialized_op(h, &mut scope)
+                    .tf_ctx(|| format!("checking {}", v.handle))?,
+            );
         }
         let mut run = tensorflow::SessionRunArgs::new();
         let toks: Vec<_> = checks.iter().map(|c| run.request_fetch(c, 0)).collect();
-        self.session.run(&mut run).tf_ctx(|| "checking restored variables".into())?;
+        self.session
+            .run(&mut run)
+            .tf_ctx(|| "checking restored variables".into())?;
         let mut missing = Vec::new();
         for (t, v) in toks.into_iter().zip(&vars) {
-            let ok: tensorflow::Tensor<bool> = run.fetch(t).tf_ctx(|| "fetching VarIsInitializedOp".into())?;
+            let ok: tensorflow::Tensor<bool> = run
+                .fetch(t)
+                .tf_ctx(|| "fetching VarIsInitializedOp".into())?;
             if !ok[0] {
                 missing.push(v.name.clone());
             }
@@ -337,7 +403,12 @@ impl Loaded {
         let shown: Vec<_> = missing.iter().take(3).cloned().collect();
         Err(Error::Restore {
             path: self.info.dir.clone(),
-            msg: format!("{} of {} variables not found in the checkpoint, e.g. {}", missing.len(), vars.len(), shown.join(", ")),
+            msg: format!(
+                "{} of {} variables not found in the checkpoint, e.g. {}",
+                missing.len(),
+                vars.len(),
+                shown.join(", ")
+            ),
         })
     }
 
@@ -363,22 +434,66 @@ impl Loaded {
 
 impl Loaded {
     /// Runs the session: feeds float tensors, fetches one float tensor.
-    pub fn run_f32(&self, feeds: &[(&tensorflow::Output, &tensorflow::Tensor<f32>)], fetch: &tensorflow::Output) -> Result<tensorflow::Tensor<f32>> {
+    pub fn run_f32(
+        &self,
+        feeds: &[(&tensorflow::Output, &tensorflow::Tensor<f32>)],
+        fetch: &tensorflow::Output,
+    ) -> Result<tensorflow::Tensor<f32>> {
         let mut run = tensorflow::SessionRunArgs::new();
         for (o, t) in feeds {
             run.add_feed(&o.operation, o.index, t);
         }
         let tok = run.request_fetch(&fetch.operation, fetch.index);
         let name = fetch.operation.name().unwrap_or_default();
-        self.session.run(&mut run).tf_ctx(|| format!("running the graph up to '{name}'"))?;
+        self.session
+            .run(&mut run)
+            .tf_ctx(|| format!("running the graph up to '{name}'"))?;
         run.fetch(tok).tf_ctx(|| format!("fetching '{name}'"))
     }
 
     /// Runs the original signature (through its function calls) on `x`, fetching output `key`.
-    pub fn run_signature(&self, sig: &Signature, x: &tensorflow::Tensor<f32>, key: &str) -> Result<tensorflow::Tensor<f32>> {
+    pub fn run_signature(
+        &self,
+        sig: &Signature,
+        x: &tensorflow::Tensor<f32>,
+        key: &str,
+    ) -> Result<tensorflow::Tensor<f32>> {
         let inp = self.output(&sig.inputs[0].tensor)?;
-        let out = sig.outputs.iter().find(|o| o.key == key).ok_or_else(|| Error::graph(key, "no such signature output"))?;
+        let out = sig
+            .outputs
+            .iter()
+            .find(|o| o.key == key)
+            .ok_or_else(|| Error::graph(key, "no such signature output"))?;
         let out = self.output(&out.tensor)?;
         self.run_f32(&[(&inp, x)], &out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_names() {
+        assert_eq!(parse_tensor_name("a/b:3"), ("a/b", 3));
+        assert_eq!(parse_tensor_name("a/b"), ("a/b", 0));
+        assert_eq!(parse_tensor_name("^a/b"), ("a/b", -1));
+    }
+
+    #[test]
+    fn missing_and_wrong_paths_are_named() {
+        let e = SavedModelInfo::read(Path::new("/nonexistent/model"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/model") && e.contains("no such directory"),
+            "{e}"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let e = SavedModelInfo::read(d.path()).unwrap_err().to_string();
+        assert!(e.contains("no saved_model.pb"), "{e}");
+        std::fs::write(d.path().join("saved_model.pb"), b"\xff\xff garbage").unwrap();
+        let e = SavedModelInfo::read(d.path()).unwrap_err().to_string();
+        assert!(e.contains("cannot parse SavedModel proto"), "{e}");
     }
 }

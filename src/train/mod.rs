@@ -37,7 +37,20 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// A config with defaults for everything but the paths.
     pub fn new(model: PathBuf, images: PathBuf) -> Self {
-        TrainConfig { model, signature: "serving_default".into(), images, recursive: true, steps: 100, batch: 16, size: None, range: (0.0, 1.0), optimizer: OptimizerConfig::default(), head: DaeConfig::default(), seed: 0, device: None }
+        TrainConfig {
+            model,
+            signature: "serving_default".into(),
+            images,
+            recursive: true,
+            steps: 100,
+            batch: 16,
+            size: None,
+            range: (0.0, 1.0),
+            optimizer: OptimizerConfig::default(),
+            head: DaeConfig::default(),
+            seed: 0,
+            device: None,
+        }
     }
 
     /// Checks every setting before any graph is built.
@@ -46,7 +59,10 @@ impl TrainConfig {
             return Err(Error::config("batch", "must be ≥ 1"));
         }
         if !(self.range.0 < self.range.1) {
-            return Err(Error::config("range", format!("{:?}: low must be below high", self.range)));
+            return Err(Error::config(
+                "range",
+                format!("{:?}: low must be below high", self.range),
+            ));
         }
         if let Some(s) = self.size {
             if !(8..=2048).contains(&s) {
@@ -60,17 +76,30 @@ impl TrainConfig {
 
 /// The image layout a signature's first input asks for (NHWC float).
 pub fn image_spec(sig: &Signature, size: Option<u32>, range: (f32, f32)) -> Result<ImageSpec> {
-    let inp = sig.inputs.first().ok_or_else(|| Error::graph(&sig.name, "signature has no inputs"))?;
+    let inp = sig
+        .inputs
+        .first()
+        .ok_or_else(|| Error::graph(&sig.name, "signature has no inputs"))?;
     if sig.inputs.len() != 1 || inp.dtype != 1 {
         return Err(Error::config("signature", format!("signature '{}' must take one float32 image batch; it takes {} input(s), first '{}' of type {}", sig.name, sig.inputs.len(), inp.key, crate::savedmodel::dtype_name(inp.dtype))));
     }
     let shape = inp.shape.clone().unwrap_or_else(|| vec![None; 4]);
     if shape.len() != 4 {
-        return Err(Error::config("signature", format!("input '{}' has rank {}, an image batch has rank 4 (NHWC)", inp.key, shape.len())));
+        return Err(Error::config(
+            "signature",
+            format!(
+                "input '{}' has rank {}, an image batch has rank 4 (NHWC)",
+                inp.key,
+                shape.len()
+            ),
+        ));
     }
     let side = |d: Option<i64>| -> Result<u32> {
         match (d, size) {
-            (Some(v), Some(s)) if v as u32 != s => Err(Error::config("size", format!("the signature fixes the input side to {v}; {s} was asked"))),
+            (Some(v), Some(s)) if v as u32 != s => Err(Error::config(
+                "size",
+                format!("the signature fixes the input side to {v}; {s} was asked"),
+            )),
             (Some(v), _) => Ok(v as u32),
             (None, Some(s)) => Ok(s),
             (None, None) => Ok(224),
@@ -78,9 +107,20 @@ pub fn image_spec(sig: &Signature, size: Option<u32>, range: (f32, f32)) -> Resu
     };
     let channels = shape[3].unwrap_or(3);
     if channels != 1 && channels != 3 {
-        return Err(Error::config("signature", format!("input '{}' has {channels} channels; images give 1 or 3", inp.key)));
+        return Err(Error::config(
+            "signature",
+            format!(
+                "input '{}' has {channels} channels; images give 1 or 3",
+                inp.key
+            ),
+        ));
     }
-    Ok(ImageSpec { height: side(shape[1])?, width: side(shape[2])?, channels: channels as u32, range })
+    Ok(ImageSpec {
+        height: side(shape[1])?,
+        width: side(shape[2])?,
+        channels: channels as u32,
+        range,
+    })
 }
 
 /// A model with a pretext head and an optimizer, ready to step.
@@ -109,50 +149,129 @@ impl Trainer {
         let mut flat = inline_signature(&model.info, &signature, &model.scope.graph())?;
         let rewritten = autodiff::fallback::apply(&mut flat.graph_def);
         if !rewritten.is_empty() {
-            log::info!("fallback gradient rules rewrote {} node(s), e.g. {}", rewritten.len(), rewritten[0]);
+            log::info!(
+                "fallback gradient rules rewrote {} node(s), e.g. {}",
+                rewritten.len(),
+                rewritten[0]
+            );
         }
         let input: Output = {
             let s = model.scope.new_sub_scope("pretext");
-            let shape = Shape::from(Some(vec![None, Some(spec.height as i64), Some(spec.width as i64), Some(spec.channels as i64)]));
-            ops::Placeholder::new().dtype(DataType::Float).shape(shape).build(&mut s.with_op_name("images")).tf_ctx(|| "input placeholder".into())?.into()
+            let shape = Shape::from(Some(vec![
+                None,
+                Some(spec.height as i64),
+                Some(spec.width as i64),
+                Some(spec.channels as i64),
+            ]));
+            ops::Placeholder::new()
+                .dtype(DataType::Float)
+                .shape(shape)
+                .build(&mut s.with_op_name("images"))
+                .tf_ctx(|| "input placeholder".into())?
+                .into()
         };
-        let trainable: HashSet<String> = model.info.variables().into_iter().filter(|v| v.trainable).map(|v| v.handle).collect();
+        let trainable: HashSet<String> = model
+            .info
+            .variables()
+            .into_iter()
+            .filter(|v| v.trainable)
+            .map(|v| v.handle)
+            .collect();
         let (loss, towers, head_vars, head_inits) = {
-            let mut b = HeadBuilder::new(&mut model, &flat, input.clone(), cfg.range, cfg.seed as i64, cfg.device.clone());
+            let mut b = HeadBuilder::new(
+                &mut model,
+                &flat,
+                input.clone(),
+                cfg.range,
+                cfg.seed as i64,
+                cfg.device.clone(),
+            );
             let out = cfg.head.build(&mut b)?;
-            (out.loss, std::mem::take(&mut b.towers), std::mem::take(&mut b.vars), std::mem::take(&mut b.init_ops))
+            (
+                out.loss,
+                std::mem::take(&mut b.towers),
+                std::mem::take(&mut b.vars),
+                std::mem::take(&mut b.init_ops),
+            )
         };
-        let mut reads: Vec<(String, Output)> = towers.iter().flat_map(|t| t.reads.iter().filter(|(h, _)| trainable.contains(h)).cloned()).collect();
+        let mut reads: Vec<(String, Output)> = towers
+            .iter()
+            .flat_map(|t| {
+                t.reads
+                    .iter()
+                    .filter(|(h, _)| trainable.contains(h))
+                    .cloned()
+            })
+            .collect();
         reads.extend(head_vars.iter().map(|v| (v.name.clone(), v.value.clone())));
-        let grads = autodiff::gradients(&mut model.scope, &towers, loss.clone(), &reads, "pretext/gradients")?;
+        let grads = autodiff::gradients(
+            &mut model.scope,
+            &towers,
+            loss.clone(),
+            &reads,
+            "pretext/gradients",
+        )?;
         let mut params = Vec::new();
         for g in &grads {
             let handle = match head_vars.iter().find(|v| v.name == g.handle) {
                 Some(v) => v.handle.clone(),
                 None => model.output(&g.handle)?,
             };
-            params.push(Param { name: g.handle.clone(), handle, value: g.value.clone(), grad: g.grad.clone() });
+            params.push(Param {
+                name: g.handle.clone(),
+                handle,
+                value: g.value.clone(),
+                grad: g.grad.clone(),
+            });
         }
         let trained_vars = params.len() - head_vars.len().min(params.len());
-        log::info!("training {} model variable(s) and {} head variable(s); {} tower(s) of {} nodes", trained_vars, head_vars.len(), towers.len(), flat.graph_def.node.len());
+        log::info!(
+            "training {} model variable(s) and {} head variable(s); {} tower(s) of {} nodes",
+            trained_vars,
+            head_vars.len(),
+            towers.len(),
+            flat.graph_def.node.len()
+        );
         let optimizer = {
             let mut s = model.scope.new_sub_scope("pretext");
-            cfg.optimizer.init(&mut s, &params, &[loss.operation.clone()])?
+            cfg.optimizer
+                .init(&mut s, &params, &[loss.operation.clone()])?
         };
         let mut run = SessionRunArgs::new();
         for op in head_inits.iter().chain([&optimizer.init_op]) {
             run.add_target(op);
         }
-        model.session.run(&mut run).tf_ctx(|| "initialising head and optimizer variables".into())?;
+        model
+            .session
+            .run(&mut run)
+            .tf_ctx(|| "initialising head and optimizer variables".into())?;
         let batches = Batches::new(folder, spec.clone(), cfg.seed);
-        Ok(Trainer { model, signature, flat, spec, batches, input, loss, optimizer, trained_vars, batch: cfg.batch })
+        Ok(Trainer {
+            model,
+            signature,
+            flat,
+            spec,
+            batches,
+            input,
+            loss,
+            optimizer,
+            trained_vars,
+            batch: cfg.batch,
+        })
     }
 
     /// The next batch as an NHWC tensor.
     pub fn next_batch(&mut self) -> Result<Tensor<f32>> {
         let data = self.batches.next_batch(self.batch)?;
         let s = &self.spec;
-        Tensor::new(&[self.batch as u64, s.height as u64, s.width as u64, s.channels as u64]).with_values(&data).tf_ctx(|| "making the batch tensor".into())
+        Tensor::new(&[
+            self.batch as u64,
+            s.height as u64,
+            s.width as u64,
+            s.channels as u64,
+        ])
+        .with_values(&data)
+        .tf_ctx(|| "making the batch tensor".into())
     }
 
     /// One optimizer step on `x`; returns the loss before the update.
@@ -161,7 +280,10 @@ impl Trainer {
         run.add_feed(&self.input.operation, self.input.index, x);
         run.add_target(&self.optimizer.train_op);
         let tok = run.request_fetch(&self.loss.operation, self.loss.index);
-        self.model.session.run(&mut run).tf_ctx(|| "running a training step".into())?;
+        self.model
+            .session
+            .run(&mut run)
+            .tf_ctx(|| "running a training step".into())?;
         let l: Tensor<f32> = run.fetch(tok).tf_ctx(|| "fetching the loss".into())?;
         Ok(l[0])
     }
@@ -174,12 +296,20 @@ impl Trainer {
             let x = self.next_batch()?;
             let l = self.step_on(&x)?;
             if !l.is_finite() {
-                return Err(Error::graph("pretext/head", format!("loss became {l} at step {}", i + 1)));
+                return Err(Error::graph(
+                    "pretext/head",
+                    format!("loss became {l} at step {}", i + 1),
+                ));
             }
             losses.push(l);
             if (i + 1) % 10 == 0 || i + 1 == steps {
                 let el = t0.elapsed().as_secs_f64();
-                log::info!("step {}/{steps} loss {l:.5} ({:.2} steps/s, {:.1} images/s)", i + 1, (i + 1) as f64 / el, ((i + 1) as usize * self.batch) as f64 / el);
+                log::info!(
+                    "step {}/{steps} loss {l:.5} ({:.2} steps/s, {:.1} images/s)",
+                    i + 1,
+                    (i + 1) as f64 / el,
+                    ((i + 1) as usize * self.batch) as f64 / el
+                );
             }
         }
         Ok(losses)

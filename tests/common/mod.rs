@@ -6,11 +6,23 @@ use pretext::graph::{inline_signature, Tower};
 use pretext::savedmodel::Loaded;
 use tensorflow::Tensor;
 
-pub const ALL: &[&str] = &["tiny_cnn", "mobilenet_v2_035", "keras3_export", "fer_emotion", "nsfwjs_mobilenet_v2"];
+pub const ALL: &[&str] = &[
+    "tiny_cnn",
+    "mobilenet_v2_035",
+    "keras3_export",
+    "fer_emotion",
+    "nsfwjs_mobilenet_v2",
+];
 
 fn from_env(var: &str, default: &str) -> PathBuf {
-    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(default));
-    assert!(p.is_dir(), "{} does not exist: run `make fixtures images` (or `make test`) first", p.display());
+    let p = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(default));
+    assert!(
+        p.is_dir(),
+        "{} does not exist: run `make fixtures images` (or `make test`) first",
+        p.display()
+    );
     p
 }
 
@@ -23,7 +35,9 @@ pub fn images() -> PathBuf {
 }
 
 pub fn python() -> PathBuf {
-    std::env::var_os("PRETEXT_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+    std::env::var_os("PRETEXT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
 }
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -36,21 +50,32 @@ pub fn golden(name: &str) -> PathBuf {
 
 pub fn read_f32(p: &std::path::Path) -> Vec<f32> {
     let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 pub fn index(name: &str) -> serde_json::Value {
     let p = golden(name).join("index.json");
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
 }
 
 pub fn dims(v: &serde_json::Value) -> Vec<u64> {
-    v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap())
+        .collect()
 }
 
 pub fn golden_input(name: &str) -> Tensor<f32> {
     let idx = index(name);
-    Tensor::new(&dims(&idx["input_shape"])).with_values(&read_f32(&golden(name).join("input.bin"))).unwrap()
+    Tensor::new(&dims(&idx["input_shape"]))
+        .with_values(&read_f32(&golden(name).join("input.bin")))
+        .unwrap()
 }
 
 pub fn output_key(name: &str) -> String {
@@ -69,5 +94,8 @@ pub fn load_with_tower(name: &str) -> (Loaded, pretext::savedmodel::Signature, T
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
