@@ -78,13 +78,7 @@ fn coverage(
 ) -> Result<(Vec<String>, Vec<(String, Vec<String>)>)> {
     let mut flat = flat.clone();
     let rewritten = autodiff::fallback::apply(&mut flat.graph_def);
-    let trainable: std::collections::HashSet<String> = model
-        .info
-        .variables()
-        .into_iter()
-        .filter(|v| v.trainable)
-        .map(|v| v.handle)
-        .collect();
+    let trainable = model.info.trainable_handles();
     let mut missing: Vec<(String, Vec<String>)> = Vec::new();
     for attempt in 0..12 {
         let prefix = format!("pretext_inspect/tower{attempt}");

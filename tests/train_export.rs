@@ -130,6 +130,15 @@ fn error_line(stderr: &str) -> String {
     lines[0].to_string()
 }
 
+/// Runs a one-step training that must fail; returns its one error line.
+fn train_fails(model: &str, images: &str, export: &str) -> String {
+    let (code, _, err) = pretext(&[
+        "train", "--model", model, "--images", images, "--steps", "1", "--export", export,
+    ]);
+    assert!(code != 0, "expected a failure: {err}");
+    error_line(&err)
+}
+
 #[test]
 fn bad_input_gives_one_clear_line_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -171,38 +180,16 @@ fn bad_input_gives_one_clear_line_and_writes_nothing() {
     let empty = tmp.path().join("junk");
     std::fs::create_dir(&empty).unwrap();
     std::fs::write(empty.join("a.jpg"), b"not an image").unwrap();
-    let (code, _, err) = pretext(&[
-        "train",
-        "--model",
-        tiny,
-        "--images",
-        empty.to_str().unwrap(),
-        "--steps",
-        "1",
-        "--export",
-        ex,
-    ]);
-    let l = error_line(&err);
+    let l = train_fails(tiny, empty.to_str().unwrap(), ex);
     assert!(
-        code != 0 && l.contains("no readable image") && l.contains(empty.to_str().unwrap()),
+        l.contains("no readable image") && l.contains(empty.to_str().unwrap()),
         "{l}"
     );
     // A SavedModel whose variables cannot be restored (Keras 3 model in a tf.Module).
     let bad = fixture("keras3_module_unrestorable");
-    let (code, _, err) = pretext(&[
-        "train",
-        "--model",
-        bad.to_str().unwrap(),
-        "--images",
-        imgs,
-        "--steps",
-        "1",
-        "--export",
-        ex,
-    ]);
-    let l = error_line(&err);
+    let l = train_fails(bad.to_str().unwrap(), imgs, ex);
     assert!(
-        code != 0 && l.contains("could not be restored") && l.contains(bad.to_str().unwrap()),
+        l.contains("could not be restored") && l.contains(bad.to_str().unwrap()),
         "{l}"
     );
     // Inspect of a file.

@@ -200,6 +200,15 @@ impl SavedModelInfo {
         })
     }
 
+    /// Handle names of the trainable variables (what training updates).
+    pub fn trainable_handles(&self) -> std::collections::HashSet<String> {
+        self.variables()
+            .into_iter()
+            .filter(|v| v.trainable)
+            .map(|v| v.handle)
+            .collect()
+    }
+
     /// Top-level nodes the signatures' outputs depend on (through data inputs).
     pub fn serving_nodes(&self) -> std::collections::HashSet<String> {
         let by_name: HashMap<&str, &NodeDef> =

@@ -1,6 +1,5 @@
 //! The training loop: inline the backbone, attach a pretext head, differentiate, optimize,
 //! and step the session with batches of unlabeled images.
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -170,13 +169,7 @@ impl Trainer {
                 .tf_ctx(|| "input placeholder".into())?
                 .into()
         };
-        let trainable: HashSet<String> = model
-            .info
-            .variables()
-            .into_iter()
-            .filter(|v| v.trainable)
-            .map(|v| v.handle)
-            .collect();
+        let trainable = model.info.trainable_handles();
         let (loss, towers, head_vars, head_inits) = {
             let mut b = HeadBuilder::new(
                 &mut model,
