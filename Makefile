@@ -39,7 +39,7 @@ $(VENV)/.ok: $(CACHE)/wheels/.$(TF_PIP)-$(TF_VERSION)
 	$(PY) -m pip install -q pillow
 	touch $@
 
-build: $(TF_LIB)/.ok
+build: setup
 	$(CARGO_ENV) cargo build --release
 
 fixtures: $(FIX)/.ok
