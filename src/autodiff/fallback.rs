@@ -198,17 +198,17 @@ mod tests {
         g
     }
 
+    fn output(g: &Graph, name: &str) -> Output {
+        Output {
+            operation: g.operation_by_name_required(name).unwrap(),
+            index: 0,
+        }
+    }
+
     #[test]
     fn tf_has_no_erfc_gradient_but_the_fallback_gives_the_exact_one() {
         let mut g = import(&erfc_graph());
-        let out = Output {
-            operation: g.operation_by_name_required("out").unwrap(),
-            index: 0,
-        };
-        let x = Output {
-            operation: g.operation_by_name_required("x").unwrap(),
-            index: 0,
-        };
+        let (out, x) = (output(&g, "out"), output(&g, "x"));
         let err = g
             .add_gradients(None, &[out], &[x], None)
             .unwrap_err()
@@ -221,14 +221,7 @@ mod tests {
         let mut gd = erfc_graph();
         assert_eq!(apply(&mut gd), vec!["y".to_string()]);
         let mut g = import(&gd);
-        let out = Output {
-            operation: g.operation_by_name_required("out").unwrap(),
-            index: 0,
-        };
-        let x = Output {
-            operation: g.operation_by_name_required("x").unwrap(),
-            index: 0,
-        };
+        let (out, x) = (output(&g, "out"), output(&g, "x"));
         let dx = g
             .add_gradients(None, &[out.clone()], &[x.clone()], None)
             .unwrap()[0]

@@ -144,14 +144,6 @@ impl Batches {
         self.order.shuffle(&mut rng);
     }
 
-    pub fn spec(&self) -> &ImageSpec {
-        &self.spec
-    }
-
-    pub fn folder(&self) -> &ImageFolder {
-        &self.folder
-    }
-
     /// Next `n` file indices in shuffled order, skipping known-bad files.
     fn take(&mut self, n: usize) -> Result<Vec<usize>> {
         let good = self.bad.iter().filter(|b| !**b).count();

@@ -9,10 +9,10 @@ pub use opdefs::OpDefs;
 use std::collections::HashMap;
 
 use prost::Message;
-use tensorflow::{Graph, ImportGraphDefOptions, Operation, Output};
+use tensorflow::{ImportGraphDefOptions, Operation, Output};
 
 use crate::error::{Error, Result, TfContext};
-use crate::savedmodel::proto::{attr_value::Value, AttrValue, GraphDef, NodeDef};
+use crate::savedmodel::proto::{attr_value::Value, AttrValue, NodeDef};
 use crate::savedmodel::Loaded;
 
 /// Op types that call a library function through their `f` attribute.
@@ -43,7 +43,6 @@ pub struct Tower {
     pub inputs: Vec<Output>,
     pub outputs: Vec<Output>,
     pub reads: Vec<(String, Output)>,
-    pub node_count: usize,
 }
 
 impl Tower {
@@ -129,7 +128,6 @@ impl Tower {
             inputs,
             outputs,
             reads,
-            node_count: flat.graph_def.node.len(),
         })
     }
 }
@@ -156,12 +154,4 @@ pub fn op_histogram(nodes: &[NodeDef]) -> Vec<(String, usize)> {
     let mut v: Vec<_> = h.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     v
-}
-
-/// Imports a GraphDef (e.g. a model's whole graph) into a fresh scratch graph.
-pub fn scratch_graph(gd: &GraphDef) -> Result<Graph> {
-    let mut g = Graph::new();
-    g.import_graph_def(&gd.encode_to_vec(), &ImportGraphDefOptions::new())
-        .tf_ctx(|| "importing the model graph into a scratch graph".into())?;
-    Ok(g)
 }
