@@ -103,6 +103,25 @@ def randomise_bn(layers, rng):
     return n
 
 
+def calibrate_bn(model, shape, rng):
+    """Set every BatchNorm's moving statistics to its batch statistics on smooth random images,
+    as training would. A random-init MobileNetV2 with arbitrary moving statistics collapses: its
+    output no longer depends on its input (std across images ~1e-7 of the mean), which no model
+    worth retraining does."""
+    n, h, w, c = shape
+    coarse = rng.uniform(0.0, 1.0, (n, 6, 6, c)).astype(np.float32)
+    x = tf.image.resize(coarse, (h, w), method="bicubic")
+    x = tf.clip_by_value(x + rng.normal(0.0, 0.05, (n, h, w, c)).astype(np.float32), 0.0, 1.0)
+    bns = [l for l in model.layers if type(l).__name__ in ("BatchNormalization", "BatchNormalizationV2")]
+    saved = [l.momentum for l in bns]
+    for l in bns:
+        l.momentum = 0.0
+    model(x, training=True)
+    for l, m in zip(bns, saved):
+        l.momentum = m
+    return len(bns)
+
+
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -147,13 +166,15 @@ def make_mobilenet_v2_035(out):
     model = tf_keras.applications.MobileNetV2(
         alpha=0.35, input_shape=(96, 96, 3), include_top=False, pooling="avg", weights=None
     )
-    randomise_bn(model.layers, np.random.default_rng(SEED + 1))
+    rng = np.random.default_rng(SEED + 1)
+    randomise_bn(model.layers, rng)
+    calibrate_bn(model, (64, 96, 96, 3), rng)
     dim = int(model.output_shape[-1])
     module = HubModule(model, tf.TensorSpec([None, 96, 96, 3], tf.float32), "output")
     save_hub(module, os.path.join(out, "mobilenet_v2_035"))
     return model, dict(
         description="tf_keras.applications.MobileNetV2(alpha=0.35, 96x96, include_top=False, "
-        "pooling='avg', weights=None), random init with randomised BatchNorm statistics; "
+        "pooling='avg', weights=None), random init, random BatchNorm gamma/beta, moving statistics calibrated on smooth random images; "
         "TF-Hub style tf.Module wrapper.",
         input_key="x",
         output_key="output",

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pretext::heads::dae::Decoder;
 use pretext::optim::OptimizerKind;
 use pretext::Error;
 
@@ -68,12 +69,22 @@ struct TrainArgs {
     /// Denoising AE: side of the reconstructed image.
     #[arg(long, default_value_t = 24)]
     target_size: i64,
+    /// Denoising AE decoder: auto (conv if the backbone has a spatial map), dense or conv.
+    #[arg(long, value_enum, default_value = "auto")]
+    decoder: Dec,
     /// Denoising AE: decoder hidden units.
     #[arg(long, default_value_t = 512)]
     hidden: i64,
     /// Place the tower on this device (e.g. /device:GPU:0).
     #[arg(long)]
     device: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Dec {
+    Auto,
+    Dense,
+    Conv,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -115,6 +126,11 @@ fn train(a: TrainArgs) -> Result<(), Error> {
     cfg.head.noise_std = a.noise_std;
     cfg.head.target_size = a.target_size;
     cfg.head.hidden = a.hidden;
+    cfg.head.decoder = match a.decoder {
+        Dec::Auto => Decoder::Auto,
+        Dec::Dense => Decoder::Dense,
+        Dec::Conv => Decoder::Conv,
+    };
     cfg.optimizer.weight_decay = a.weight_decay;
     if let Some(e) = &a.export {
         if e.join("1").exists() && !e.is_dir() {

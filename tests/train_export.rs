@@ -38,14 +38,27 @@ fn falls(model: &str, min_drop: f32) {
 
 #[test]
 fn dae_loss_falls_on_mobilenet_v2_035() {
-    // Random-init backbone: its pooled features carry little of the image yet; measured −14.8%
-    // (issue #2 asks for 20%: not met by the dense decoder, see the issue note).
-    falls("mobilenet_v2_035", 0.10);
+    falls("mobilenet_v2_035", 0.20);
 }
 
 #[test]
 fn dae_loss_falls_on_pretrained_nsfwjs_mobilenet_v2() {
     falls("nsfwjs_mobilenet_v2", 0.20);
+}
+
+#[test]
+fn decoder_choice_decides_which_layers_train() {
+    // tiny_cnn ends in GAP → Dense: `auto` keeps the dense decoder so all 10 trainable variables
+    // train; an explicit conv decoder sits on the last feature map, before the Dense layer, whose
+    // two variables then get no gradient (and are left out rather than failing the build).
+    let mut c = cfg("tiny_cnn", 2);
+    let t = Trainer::new(&c).unwrap();
+    assert_eq!(t.trained_vars, 10);
+    c.head.decoder = pretext::heads::dae::Decoder::Conv;
+    let mut t = Trainer::new(&c).unwrap();
+    assert_eq!(t.trained_vars, 8);
+    let l = t.run(2).unwrap();
+    assert!(l.iter().all(|v| v.is_finite()));
 }
 
 fn write_f32(p: &Path, v: &[f32]) {

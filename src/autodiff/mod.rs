@@ -40,6 +40,12 @@ pub fn gradients(
     reads: &[(String, Output)],
     prefix: &str,
 ) -> Result<Vec<VarGrad>> {
+    // TF refuses x's the loss does not depend on; keep the reads the loss reaches.
+    let needed = ancestors(scope, &loss);
+    let reads: Vec<&(String, Output)> = reads
+        .iter()
+        .filter(|(_, o)| needed.contains(&o.operation.name().unwrap_or_default()))
+        .collect();
     let xs: Vec<Output> = reads.iter().map(|(_, o)| o.clone()).collect();
     let grads = {
         let mut g = scope.graph_mut();
@@ -91,6 +97,24 @@ pub fn gradients(
         });
     }
     Ok(out)
+}
+
+/// Names of every op `t` depends on (data and control inputs), `t`'s own included.
+fn ancestors(scope: &Scope, t: &Output) -> std::collections::HashSet<String> {
+    let _g = scope.graph();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![t.operation.clone()];
+    while let Some(op) = stack.pop() {
+        let Ok(name) = op.name() else { continue };
+        if !seen.insert(name) {
+            continue;
+        }
+        for i in 0..op.num_inputs() {
+            stack.push(op.input(i).0);
+        }
+        stack.extend(op.control_inputs());
+    }
+    seen
 }
 
 /// Names of the tower's nodes with op type `op` (for error messages).

@@ -174,11 +174,7 @@ impl<'m> HeadBuilder<'m> {
         let s = &mut self.scope;
         let y = ops::mat_mul(x, w, s).tf_ctx(ctx)?;
         let y = ops::bias_add(y, b, s).tf_ctx(ctx)?;
-        Ok(match act {
-            Activation::Linear => y.into(),
-            Activation::Relu => ops::relu(y, s).tf_ctx(ctx)?.into(),
-            Activation::Sigmoid => ops::sigmoid(y, s).tf_ctx(ctx)?.into(),
-        })
+        activate(y.into(), act, s, &ctx)
     }
 
     /// Static size of dimension `d` of `t`, or an error naming the tensor.
@@ -198,6 +194,75 @@ impl<'m> HeadBuilder<'m> {
         }
     }
 
+    /// The last spatial feature map behind a backbone output: walks back (at most a few ops,
+    /// e.g. through a global-average-pool `Mean`) to the first rank-4 tensor with static
+    /// height, width and channels. The flag says whether variables are read on the way (layers
+    /// between the map and the output, which a head built on the map would not train).
+    pub fn feature_map(&self, out: &Output) -> Option<(Output, bool)> {
+        let g = self.model.scope.graph();
+        let static4 = |t: &Output| -> bool {
+            match g.tensor_shape(t.clone()) {
+                Ok(sh) if sh.dims() == Some(4) => {
+                    (1..4).all(|i| sh[i].map(|v| v > 0).unwrap_or(false))
+                }
+                _ => false,
+            }
+        };
+        let mut params_between = false;
+        let mut frontier = vec![out.clone()];
+        for _ in 0..6 {
+            let mut next = Vec::new();
+            for t in &frontier {
+                if static4(t) {
+                    return Some((t.clone(), params_between));
+                }
+                let op = &t.operation;
+                if op.op_type().map(|o| o == "ReadVariableOp").unwrap_or(false) {
+                    params_between = true;
+                    continue;
+                }
+                for i in 0..op.num_inputs() {
+                    let (src, idx) = op.input(i);
+                    if src.output_type(idx) == DataType::Float {
+                        next.push(Output {
+                            operation: src,
+                            index: idx as i32,
+                        });
+                    }
+                }
+            }
+            frontier = next;
+        }
+        None
+    }
+
+    /// A `k`×`k` stride-1 SAME convolution with bias and activation.
+    pub fn conv2d(
+        &mut self,
+        name: &str,
+        x: Output,
+        k: i64,
+        cin: i64,
+        cout: i64,
+        act: Activation,
+    ) -> Result<Output> {
+        let w = self.variable(
+            &format!("{name}/kernel"),
+            &[k, k, cin, cout],
+            Some((k * k * cin, k * k * cout)),
+        )?;
+        let b = self.variable(&format!("{name}/bias"), &[cout], None)?;
+        let ctx = || format!("conv layer {name}");
+        let s = &mut self.scope;
+        let y = ops::Conv2D::new()
+            .strides(vec![1, 1, 1, 1])
+            .padding("SAME")
+            .build(x, w, s)
+            .tf_ctx(ctx)?;
+        let y = ops::bias_add(y, b, s).tf_ctx(ctx)?;
+        activate(y.into(), act, s, &ctx)
+    }
+
     /// Rank of `t`, if known.
     pub fn rank(&self, t: &Output) -> Option<usize> {
         self.model
@@ -207,6 +272,14 @@ impl<'m> HeadBuilder<'m> {
             .ok()
             .and_then(|s| s.dims())
     }
+}
+
+fn activate(y: Output, act: Activation, s: &mut Scope, ctx: &dyn Fn() -> String) -> Result<Output> {
+    Ok(match act {
+        Activation::Linear => y,
+        Activation::Relu => ops::relu(y, s).tf_ctx(ctx)?.into(),
+        Activation::Sigmoid => ops::sigmoid(y, s).tf_ctx(ctx)?.into(),
+    })
 }
 
 /// Layer activations heads use.
