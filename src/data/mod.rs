@@ -3,6 +3,8 @@
 //! files that cannot be read.
 use std::path::{Path, PathBuf};
 
+pub mod augment;
+
 use image::imageops::FilterType;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

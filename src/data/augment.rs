@@ -1,0 +1,273 @@
+//! SimCLR-style augmentations in Rust, applied to the decoded full-resolution image before it is
+//! resized: random resized crop, horizontal flip, colour jitter, grayscale, Gaussian blur.
+//! Each draw comes from its own seeded RNG, so a view is a pure function of (seed, sample, view).
+use image::imageops::FilterType;
+use image::{DynamicImage, GenericImageView};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Augmentation parameters (defaults: SimCLR's ImageNet recipe).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// Crop area as a fraction of the image, [min, max].
+    pub crop_area: (f32, f32),
+    /// Crop aspect ratio (w/h), [min, max], drawn log-uniformly.
+    pub crop_ratio: (f32, f32),
+    pub flip_p: f32,
+    /// Colour-jitter strength s: brightness/contrast/saturation 0.8·s, hue 0.2·s.
+    pub jitter_strength: f32,
+    pub jitter_p: f32,
+    pub grayscale_p: f32,
+    pub blur_p: f32,
+    /// Blur sigma range, in pixels of the output image scaled to a 224-px side.
+    pub blur_sigma: (f32, f32),
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            crop_area: (0.08, 1.0),
+            crop_ratio: (0.75, 4.0 / 3.0),
+            flip_p: 0.5,
+            jitter_strength: 1.0,
+            jitter_p: 0.8,
+            grayscale_p: 0.2,
+            blur_p: 0.5,
+            blur_sigma: (0.1, 2.0),
+        }
+    }
+}
+
+fn prob(key: &str, p: f32) -> Result<()> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(Error::config(
+            key,
+            format!("{p} is not a probability in [0, 1]"),
+        ))
+    }
+}
+
+impl AugmentConfig {
+    /// Checks every value, naming the key of the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let (a0, a1) = self.crop_area;
+        if !(a0 > 0.0 && a0 <= a1 && a1 <= 1.0) {
+            return Err(Error::config(
+                "augment.crop_area",
+                format!("{:?} must satisfy 0 < min ≤ max ≤ 1", self.crop_area),
+            ));
+        }
+        let (r0, r1) = self.crop_ratio;
+        if !(r0 > 0.0 && r0 <= r1) {
+            return Err(Error::config(
+                "augment.crop_ratio",
+                format!("{:?} must satisfy 0 < min ≤ max", self.crop_ratio),
+            ));
+        }
+        prob("augment.flip_p", self.flip_p)?;
+        prob("augment.jitter_p", self.jitter_p)?;
+        prob("augment.grayscale_p", self.grayscale_p)?;
+        prob("augment.blur_p", self.blur_p)?;
+        if !(self.jitter_strength >= 0.0 && self.jitter_strength <= 4.0) {
+            return Err(Error::config(
+                "augment.jitter_strength",
+                "must be in [0, 4]",
+            ));
+        }
+        let (s0, s1) = self.blur_sigma;
+        if !(s0 > 0.0 && s0 <= s1) {
+            return Err(Error::config(
+                "augment.blur_sigma",
+                "must satisfy 0 < min ≤ max",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The RNG of one view of one sample.
+pub fn view_rng(seed: u64, sample: u64, view: u64) -> ChaCha8Rng {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    r.set_stream(sample.wrapping_mul(64).wrapping_add(view));
+    r
+}
+
+/// Draws a crop rectangle (x, y, w, h) as torchvision's RandomResizedCrop does.
+pub fn crop_box(w: u32, h: u32, cfg: &AugmentConfig, rng: &mut impl Rng) -> (u32, u32, u32, u32) {
+    let area = (w * h) as f32;
+    let (lr0, lr1) = (cfg.crop_ratio.0.ln(), cfg.crop_ratio.1.ln());
+    for _ in 0..10 {
+        let a = area * rng.gen_range(cfg.crop_area.0..=cfg.crop_area.1);
+        let r = rng.gen_range(lr0..=lr1).exp();
+        let cw = (a * r).sqrt().round() as u32;
+        let ch = (a / r).sqrt().round() as u32;
+        if cw >= 1 && ch >= 1 && cw <= w && ch <= h {
+            return (rng.gen_range(0..=w - cw), rng.gen_range(0..=h - ch), cw, ch);
+        }
+    }
+    let s = w.min(h);
+    ((w - s) / 2, (h - s) / 2, s, s)
+}
+
+fn gray(p: &[f32]) -> f32 {
+    0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
+}
+
+fn rgb_to_hsv(p: [f32; 3]) -> [f32; 3] {
+    let (mx, mn) = (p[0].max(p[1]).max(p[2]), p[0].min(p[1]).min(p[2]));
+    let d = mx - mn;
+    let h = if d == 0.0 {
+        0.0
+    } else if mx == p[0] {
+        ((p[1] - p[2]) / d).rem_euclid(6.0)
+    } else if mx == p[1] {
+        (p[2] - p[0]) / d + 2.0
+    } else {
+        (p[0] - p[1]) / d + 4.0
+    } / 6.0;
+    [h, if mx == 0.0 { 0.0 } else { d / mx }, mx]
+}
+
+fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
+    let h6 = h.rem_euclid(1.0) * 6.0;
+    let c = v * s;
+    let x = c * (1.0 - ((h6 % 2.0) - 1.0).abs());
+    let (r, g, b) = match h6 as u32 {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    let m = v - c;
+    [r + m, g + m, b + m]
+}
+
+/// Colour jitter on RGB pixels in [0, 1], the four adjustments in random order.
+fn jitter(px: &mut [f32], s: f32, rng: &mut impl Rng) {
+    let (b, c, sat) = (0.8 * s, 0.8 * s, 0.8 * s);
+    let h = 0.2 * s;
+    let mut order = [0, 1, 2, 3];
+    for i in (1..4).rev() {
+        order.swap(i, rng.gen_range(0..=i));
+    }
+    let n = px.len() / 3;
+    for k in order {
+        match k {
+            0 => {
+                let f = rng.gen_range((1.0 - b).max(0.0)..=1.0 + b);
+                px.iter_mut().for_each(|v| *v *= f);
+            }
+            1 => {
+                let f = rng.gen_range((1.0 - c).max(0.0)..=1.0 + c);
+                let mean = px.chunks(3).map(gray).sum::<f32>() / n as f32;
+                px.iter_mut().for_each(|v| *v = (*v - mean) * f + mean);
+            }
+            2 => {
+                let f = rng.gen_range((1.0 - sat).max(0.0)..=1.0 + sat);
+                for p in px.chunks_mut(3) {
+                    let g = gray(p);
+                    p.iter_mut().for_each(|v| *v = (*v - g) * f + g);
+                }
+            }
+            _ => {
+                let dh = rng.gen_range(-h..=h);
+                if dh != 0.0 {
+                    for p in px.chunks_mut(3) {
+                        let [hh, ss, vv] = rgb_to_hsv([
+                            p[0].clamp(0.0, 1.0),
+                            p[1].clamp(0.0, 1.0),
+                            p[2].clamp(0.0, 1.0),
+                        ]);
+                        p.copy_from_slice(&hsv_to_rgb(hh + dh, ss, vv));
+                    }
+                }
+            }
+        }
+        px.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+    }
+}
+
+/// One pass of a 1-D kernel over an HWC RGB image along x (`horizontal`) or y, edges clamped.
+fn conv1d(src: &[f32], dst: &mut [f32], w: usize, h: usize, k: &[f32], horizontal: bool) {
+    let r = (k.len() / 2) as isize;
+    for y in 0..h as isize {
+        for x in 0..w as isize {
+            for c in 0..3 {
+                let mut acc = 0.0;
+                for (j, kv) in k.iter().enumerate() {
+                    let o = j as isize - r;
+                    let (xx, yy) = if horizontal {
+                        ((x + o).clamp(0, w as isize - 1), y)
+                    } else {
+                        (x, (y + o).clamp(0, h as isize - 1))
+                    };
+                    acc += kv * src[(yy as usize * w + xx as usize) * 3 + c];
+                }
+                dst[(y as usize * w + x as usize) * 3 + c] = acc;
+            }
+        }
+    }
+}
+
+/// Separable Gaussian blur of an HWC RGB image in place.
+fn blur(px: &mut [f32], w: usize, h: usize, sigma: f32) {
+    let r = (3.0 * sigma).ceil().max(1.0) as isize;
+    let k: Vec<f32> = (-r..=r)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let sum: f32 = k.iter().sum();
+    let k: Vec<f32> = k.iter().map(|v| v / sum).collect();
+    let mut tmp = vec![0.0; px.len()];
+    conv1d(px, &mut tmp, w, h, &k, true);
+    conv1d(&tmp, px, w, h, &k, false);
+}
+
+/// One augmented view of `img` as HWC RGB f32 in [0, 1] of size `side_w`×`side_h`.
+pub fn augment(
+    img: &DynamicImage,
+    side_w: u32,
+    side_h: u32,
+    cfg: &AugmentConfig,
+    rng: &mut impl Rng,
+) -> Vec<f32> {
+    let (w, h) = img.dimensions();
+    let (x, y, cw, ch) = crop_box(w, h, cfg, rng);
+    let mut view = img
+        .crop_imm(x, y, cw, ch)
+        .resize_exact(side_w, side_h, FilterType::Triangle);
+    if rng.gen::<f32>() < cfg.flip_p {
+        view = view.fliph();
+    }
+    let mut px: Vec<f32> = view
+        .to_rgb8()
+        .into_raw()
+        .into_iter()
+        .map(|v| v as f32 / 255.0)
+        .collect();
+    if rng.gen::<f32>() < cfg.jitter_p {
+        jitter(&mut px, cfg.jitter_strength, rng);
+    }
+    if rng.gen::<f32>() < cfg.grayscale_p {
+        for p in px.chunks_mut(3) {
+            let g = gray(p);
+            p.iter_mut().for_each(|v| *v = g);
+        }
+    }
+    if rng.gen::<f32>() < cfg.blur_p {
+        let sigma =
+            rng.gen_range(cfg.blur_sigma.0..=cfg.blur_sigma.1) * side_w.max(side_h) as f32 / 224.0;
+        blur(&mut px, side_w as usize, side_h as usize, sigma.max(0.05));
+    }
+    px
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! Statistics of the augmentations (the crop areas, ratios and flip rate they promise) and
+//! determinism under a seed.
+use super::*;
+
+fn test_image() -> DynamicImage {
+    let img = image::RgbImage::from_fn(120, 80, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
+    });
+    DynamicImage::ImageRgb8(img)
+}
+
+#[test]
+fn crop_areas_and_ratios_stay_within_bounds() {
+    let cfg = AugmentConfig::default();
+    let mut rng = view_rng(1, 0, 0);
+    let (w, h) = (300u32, 300u32);
+    let mut areas = Vec::new();
+    for _ in 0..5000 {
+        let (x, y, cw, ch) = crop_box(w, h, &cfg, &mut rng);
+        assert!(x + cw <= w && y + ch <= h && cw > 0 && ch > 0);
+        let a = (cw * ch) as f32 / (w * h) as f32;
+        let r = cw as f32 / ch as f32;
+        // Rounding to whole pixels and the centre-crop fallback widen the bounds slightly.
+        assert!(a >= 0.075 && a <= 1.0, "area {a}");
+        if a < 0.99 {
+            assert!(r >= 0.74 && r <= 1.35, "ratio {r}");
+        }
+        areas.push(a);
+    }
+    // Areas are drawn uniformly from [0.08, 1] but large crops of extreme ratio do not fit and
+    // are redrawn, so the mean sits below 0.54; both ends of the range must still be reached.
+    let mean = areas.iter().sum::<f32>() / areas.len() as f32;
+    let frac = |f: &dyn Fn(f32) -> bool| {
+        areas.iter().filter(|a| f(**a)).count() as f32 / areas.len() as f32
+    };
+    assert!((0.38..0.56).contains(&mean), "mean crop area {mean}");
+    assert!(frac(&|a| a < 0.15) > 0.05, "small crops missing");
+    assert!(frac(&|a| a > 0.85) > 0.05, "large crops missing");
+}
+
+#[test]
+fn flip_rate_is_near_one_half_and_views_are_deterministic() {
+    let img = test_image();
+    let cfg = AugmentConfig {
+        crop_area: (1.0, 1.0),
+        crop_ratio: (1.5, 1.5),
+        jitter_p: 0.0,
+        grayscale_p: 0.0,
+        blur_p: 0.0,
+        ..Default::default()
+    };
+    let mut flips = 0;
+    let n = 2000;
+    for i in 0..n {
+        let v = augment(&img, 12, 8, &cfg, &mut view_rng(7, i, 0));
+        // Red channel rises with x in the source: a flipped view has it falling.
+        if v[0] > v[(11) * 3] {
+            flips += 1;
+        }
+    }
+    let rate = flips as f32 / n as f32;
+    assert!((rate - 0.5).abs() < 0.04, "flip rate {rate}");
+    let full = AugmentConfig::default();
+    let a = augment(&img, 32, 32, &full, &mut view_rng(3, 5, 1));
+    let b = augment(&img, 32, 32, &full, &mut view_rng(3, 5, 1));
+    let c = augment(&img, 32, 32, &full, &mut view_rng(3, 5, 2));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert!(a.iter().all(|v| (0.0..=1.0).contains(v)));
+}
+
+#[test]
+fn grayscale_rate_and_blur_smooth() {
+    let img = test_image();
+    let cfg = AugmentConfig {
+        jitter_p: 0.0,
+        blur_p: 0.0,
+        ..Default::default()
+    };
+    let n = 1000;
+    let grays = (0..n)
+        .filter(|&i| {
+            augment(&img, 8, 8, &cfg, &mut view_rng(9, i, 0))
+                .chunks(3)
+                .all(|p| p[0] == p[1] && p[1] == p[2])
+        })
+        .count();
+    let rate = grays as f32 / n as f32;
+    assert!((rate - 0.2).abs() < 0.04, "grayscale rate {rate}");
+    // Blur lowers the total variation of a sharp edge.
+    let mut px: Vec<f32> = (0..16 * 16)
+        .flat_map(|i| if i % 16 < 8 { [0.0; 3] } else { [1.0; 3] })
+        .collect();
+    // Largest step between horizontal neighbours (within rows).
+    let tv = |p: &[f32]| {
+        (0..16 * 16)
+            .filter(|i| i % 16 != 15)
+            .map(|i| (p[i * 3] - p[(i + 1) * 3]).abs())
+            .fold(0.0f32, f32::max)
+    };
+    assert_eq!(tv(&px), 1.0);
+    blur(&mut px, 16, 16, 1.5);
+    assert!(tv(&px) < 0.5);
+}
+
+#[test]
+fn bad_settings_name_their_key() {
+    let c = AugmentConfig {
+        flip_p: 1.5,
+        ..Default::default()
+    };
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("augment.flip_p"));
+    let c = AugmentConfig {
+        crop_area: (0.0, 1.0),
+        ..Default::default()
+    };
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("augment.crop_area"));
+}
