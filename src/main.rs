@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pretext::heads::dae::Decoder;
+use pretext::heads::{DaeConfig, HeadConfig, SimclrConfig};
 use pretext::optim::OptimizerKind;
 use pretext::Error;
 
@@ -30,7 +31,7 @@ enum Cmd {
         #[arg(long)]
         signature: Option<String>,
     },
-    /// Retrain a SavedModel on unlabeled images with a denoising autoencoder and export it.
+    /// Retrain a SavedModel on unlabeled images with a pretext head and export it.
     Train(TrainArgs),
 }
 
@@ -63,6 +64,12 @@ struct TrainArgs {
     range: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Pretext head: dae (denoising autoencoder) or simclr (contrastive, two augmented views).
+    #[arg(long, value_enum, default_value = "dae")]
+    head: HeadKind,
+    /// SimCLR: NT-Xent temperature.
+    #[arg(long, default_value_t = 0.2)]
+    temperature: f32,
     /// Denoising AE: Gaussian noise std as a fraction of the pixel range.
     #[arg(long, default_value_t = 0.1)]
     noise_std: f32,
@@ -78,6 +85,12 @@ struct TrainArgs {
     /// Place the tower on this device (e.g. /device:GPU:0).
     #[arg(long)]
     device: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum HeadKind {
+    Dae,
+    Simclr,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -123,13 +136,21 @@ fn train(a: TrainArgs) -> Result<(), Error> {
         Opt::Adamw => OptimizerKind::Adamw,
     };
     cfg.optimizer.learning_rate = a.lr;
-    cfg.head.noise_std = a.noise_std;
-    cfg.head.target_size = a.target_size;
-    cfg.head.hidden = a.hidden;
-    cfg.head.decoder = match a.decoder {
-        Dec::Auto => Decoder::Auto,
-        Dec::Dense => Decoder::Dense,
-        Dec::Conv => Decoder::Conv,
+    cfg.head = match a.head {
+        HeadKind::Dae => HeadConfig::Dae(DaeConfig {
+            noise_std: a.noise_std,
+            target_size: a.target_size,
+            hidden: a.hidden,
+            decoder: match a.decoder {
+                Dec::Auto => Decoder::Auto,
+                Dec::Dense => Decoder::Dense,
+                Dec::Conv => Decoder::Conv,
+            },
+        }),
+        HeadKind::Simclr => HeadConfig::Simclr(SimclrConfig {
+            temperature: a.temperature,
+            ..Default::default()
+        }),
     };
     cfg.optimizer.weight_decay = a.weight_decay;
     if let Some(e) = &a.export {

@@ -47,6 +47,28 @@ fn dae_loss_falls_on_pretrained_nsfwjs_mobilenet_v2() {
 }
 
 #[test]
+fn simclr_loss_falls_on_mobilenet_v2_035() {
+    let mut c = cfg("mobilenet_v2_035", 50);
+    c.batch = 32;
+    c.head = pretext::heads::HeadConfig::Simclr(Default::default());
+    let mut t = Trainer::new(&c).unwrap();
+    assert_eq!(
+        t.feeds.len(),
+        2,
+        "SimCLR is fed two augmented views and no clean batch"
+    );
+    let l = t.run(50).unwrap();
+    let first: f32 = l[..10].iter().sum::<f32>() / 10.0;
+    let last: f32 = l[40..].iter().sum::<f32>() / 10.0;
+    println!("mobilenet_v2_035: SimCLR loss first-10 mean {first:.4}, last-10 mean {last:.4}");
+    // ln(2·32 − 1) ≈ 4.14 is chance level for NT-Xent at batch 32.
+    assert!(
+        first < 4.3 && last < first,
+        "SimCLR loss did not fall: {first} → {last}"
+    );
+}
+
+#[test]
 fn decoder_choice_decides_which_layers_train() {
     // tiny_cnn ends in GAP → Dense: `auto` keeps the dense decoder so all 10 trainable variables
     // train; an explicit conv decoder sits on the last feature map, before the Dense layer, whose
@@ -54,7 +76,10 @@ fn decoder_choice_decides_which_layers_train() {
     let mut c = cfg("tiny_cnn", 2);
     let t = Trainer::new(&c).unwrap();
     assert_eq!(t.trained_vars, 10);
-    c.head.decoder = pretext::heads::dae::Decoder::Conv;
+    c.head = pretext::heads::HeadConfig::Dae(pretext::heads::DaeConfig {
+        decoder: pretext::heads::dae::Decoder::Conv,
+        ..Default::default()
+    });
     let mut t = Trainer::new(&c).unwrap();
     assert_eq!(t.trained_vars, 8);
     let l = t.run(2).unwrap();

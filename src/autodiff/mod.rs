@@ -125,7 +125,7 @@ fn tower_nodes_of_type(scope: &Scope, towers: &[Tower], op: &str) -> Vec<String>
         .operation_iter()
         .filter(|o| o.op_type().map(|t| t == op).unwrap_or(false))
         .filter_map(|o| o.name().ok())
-        .filter(|n| prefixes.iter().any(|p| n.starts_with(p.as_str())))
+        .filter(|n| n.starts_with("pretext/") || prefixes.iter().any(|p| n.starts_with(p.as_str())))
         .collect();
     v.sort();
     v.truncate(8);

@@ -91,10 +91,27 @@ impl ImageFolder {
     }
 }
 
-/// Decodes one file into `spec`'s layout (HWC, f32), resized to fill and center-cropped.
-pub fn decode(path: &Path, spec: &ImageSpec) -> std::result::Result<Vec<f32>, String> {
+/// Reads and decodes one image file.
+pub fn load(path: &Path) -> std::result::Result<image::DynamicImage, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let img = image::load_from_memory(&bytes).map_err(|e| e.to_string())?;
+    image::load_from_memory(&bytes).map_err(|e| e.to_string())
+}
+
+/// Maps RGB pixels in [0, 1] (HWC) to `spec`'s channels and value range.
+fn to_layout(rgb: Vec<f32>, spec: &ImageSpec) -> Vec<f32> {
+    let (lo, hi) = spec.range;
+    let map = |v: f32| v * (hi - lo) + lo;
+    match spec.channels {
+        1 => rgb
+            .chunks(3)
+            .map(|p| map(0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]))
+            .collect(),
+        _ => rgb.into_iter().map(map).collect(),
+    }
+}
+
+/// The clean view: resized to fill `spec`'s size and center-cropped (HWC, f32).
+pub fn clean_view(img: &image::DynamicImage, spec: &ImageSpec) -> Vec<f32> {
     let img = img.resize_to_fill(spec.width, spec.height, FilterType::Triangle);
     let (lo, hi) = spec.range;
     let scale = (hi - lo) / 255.0;
@@ -102,7 +119,28 @@ pub fn decode(path: &Path, spec: &ImageSpec) -> std::result::Result<Vec<f32>, St
         1 => img.to_luma8().into_raw(),
         _ => img.to_rgb8().into_raw(),
     };
-    Ok(px.into_iter().map(|v| v as f32 * scale + lo).collect())
+    px.into_iter().map(|v| v as f32 * scale + lo).collect()
+}
+
+/// Decodes one file into `spec`'s layout (HWC, f32), resized to fill and center-cropped.
+pub fn decode(path: &Path, spec: &ImageSpec) -> std::result::Result<Vec<f32>, String> {
+    Ok(clean_view(&load(path)?, spec))
+}
+
+/// Which views of each image a step needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewPlan {
+    pub clean: bool,
+    /// Number of independently augmented views.
+    pub augmented: usize,
+    pub augment: augment::AugmentConfig,
+}
+
+/// One step's images: the clean batch (if planned) and each augmented view's batch.
+#[derive(Debug, Clone, Default)]
+pub struct ViewBatch {
+    pub clean: Option<Vec<f32>>,
+    pub views: Vec<Vec<f32>>,
 }
 
 /// Shuffled, endless batches over an image folder; unreadable files are dropped from the
@@ -119,6 +157,8 @@ pub struct Batches {
     pub skipped: Vec<(PathBuf, String)>,
     /// Images decoded so far.
     pub images_read: u64,
+    /// Samples served so far (seeds each sample's augmentations).
+    served: u64,
 }
 
 impl Batches {
@@ -134,6 +174,7 @@ impl Batches {
             bad: vec![false; n],
             skipped: Vec::new(),
             images_read: 0,
+            served: 0,
         };
         b.shuffle();
         b
@@ -171,24 +212,67 @@ impl Batches {
         Ok(out)
     }
 
-    /// The next batch as a flat NHWC buffer of `n` images.
+    /// The next batch as a flat NHWC buffer of `n` clean images.
     pub fn next_batch(&mut self, n: usize) -> Result<Vec<f32>> {
+        let plan = ViewPlan {
+            clean: true,
+            augmented: 0,
+            augment: augment::AugmentConfig::default(),
+        };
+        Ok(self.next_views(n, &plan)?.clean.unwrap_or_default())
+    }
+
+    /// The next `n` images, each decoded once and turned into the views `plan` asks for.
+    pub fn next_views(&mut self, n: usize, plan: &ViewPlan) -> Result<ViewBatch> {
         let per = (self.spec.height * self.spec.width * self.spec.channels) as usize;
-        let mut out: Vec<f32> = Vec::with_capacity(n * per);
-        while out.len() < n * per {
-            let want = n - out.len() / per;
-            let idx = self.take(want)?;
-            let spec = self.spec.clone();
+        let mut out = ViewBatch {
+            clean: plan.clean.then(|| Vec::with_capacity(n * per)),
+            views: vec![Vec::with_capacity(n * per); plan.augmented],
+        };
+        let mut got = 0;
+        while got < n {
+            let idx = self.take(n - got)?;
+            let (spec, seed, base) = (self.spec.clone(), self.seed, self.served);
             let files = &self.folder.files;
-            let decoded: Vec<(usize, std::result::Result<Vec<f32>, String>)> = idx
+            type Views = (Option<Vec<f32>>, Vec<Vec<f32>>);
+            let decoded: Vec<(usize, std::result::Result<Views, String>)> = idx
                 .par_iter()
-                .map(|&i| (i, decode(&files[i], &spec)))
+                .enumerate()
+                .map(|(k, &i)| {
+                    let r = load(&files[i]).map(|img| {
+                        let clean = plan.clean.then(|| clean_view(&img, &spec));
+                        let views = (0..plan.augmented)
+                            .map(|v| {
+                                let mut rng = augment::view_rng(seed, base + k as u64, v as u64);
+                                to_layout(
+                                    augment::augment(
+                                        &img,
+                                        spec.width,
+                                        spec.height,
+                                        &plan.augment,
+                                        &mut rng,
+                                    ),
+                                    &spec,
+                                )
+                            })
+                            .collect();
+                        (clean, views)
+                    });
+                    (i, r)
+                })
                 .collect();
+            self.served += idx.len() as u64;
             for (i, r) in decoded {
                 match r {
-                    Ok(px) => {
-                        out.extend_from_slice(&px);
+                    Ok((clean, views)) => {
+                        if let (Some(dst), Some(px)) = (out.clean.as_mut(), clean) {
+                            dst.extend_from_slice(&px);
+                        }
+                        for (dst, px) in out.views.iter_mut().zip(views) {
+                            dst.extend_from_slice(&px);
+                        }
                         self.images_read += 1;
+                        got += 1;
                     }
                     Err(reason) => {
                         if !self.bad[i] {

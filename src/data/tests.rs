@@ -76,3 +76,28 @@ fn grayscale_and_value_range() {
     assert_eq!(x.len(), 16);
     assert!(x.iter().all(|v| (-1.0..=1.0).contains(v)));
 }
+
+#[test]
+fn views_are_deterministic_and_differ_from_each_other() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..4u8 {
+        let img = image::RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([x as u8 * 6, y as u8 * 8, i * 60])
+        });
+        img.save(d.path().join(format!("{i}.png"))).unwrap();
+    }
+    let f = ImageFolder::scan(d.path(), false).unwrap();
+    let plan = ViewPlan {
+        clean: true,
+        augmented: 2,
+        augment: augment::AugmentConfig::default(),
+    };
+    let a = Batches::new(f.clone(), spec(), 5)
+        .next_views(3, &plan)
+        .unwrap();
+    let b = Batches::new(f, spec(), 5).next_views(3, &plan).unwrap();
+    assert_eq!(a.views, b.views);
+    assert_eq!(a.clean.as_ref().unwrap().len(), 3 * 8 * 8 * 3);
+    assert_eq!(a.views.len(), 2);
+    assert_ne!(a.views[0], a.views[1]);
+}

@@ -2,6 +2,7 @@
 //! Each head is one file behind the `Head` trait; `HeadBuilder` gives heads towers, layers and
 //! variables without them knowing how the backbone was inlined.
 pub mod dae;
+pub mod simclr;
 
 use tensorflow::{ops, DataType, Operation, Output, Scope, Shape};
 
@@ -10,6 +11,39 @@ use crate::graph::{FlatGraph, Tower};
 use crate::savedmodel::Loaded;
 
 pub use dae::DaeConfig;
+pub use simclr::SimclrConfig;
+
+/// The head an experiment trains, by kind.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HeadConfig {
+    Dae(DaeConfig),
+    Simclr(SimclrConfig),
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig::Dae(DaeConfig::default())
+    }
+}
+
+impl HeadConfig {
+    /// The head behind the config.
+    pub fn head(&self) -> &dyn Head {
+        match self {
+            HeadConfig::Dae(c) => c,
+            HeadConfig::Simclr(c) => c,
+        }
+    }
+
+    /// Checks the settings before any graph is built.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            HeadConfig::Dae(c) => c.validate(),
+            HeadConfig::Simclr(c) => c.validate(),
+        }
+    }
+}
 
 /// A variable a head created (trained with the backbone, never exported).
 #[derive(Debug, Clone)]
@@ -30,7 +64,11 @@ pub struct HeadOutput {
 pub trait Head {
     /// Kind name, as written in experiment files.
     fn kind(&self) -> &'static str;
-    /// Builds the head's views, towers and loss on the clean batch `b.input()`.
+    /// The views it needs: (the clean batch?, how many augmented views).
+    fn views(&self) -> (bool, usize) {
+        (true, 0)
+    }
+    /// Builds the head's towers and loss on its views (`b.input()`, `b.view(i)`).
     fn build(&self, b: &mut HeadBuilder) -> Result<HeadOutput>;
 }
 
@@ -39,6 +77,7 @@ pub struct HeadBuilder<'m> {
     pub model: &'m mut Loaded,
     flat: &'m FlatGraph,
     input: Output,
+    views: Vec<Output>,
     /// Pixel value range of the input.
     pub range: (f32, f32),
     pub seed: i64,
@@ -55,6 +94,7 @@ impl<'m> HeadBuilder<'m> {
         model: &'m mut Loaded,
         flat: &'m FlatGraph,
         input: Output,
+        views: Vec<Output>,
         range: (f32, f32),
         seed: i64,
         device: Option<String>,
@@ -64,6 +104,7 @@ impl<'m> HeadBuilder<'m> {
             model,
             flat,
             input,
+            views,
             range,
             seed,
             device,
@@ -78,6 +119,58 @@ impl<'m> HeadBuilder<'m> {
     /// The clean input batch (NHWC).
     pub fn input(&self) -> Output {
         self.input.clone()
+    }
+
+    /// Augmented view `i` (NHWC), one of those the head declared.
+    pub fn view(&self, i: usize) -> Result<Output> {
+        self.views.get(i).cloned().ok_or_else(|| {
+            Error::graph(
+                "pretext/views",
+                format!("view {i} was not declared by the head"),
+            )
+        })
+    }
+
+    /// The embedding: rank-2 outputs as they are, feature maps average-pooled.
+    pub fn pooled(&mut self, e: Output) -> Result<Output> {
+        match self.rank(&e) {
+            Some(2) => Ok(e),
+            Some(4) => {
+                let s = &mut self.scope;
+                let axes = ops::constant(&[1i32, 2][..], s).tf_ctx(|| "pooling".into())?;
+                Ok(ops::mean(e, axes, s).tf_ctx(|| "pooling".into())?.into())
+            }
+            r => Err(Error::config(
+                "head.kind",
+                format!("heads need a backbone output of rank 2 or 4, got {r:?}"),
+            )),
+        }
+    }
+
+    /// Batch normalisation over axis 0 with batch statistics and learned scale and offset.
+    pub fn batch_norm(&mut self, name: &str, x: Output, width: i64) -> Result<Output> {
+        let gamma = self.variable(&format!("{name}/gamma"), &[width], None)?;
+        let beta = self.variable(&format!("{name}/beta"), &[width], None)?;
+        let ctx = || format!("batch norm {name}");
+        let s = &mut self.scope;
+        let axis = ops::constant(&[0i32][..], s).tf_ctx(ctx)?;
+        let m = ops::Mean::new()
+            .keep_dims(true)
+            .build(x.clone(), axis.clone(), s)
+            .tf_ctx(ctx)?;
+        let d = ops::sub(x, m, s).tf_ctx(ctx)?;
+        let sq = ops::square(d.clone(), s).tf_ctx(ctx)?;
+        let v = ops::Mean::new()
+            .keep_dims(true)
+            .build(sq, axis, s)
+            .tf_ctx(ctx)?;
+        let v = ops::add(v, ops::constant(1e-3f32, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
+        let r = ops::rsqrt(v, s).tf_ctx(ctx)?;
+        let y = ops::mul(d, r, s).tf_ctx(ctx)?;
+        let one = ops::constant(1.0f32, s).tf_ctx(ctx)?;
+        let g = ops::add(gamma, one, s).tf_ctx(ctx)?;
+        let y = ops::mul(y, g, s).tf_ctx(ctx)?;
+        Ok(ops::add(y, beta, s).tf_ctx(ctx)?.into())
     }
 
     /// A fresh op-level seed (deterministic given the experiment seed).
@@ -272,6 +365,23 @@ impl<'m> HeadBuilder<'m> {
             .ok()
             .and_then(|s| s.dims())
     }
+}
+
+/// `ConcatV2` of `xs` along `axis` (the crate's generated builders cannot take list inputs).
+pub fn concat(s: &mut Scope, xs: &[Output], axis: i32) -> Result<Output> {
+    let ctx = || "concatenating tensors".to_string();
+    let axis: Output = ops::constant(axis, s).tf_ctx(ctx)?.into();
+    let name = s.get_unique_name_for_op("concat");
+    let mut g = s.graph_mut();
+    let mut d = g
+        .new_operation("ConcatV2", &name)
+        .map_err(|e| Error::graph(&name, e.to_string()))?;
+    d.add_input_list(xs);
+    d.add_input(axis);
+    Ok(Output {
+        operation: d.finish().tf_ctx(ctx)?,
+        index: 0,
+    })
 }
 
 fn activate(y: Output, act: Activation, s: &mut Scope, ctx: &dyn Fn() -> String) -> Result<Output> {

@@ -6,10 +6,12 @@ use std::time::Instant;
 use tensorflow::{ops, DataType, Output, SessionRunArgs, Shape, Tensor};
 
 use crate::autodiff;
+use crate::data::augment::AugmentConfig;
 use crate::data::{Batches, ImageFolder, ImageSpec};
+use crate::data::{ViewBatch, ViewPlan};
 use crate::error::{Error, Result, TfContext};
 use crate::graph::{inline_signature, FlatGraph};
-use crate::heads::{DaeConfig, Head, HeadBuilder};
+use crate::heads::{HeadBuilder, HeadConfig};
 use crate::optim::{Optimizer, OptimizerConfig, Param};
 use crate::savedmodel::{Loaded, SavedModelInfo, Signature};
 
@@ -27,7 +29,9 @@ pub struct TrainConfig {
     /// Pixel range the model expects.
     pub range: (f32, f32),
     pub optimizer: OptimizerConfig,
-    pub head: DaeConfig,
+    pub head: HeadConfig,
+    /// Augmentations of the views heads ask for.
+    pub augment: AugmentConfig,
     pub seed: u64,
     /// Device for the tower (e.g. `/device:GPU:0`); None lets TF place it.
     pub device: Option<String>,
@@ -46,7 +50,8 @@ impl TrainConfig {
             size: None,
             range: (0.0, 1.0),
             optimizer: OptimizerConfig::default(),
-            head: DaeConfig::default(),
+            head: HeadConfig::default(),
+            augment: AugmentConfig::default(),
             seed: 0,
             device: None,
         }
@@ -69,6 +74,7 @@ impl TrainConfig {
             }
         }
         self.optimizer.validate()?;
+        self.augment.validate()?;
         self.head.validate()
     }
 }
@@ -129,7 +135,10 @@ pub struct Trainer {
     pub flat: FlatGraph,
     pub spec: ImageSpec,
     pub batches: Batches,
-    pub input: Output,
+    /// Placeholders fed each step, in `ViewBatch` order: the clean batch (if the head uses it),
+    /// then each augmented view.
+    pub feeds: Vec<Output>,
+    plan: ViewPlan,
     pub loss: Output,
     pub optimizer: Optimizer,
     pub trained_vars: usize,
@@ -154,7 +163,14 @@ impl Trainer {
                 rewritten[0]
             );
         }
-        let input: Output = {
+        let head = cfg.head.head();
+        let (clean, augmented) = head.views();
+        let plan = ViewPlan {
+            clean,
+            augmented,
+            augment: cfg.augment.clone(),
+        };
+        let placeholder = |name: &str| -> Result<Output> {
             let s = model.scope.new_sub_scope("pretext");
             let shape = Shape::from(Some(vec![
                 None,
@@ -162,24 +178,31 @@ impl Trainer {
                 Some(spec.width as i64),
                 Some(spec.channels as i64),
             ]));
-            ops::Placeholder::new()
+            Ok(ops::Placeholder::new()
                 .dtype(DataType::Float)
                 .shape(shape)
-                .build(&mut s.with_op_name("images"))
-                .tf_ctx(|| "input placeholder".into())?
-                .into()
+                .build(&mut s.with_op_name(name))
+                .tf_ctx(|| format!("placeholder {name}"))?
+                .into())
         };
+        let input = placeholder("images")?;
+        let views = (0..augmented)
+            .map(|i| placeholder(&format!("view{i}")))
+            .collect::<Result<Vec<_>>>()?;
+        let mut feeds = if clean { vec![input.clone()] } else { vec![] };
+        feeds.extend(views.iter().cloned());
         let trainable = model.info.trainable_handles();
         let (loss, towers, head_vars, head_inits) = {
             let mut b = HeadBuilder::new(
                 &mut model,
                 &flat,
                 input.clone(),
+                views,
                 cfg.range,
                 cfg.seed as i64,
                 cfg.device.clone(),
             );
-            let out = cfg.head.build(&mut b)?;
+            let out = head.build(&mut b)?;
             (
                 out.loss,
                 std::mem::take(&mut b.towers),
@@ -245,7 +268,8 @@ impl Trainer {
             flat,
             spec,
             batches,
-            input,
+            feeds,
+            plan,
             loss,
             optimizer,
             trained_vars,
@@ -253,24 +277,33 @@ impl Trainer {
         })
     }
 
-    /// The next batch as an NHWC tensor.
-    pub fn next_batch(&mut self) -> Result<Tensor<f32>> {
-        let data = self.batches.next_batch(self.batch)?;
+    /// The next step's input tensors, in `feeds` order.
+    pub fn next_batch(&mut self) -> Result<Vec<Tensor<f32>>> {
+        let ViewBatch { clean, views } = self.batches.next_views(self.batch, &self.plan)?;
         let s = &self.spec;
-        Tensor::new(&[
+        let dims = [
             self.batch as u64,
             s.height as u64,
             s.width as u64,
             s.channels as u64,
-        ])
-        .with_values(&data)
-        .tf_ctx(|| "making the batch tensor".into())
+        ];
+        clean
+            .into_iter()
+            .chain(views)
+            .map(|d| {
+                Tensor::new(&dims)
+                    .with_values(&d)
+                    .tf_ctx(|| "making a batch tensor".into())
+            })
+            .collect()
     }
 
-    /// One optimizer step on `x`; returns the loss before the update.
-    pub fn step_on(&mut self, x: &Tensor<f32>) -> Result<f32> {
+    /// One optimizer step on `xs` (in `feeds` order); returns the loss before the update.
+    pub fn step_on(&mut self, xs: &[Tensor<f32>]) -> Result<f32> {
         let mut run = SessionRunArgs::new();
-        run.add_feed(&self.input.operation, self.input.index, x);
+        for (f, x) in self.feeds.iter().zip(xs) {
+            run.add_feed(&f.operation, f.index, x);
+        }
         run.add_target(&self.optimizer.train_op);
         let tok = run.request_fetch(&self.loss.operation, self.loss.index);
         self.model
