@@ -17,7 +17,7 @@ CARGO_ENV   := PKG_CONFIG_PATH=$(CURDIR)/$(TF_LIB) TF_CPP_MIN_LOG_LEVEL=2 TF_ENA
 BIN         := target/release/pretext
 WHEEL_GLOB  := $(CACHE)/wheels/$(subst -,_,$(TF_PIP))-$(TF_VERSION)-*.whl
 
-.PHONY: setup build fixtures images test run bench clean distclean
+.PHONY: setup build fixtures images labeled test run bench clean distclean
 .DEFAULT_GOAL := build
 
 setup: $(TF_LIB)/.ok $(VENV)/.ok
@@ -60,15 +60,26 @@ $(IMAGES)/.ok: $(VENV)/.ok scripts/make_images.py
 	$(PY) scripts/make_images.py --downloads $(CACHE)/downloads --out $(IMAGES) --count 256
 	touch $@
 
-test: setup fixtures images
+# A small labeled set (Fashion-MNIST from Debian's dataset-fashion-mnist) for evaluation.
+LABELED     := $(CACHE)/labeled
+labeled: $(LABELED)/.ok
+$(LABELED)/.ok: $(VENV)/.ok scripts/make_labeled.py
+	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
+	rm -rf $(LABELED)
+	$(PY) scripts/make_labeled.py --out $(LABELED) --train 500 --test 200
+	touch $@
+
+test: setup fixtures images labeled
 	$(CARGO_ENV) PRETEXT_FIXTURES=$(CURDIR)/$(FIX) PRETEXT_IMAGES=$(CURDIR)/$(IMAGES) \
+	  PRETEXT_LABELED=$(CURDIR)/$(LABELED) \
 	  PRETEXT_PYTHON=$(CURDIR)/$(PY) cargo test --release -- --test-threads=1
 
-run: setup fixtures images build
+run: setup fixtures images labeled build
 	rm -rf $(CACHE)/run-export
 	$(BIN) inspect $(FIX)/nsfwjs_mobilenet_v2
 	$(BIN) train --model $(FIX)/nsfwjs_mobilenet_v2 --images $(IMAGES) --steps 100 --batch 16 \
-	  --size 96 --export $(CACHE)/run-export
+	  --size 96 --labeled $(LABELED) --export $(CACHE)/run-export
 
 # Benchmarks are not tests: steps/s of the thin train path on the pretrained MobileNetV2, 224 px.
 bench: setup fixtures images build

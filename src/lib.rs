@@ -6,6 +6,7 @@
 pub mod autodiff;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod export;
 pub mod graph;
 pub mod heads;

@@ -33,6 +33,24 @@ enum Cmd {
     },
     /// Retrain a SavedModel on unlabeled images with a pretext head and export it.
     Train(TrainArgs),
+    /// kNN top-1 (cosine, k = 20) and linear-probe accuracy of a SavedModel's embeddings on a
+    /// labeled set: DIR/<class>/* (80/20 split) or DIR/{train,test}/<class>/*.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        labeled: PathBuf,
+        #[arg(long, default_value = "serving_default")]
+        signature: String,
+        /// Input side, for signatures with free spatial size (default 224).
+        #[arg(long)]
+        size: Option<u32>,
+        /// Pixel range the model expects, "LOW,HIGH".
+        #[arg(long, default_value = "0,1")]
+        range: String,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -82,6 +100,9 @@ struct TrainArgs {
     /// Denoising AE: decoder hidden units.
     #[arg(long, default_value_t = 512)]
     hidden: i64,
+    /// Labeled set to evaluate on before and after training (see `pretext eval`).
+    #[arg(long)]
+    labeled: Option<PathBuf>,
     /// Place the tower on this device (e.g. /device:GPU:0).
     #[arg(long)]
     device: Option<String>,
@@ -162,8 +183,17 @@ fn train(a: TrainArgs) -> Result<(), Error> {
         }
     }
     let started = std::time::Instant::now();
+    let labeled = a
+        .labeled
+        .as_deref()
+        .map(pretext::eval::LabeledSet::scan)
+        .transpose()?;
     let mut t = pretext::train::Trainer::new(&cfg)?;
     let build = started.elapsed().as_secs_f64();
+    let score = |t: &pretext::train::Trainer, set: &pretext::eval::LabeledSet| {
+        pretext::eval::evaluate(&t.model, &t.signature, &t.spec, set, 32)
+    };
+    let before = labeled.as_ref().map(|set| score(&t, set)).transpose()?;
     let t0 = std::time::Instant::now();
     let losses = t.run(cfg.steps)?;
     let secs = t0.elapsed().as_secs_f64();
@@ -183,10 +213,41 @@ fn train(a: TrainArgs) -> Result<(), Error> {
     for (p, why) in &t.batches.skipped {
         println!("  skipped {}: {why}", p.display());
     }
+    if let (Some(set), Some(b)) = (labeled.as_ref(), before) {
+        let after = score(&t, set)?;
+        println!(
+            "kNN top-1: {:.4} before, {:.4} after; linear probe: {:.4} before, {:.4} after",
+            b.knn_top1, after.knn_top1, b.linear_probe, after.linear_probe
+        );
+    }
     if let Some(out) = a.export {
         let dir = pretext::export::export(&t.model, &out, None)?;
         println!("exported {}", dir.display());
     }
+    Ok(())
+}
+
+fn eval(
+    model: &std::path::Path,
+    labeled: &std::path::Path,
+    signature: &str,
+    size: Option<u32>,
+    range: &str,
+    batch: usize,
+) -> Result<(), Error> {
+    let set = pretext::eval::LabeledSet::scan(labeled)?;
+    let m = pretext::savedmodel::Loaded::load(model)?;
+    let sig = m.info.signature(signature)?;
+    let spec = pretext::train::image_spec(&sig, size, parse_range(range)?)?;
+    let s = pretext::eval::evaluate(&m, &sig, &spec, &set, batch)?;
+    println!(
+        "{} classes, {} train / {} test images",
+        set.classes.len(),
+        set.train.len(),
+        set.test.len()
+    );
+    println!("kNN top-1 (cosine, k=20): {:.4}", s.knn_top1);
+    println!("linear probe top-1: {:.4}", s.linear_probe);
     Ok(())
 }
 
@@ -227,6 +288,14 @@ fn main() -> ExitCode {
             pretext::inspect::inspect(&model, signature.as_deref()).map(|s| print!("{s}"))
         }
         Cmd::Train(a) => train(a),
+        Cmd::Eval {
+            model,
+            labeled,
+            signature,
+            size,
+            range,
+            batch,
+        } => eval(&model, &labeled, &signature, size, &range, batch),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

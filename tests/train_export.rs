@@ -300,3 +300,43 @@ fn inspect_reports_coverage_on_every_fixture() {
         );
     }
 }
+
+#[test]
+fn eval_scores_the_pretrained_model_well_above_chance() {
+    let m = fixture("nsfwjs_mobilenet_v2");
+    let l = labeled();
+    let (code, out, err) = pretext(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--labeled",
+        l.to_str().unwrap(),
+        "--size",
+        "96",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let score = |label: &str| -> f32 {
+        out.lines()
+            .find(|x| x.starts_with(label))
+            .and_then(|x| x.rsplit(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (knn, probe) = (score("kNN top-1"), score("linear probe"));
+    println!("nsfwjs on 500/200 Fashion-MNIST at 96 px: kNN {knn}, linear probe {probe}");
+    // Ten balanced classes: chance is 0.1; pretrained ImageNet-style features do far better.
+    assert!(
+        knn > 0.5 && knn <= 1.0 && probe > 0.5 && probe <= 1.0,
+        "{out}"
+    );
+    let (code, _, err) = pretext(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--labeled",
+        images().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "an unlabeled folder is a usage error: {err}");
+    assert!(error_line(&err).contains("--labeled"));
+}

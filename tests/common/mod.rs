@@ -34,6 +34,10 @@ pub fn images() -> PathBuf {
     from_env("PRETEXT_IMAGES", ".cache/images")
 }
 
+pub fn labeled() -> PathBuf {
+    from_env("PRETEXT_LABELED", ".cache/labeled")
+}
+
 pub fn python() -> PathBuf {
     std::env::var_os("PRETEXT_PYTHON")
         .map(PathBuf::from)
