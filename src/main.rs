@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pretext::heads::dae::Decoder;
+use pretext::heads::dae::{Decoder, Noise};
 use pretext::heads::{DaeConfig, HeadConfig, SimclrConfig};
 use pretext::optim::OptimizerKind;
 use pretext::Error;
@@ -88,9 +88,12 @@ struct TrainArgs {
     /// SimCLR: NT-Xent temperature.
     #[arg(long, default_value_t = 0.2)]
     temperature: f32,
-    /// Denoising AE: Gaussian noise std as a fraction of the pixel range.
+    /// Denoising AE: gaussian (std = level × range), masking (drop rate) or salt-pepper.
+    #[arg(long, value_enum, default_value = "gaussian")]
+    noise: NoiseKind,
+    /// Denoising AE: noise level (see --noise).
     #[arg(long, default_value_t = 0.1)]
-    noise_std: f32,
+    noise_level: f32,
     /// Denoising AE: side of the reconstructed image.
     #[arg(long, default_value_t = 24)]
     target_size: i64,
@@ -112,6 +115,13 @@ struct TrainArgs {
 enum HeadKind {
     Dae,
     Simclr,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum NoiseKind {
+    Gaussian,
+    Masking,
+    SaltPepper,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -159,7 +169,12 @@ fn train(a: TrainArgs) -> Result<(), Error> {
     cfg.optimizer.learning_rate = a.lr;
     cfg.head = match a.head {
         HeadKind::Dae => HeadConfig::Dae(DaeConfig {
-            noise_std: a.noise_std,
+            noise: match a.noise {
+                NoiseKind::Gaussian => Noise::Gaussian,
+                NoiseKind::Masking => Noise::Masking,
+                NoiseKind::SaltPepper => Noise::SaltPepper,
+            },
+            noise_level: a.noise_level,
             target_size: a.target_size,
             hidden: a.hidden,
             decoder: match a.decoder {

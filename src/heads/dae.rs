@@ -2,7 +2,7 @@
 //! embedding back to a small copy of the clean image. A dense decoder from the embedding works
 //! on every image model (feature vector or feature map, pooled), whatever its architecture.
 use serde::{Deserialize, Serialize};
-use tensorflow::{ops, DataType};
+use tensorflow::{ops, DataType, Output, Scope};
 
 use super::{Activation, Head, HeadBuilder, HeadOutput};
 use crate::error::{Error, Result, TfContext};
@@ -19,12 +19,25 @@ pub enum Decoder {
     Conv,
 }
 
+/// How the input is corrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Noise {
+    /// Additive Gaussian noise, std = level × pixel range, clipped to the range.
+    Gaussian,
+    /// Each value set to the range's low end with probability `level`.
+    Masking,
+    /// Each value set to the low or the high end, each with probability `level / 2`.
+    SaltPepper,
+}
+
 /// Denoising-autoencoder settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaeConfig {
-    /// Gaussian noise std, as a fraction of the pixel range (0 gives a plain autoencoder).
-    pub noise_std: f32,
+    pub noise: Noise,
+    /// Noise strength (see `Noise`); 0 gives a plain autoencoder.
+    pub noise_level: f32,
     /// Hidden units of the decoder.
     pub hidden: i64,
     /// Side of the reconstructed (downsampled) image.
@@ -35,7 +48,8 @@ pub struct DaeConfig {
 impl Default for DaeConfig {
     fn default() -> Self {
         DaeConfig {
-            noise_std: 0.1,
+            noise: Noise::Gaussian,
+            noise_level: 0.1,
             hidden: 512,
             target_size: 24,
             decoder: Decoder::Auto,
@@ -45,8 +59,16 @@ impl Default for DaeConfig {
 
 impl DaeConfig {
     pub fn validate(&self) -> Result<()> {
-        if !(self.noise_std >= 0.0 && self.noise_std.is_finite()) {
-            return Err(Error::config("head.noise_std", "must be ≥ 0"));
+        let max = if self.noise == Noise::Gaussian {
+            4.0
+        } else {
+            1.0
+        };
+        if !(self.noise_level >= 0.0 && self.noise_level < max) {
+            return Err(Error::config(
+                "head.noise_level",
+                format!("{} is outside [0, {max})", self.noise_level),
+            ));
         }
         if self.hidden < 1 {
             return Err(Error::config("head.hidden", "must be ≥ 1"));
@@ -56,6 +78,64 @@ impl DaeConfig {
         }
         Ok(())
     }
+}
+
+/// The corrupted view of `x` (values in `range`), drawn with op seeds `seeds`.
+pub fn corrupt(
+    s: &mut Scope,
+    x: Output,
+    noise: Noise,
+    level: f32,
+    range: (f32, f32),
+    seeds: (i64, i64),
+) -> Result<Output> {
+    let ctx = || "building the input corruption".to_string();
+    let (lo, hi) = range;
+    let shape = ops::shape(x.clone(), s).tf_ctx(ctx)?;
+    let lo_t: Output = ops::constant(lo, s).tf_ctx(ctx)?.into();
+    let hi_t: Output = ops::constant(hi, s).tf_ctx(ctx)?.into();
+    let y: Output = match noise {
+        Noise::Gaussian => {
+            let n = ops::RandomStandardNormal::new()
+                .dtype(DataType::Float)
+                .seed(seeds.0)
+                .seed2(seeds.1)
+                .build(shape, s)
+                .tf_ctx(ctx)?;
+            let n = ops::mul(n, ops::constant(level * (hi - lo), s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
+            let y = ops::add(x, n, s).tf_ctx(ctx)?;
+            ops::clip_by_value(y, lo_t, hi_t, s).tf_ctx(ctx)?.into()
+        }
+        Noise::Masking | Noise::SaltPepper => {
+            let u: Output = ops::RandomUniform::new()
+                .dtype(DataType::Float)
+                .seed(seeds.0)
+                .seed2(seeds.1)
+                .build(shape, s)
+                .tf_ctx(ctx)?
+                .into();
+            let lows = ops::zeros_like(x.clone(), s).tf_ctx(ctx)?;
+            let lows = ops::add(lows, lo_t.clone(), s).tf_ctx(ctx)?;
+            let (p_low, p_high) = if noise == Noise::Masking {
+                (level, 0.0)
+            } else {
+                (level / 2.0, level / 2.0)
+            };
+            let is_low =
+                ops::less(u.clone(), ops::constant(p_low, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
+            let y = ops::select_v2(is_low, lows, x.clone(), s).tf_ctx(ctx)?;
+            if p_high > 0.0 {
+                let highs = ops::zeros_like(x, s).tf_ctx(ctx)?;
+                let highs = ops::add(highs, hi_t, s).tf_ctx(ctx)?;
+                let is_high = ops::greater_equal(u, ops::constant(1.0 - p_high, s).tf_ctx(ctx)?, s)
+                    .tf_ctx(ctx)?;
+                ops::select_v2(is_high, highs, y, s).tf_ctx(ctx)?.into()
+            } else {
+                y.into()
+            }
+        }
+    };
+    Ok(y)
 }
 
 impl DaeConfig {
@@ -137,27 +217,15 @@ impl Head for DaeConfig {
         let seed = b.next_seed();
         let gseed = b.seed;
         // View: x + noise, clipped to the pixel range.
-        let noisy = {
-            let s = &mut b.scope;
-            let shape = ops::shape(x.clone(), s).tf_ctx(ctx)?;
-            let n = ops::RandomStandardNormal::new()
-                .dtype(DataType::Float)
-                .seed(gseed)
-                .seed2(seed)
-                .build(shape, s)
-                .tf_ctx(ctx)?;
-            let n = ops::mul(
-                n,
-                ops::constant(self.noise_std * (hi - lo), s).tf_ctx(ctx)?,
-                s,
-            )
-            .tf_ctx(ctx)?;
-            let y = ops::add(x.clone(), n, s).tf_ctx(ctx)?;
-            let lo_t = ops::constant(lo, s).tf_ctx(ctx)?;
-            let hi_t = ops::constant(hi, s).tf_ctx(ctx)?;
-            ops::clip_by_value(y, lo_t, hi_t, s).tf_ctx(ctx)?
-        };
-        let e = b.tower(noisy.into())?;
+        let noisy = corrupt(
+            &mut b.scope,
+            x.clone(),
+            self.noise,
+            self.noise_level,
+            (lo, hi),
+            (gseed, seed),
+        )?;
+        let e = b.tower(noisy)?;
         let t = self.target_size;
         let fmap = match self.decoder {
             Decoder::Dense => None,
@@ -194,5 +262,64 @@ impl Head for DaeConfig {
             loss: loss.clone(),
             summaries: vec![("loss/dae".into(), loss)],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tensorflow::{Session, SessionOptions, SessionRunArgs, Tensor};
+
+    fn corrupted(noise: Noise, level: f32) -> Vec<f32> {
+        let mut s = Scope::new_root_scope();
+        let x: Output = ops::constant(
+            Tensor::new(&[100, 10, 10, 3])
+                .with_values(&vec![0.5f32; 30_000])
+                .unwrap(),
+            &mut s,
+        )
+        .unwrap()
+        .into();
+        let y = corrupt(&mut s, x, noise, level, (0.0, 1.0), (1, 2)).unwrap();
+        let sess = Session::new(&SessionOptions::new(), &s.graph()).unwrap();
+        let mut run = SessionRunArgs::new();
+        let t = run.request_fetch(&y.operation, y.index);
+        sess.run(&mut run).unwrap();
+        run.fetch::<f32>(t).unwrap().to_vec()
+    }
+
+    fn frac(v: &[f32], f: impl Fn(f32) -> bool) -> f32 {
+        v.iter().filter(|x| f(**x)).count() as f32 / v.len() as f32
+    }
+
+    #[test]
+    fn noise_statistics() {
+        let g = corrupted(Noise::Gaussian, 0.1);
+        let mean = g.iter().sum::<f32>() / g.len() as f32;
+        let std = (g.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / g.len() as f32).sqrt();
+        assert!(
+            (mean - 0.5).abs() < 0.005 && (std - 0.1).abs() < 0.005,
+            "gaussian mean {mean} std {std}"
+        );
+        let m = corrupted(Noise::Masking, 0.3);
+        assert!((frac(&m, |v| v == 0.0) - 0.3).abs() < 0.01);
+        assert!((frac(&m, |v| v == 0.5) - 0.7).abs() < 0.01);
+        let sp = corrupted(Noise::SaltPepper, 0.2);
+        assert!((frac(&sp, |v| v == 0.0) - 0.1).abs() < 0.01);
+        assert!((frac(&sp, |v| v == 1.0) - 0.1).abs() < 0.01);
+    }
+
+    #[test]
+    fn noise_level_out_of_range_is_named() {
+        let c = DaeConfig {
+            noise: Noise::Masking,
+            noise_level: 1.0,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("head.noise_level"));
     }
 }
