@@ -82,7 +82,8 @@ struct TrainArgs {
     range: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Pretext head: dae (denoising autoencoder) or simclr (contrastive, two augmented views).
+    /// Pretext head: dae (denoising autoencoder), simclr (contrastive, two augmented views) or
+    /// rotation (4-way rotation prediction).
     #[arg(long, value_enum, default_value = "dae")]
     head: HeadKind,
     /// SimCLR: NT-Xent temperature.
@@ -115,6 +116,7 @@ struct TrainArgs {
 enum HeadKind {
     Dae,
     Simclr,
+    Rotation,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -183,6 +185,7 @@ fn train(a: TrainArgs) -> Result<(), Error> {
                 Dec::Conv => Decoder::Conv,
             },
         }),
+        HeadKind::Rotation => HeadConfig::Rotation(Default::default()),
         HeadKind::Simclr => HeadConfig::Simclr(SimclrConfig {
             temperature: a.temperature,
             ..Default::default()

@@ -46,26 +46,58 @@ fn dae_loss_falls_on_pretrained_nsfwjs_mobilenet_v2() {
     falls("nsfwjs_mobilenet_v2", 0.20);
 }
 
+/// Mean loss of the first and the last 10 of `steps` steps of `head` on `model`.
+fn first_last(
+    model: &str,
+    head: pretext::heads::HeadConfig,
+    batch: usize,
+    steps: u64,
+) -> (f32, f32) {
+    let mut c = cfg(model, steps);
+    c.batch = batch;
+    c.head = head;
+    let mut t = Trainer::new(&c).unwrap();
+    let l = t.run(steps).unwrap();
+    let n = l.len();
+    (
+        l[..10].iter().sum::<f32>() / 10.0,
+        l[n - 10..].iter().sum::<f32>() / 10.0,
+    )
+}
+
 #[test]
 fn simclr_loss_falls_on_mobilenet_v2_035() {
-    let mut c = cfg("mobilenet_v2_035", 50);
-    c.batch = 32;
-    c.head = pretext::heads::HeadConfig::Simclr(Default::default());
-    let mut t = Trainer::new(&c).unwrap();
-    assert_eq!(
-        t.feeds.len(),
-        2,
-        "SimCLR is fed two augmented views and no clean batch"
+    let (first, last) = first_last(
+        "mobilenet_v2_035",
+        pretext::heads::HeadConfig::Simclr(Default::default()),
+        32,
+        50,
     );
-    let l = t.run(50).unwrap();
-    let first: f32 = l[..10].iter().sum::<f32>() / 10.0;
-    let last: f32 = l[40..].iter().sum::<f32>() / 10.0;
     println!("mobilenet_v2_035: SimCLR loss first-10 mean {first:.4}, last-10 mean {last:.4}");
     // ln(2·32 − 1) ≈ 4.14 is chance level for NT-Xent at batch 32.
     assert!(
         first < 4.3 && last < first,
         "SimCLR loss did not fall: {first} → {last}"
     );
+}
+
+#[test]
+fn rotation_loss_falls_on_mobilenet_v2_035() {
+    let (first, last) = first_last(
+        "mobilenet_v2_035",
+        pretext::heads::HeadConfig::Rotation(Default::default()),
+        16,
+        50,
+    );
+    println!("mobilenet_v2_035: rotation loss first-10 mean {first:.4}, last-10 mean {last:.4}");
+    assert!(last < first, "rotation loss did not fall: {first} → {last}");
+}
+
+#[test]
+fn simclr_is_fed_two_views_and_no_clean_batch() {
+    let mut c = cfg("tiny_cnn", 1);
+    c.head = pretext::heads::HeadConfig::Simclr(Default::default());
+    assert_eq!(Trainer::new(&c).unwrap().feeds.len(), 2);
 }
 
 #[test]

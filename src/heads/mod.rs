@@ -2,6 +2,7 @@
 //! Each head is one file behind the `Head` trait; `HeadBuilder` gives heads towers, layers and
 //! variables without them knowing how the backbone was inlined.
 pub mod dae;
+pub mod rotation;
 pub mod simclr;
 
 use tensorflow::{ops, DataType, Operation, Output, Scope, Shape};
@@ -11,6 +12,7 @@ use crate::graph::{FlatGraph, Tower};
 use crate::savedmodel::Loaded;
 
 pub use dae::DaeConfig;
+pub use rotation::RotationConfig;
 pub use simclr::SimclrConfig;
 
 /// The head an experiment trains, by kind.
@@ -19,6 +21,7 @@ pub use simclr::SimclrConfig;
 pub enum HeadConfig {
     Dae(DaeConfig),
     Simclr(SimclrConfig),
+    Rotation(RotationConfig),
 }
 
 impl Default for HeadConfig {
@@ -33,6 +36,7 @@ impl HeadConfig {
         match self {
             HeadConfig::Dae(c) => c,
             HeadConfig::Simclr(c) => c,
+            HeadConfig::Rotation(c) => c,
         }
     }
 
@@ -41,6 +45,7 @@ impl HeadConfig {
         match self {
             HeadConfig::Dae(c) => c.validate(),
             HeadConfig::Simclr(c) => c.validate(),
+            HeadConfig::Rotation(_) => Ok(()),
         }
     }
 }
