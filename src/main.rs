@@ -77,6 +77,9 @@ struct TrainArgs {
     lr: f32,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
+    /// Linear warmup over this many steps, then cosine decay to 0 at --steps.
+    #[arg(long)]
+    warmup: Option<u64>,
     /// Pixel range the model expects, "LOW,HIGH".
     #[arg(long, default_value = "0,1")]
     range: String,
@@ -138,6 +141,7 @@ enum Opt {
     Sgd,
     Adam,
     Adamw,
+    Lars,
 }
 
 fn parse_range(s: &str) -> Result<(f32, f32), Error> {
@@ -167,7 +171,15 @@ fn train(a: TrainArgs) -> Result<(), Error> {
         Opt::Sgd => OptimizerKind::Sgd,
         Opt::Adam => OptimizerKind::Adam,
         Opt::Adamw => OptimizerKind::Adamw,
+        Opt::Lars => OptimizerKind::Lars,
     };
+    if let Some(w) = a.warmup {
+        cfg.optimizer.schedule = pretext::optim::Schedule::WarmupCosine {
+            warmup_steps: w,
+            total_steps: a.steps,
+            alpha: 0.0,
+        };
+    }
     cfg.optimizer.learning_rate = a.lr;
     cfg.head = match a.head {
         HeadKind::Dae => HeadConfig::Dae(DaeConfig {

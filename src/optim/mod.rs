@@ -1,5 +1,8 @@
 //! Optimizers as graph ops on resource variables (`ResourceApply*`), with Keras 3 semantics:
 //! SGD (+momentum, Nesterov), Adam, AdamW; decoupled weight decay; learning rate a graph tensor.
+pub mod schedule;
+
+pub use schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use tensorflow::{ops, DataType, Operation, Output, Scope, Shape};
 
@@ -12,6 +15,9 @@ pub enum OptimizerKind {
     Sgd,
     Adam,
     Adamw,
+    /// LARS (You et al. 2017) as SimCLR uses it: L2 decay in the gradient, layer-wise trust ratio,
+    /// heavy-ball momentum; rank ≤ 1 variables (biases, batch-norm scale/offset) excluded.
+    Lars,
 }
 
 /// Optimizer settings (burn-style config: validate, then `.init()` builds the ops).
@@ -25,8 +31,12 @@ pub struct OptimizerConfig {
     pub beta1: f32,
     pub beta2: f32,
     pub epsilon: f32,
-    /// Decoupled: `var -= lr * weight_decay * var` before each update (as Keras 3 does).
+    /// Decoupled: `var -= lr * weight_decay * var` before each update (as Keras 3 does); for
+    /// LARS, L2 decay added to the gradient (as SimCLR does).
     pub weight_decay: f32,
+    /// LARS trust coefficient (eta).
+    pub trust_coefficient: f32,
+    pub schedule: Schedule,
 }
 
 impl Default for OptimizerConfig {
@@ -40,6 +50,8 @@ impl Default for OptimizerConfig {
             beta2: 0.999,
             epsilon: 1e-7,
             weight_decay: 0.0,
+            trust_coefficient: 0.001,
+            schedule: Schedule::Constant,
         }
     }
 }
@@ -97,6 +109,10 @@ impl OptimizerConfig {
         if !(self.epsilon > 0.0) {
             return Err(Error::config("optimizer.epsilon", "must be > 0"));
         }
+        if !(self.trust_coefficient > 0.0 && self.trust_coefficient.is_finite()) {
+            return Err(Error::config("optimizer.trust_coefficient", "must be > 0"));
+        }
+        self.schedule.validate()?;
         in_range("optimizer.weight_decay", self.weight_decay, 0.0, 1.0, true)
     }
 
@@ -115,19 +131,24 @@ impl OptimizerConfig {
                 .tf_ctx(|| "optimizer constant".into())?
                 .into())
         };
-        let lr_default = c(self.learning_rate, &mut s)?;
-        let lr: Output = ops::PlaceholderWithDefault::new()
-            .dtype(DataType::Float)
-            .shape(Shape::from(Some(vec![])))
-            .build(lr_default, &mut s.with_op_name("learning_rate"))
-            .tf_ctx(|| "learning rate".into())?
-            .into();
         let step_var: Output = ops::VarHandleOp::new()
             .dtype(DataType::Float)
             .shape(Shape::from(Some(vec![])))
             .shared_name(unique(&s, "step"))
             .build(&mut s.with_op_name("step"))
             .tf_ctx(|| "step variable".into())?
+            .into();
+        let step_read: Output = ops::ReadVariableOp::new()
+            .dtype(DataType::Float)
+            .build(step_var.clone(), &mut s)
+            .tf_ctx(|| "step read".into())?
+            .into();
+        let lr_default = self.schedule.build(&mut s, self.learning_rate, step_read)?;
+        let lr: Output = ops::PlaceholderWithDefault::new()
+            .dtype(DataType::Float)
+            .shape(Shape::from(Some(vec![])))
+            .build(lr_default, &mut s.with_op_name("learning_rate"))
+            .tf_ctx(|| "learning rate".into())?
             .into();
         let mut inits = vec![
             ops::assign_variable_op(step_var.clone(), c(0.0, &mut s)?, &mut s)
@@ -190,7 +211,7 @@ impl OptimizerConfig {
                     Ok(h)
                 };
             let mut deps = Vec::new();
-            if self.weight_decay > 0.0 {
+            if self.weight_decay > 0.0 && self.kind != OptimizerKind::Lars {
                 let cur = ops::ReadVariableOp::new()
                     .dtype(dtype)
                     .build(p.handle.clone(), &mut vs)
@@ -223,6 +244,20 @@ impl OptimizerConfig {
                             m,
                             &mut us,
                         )
+                        .tf_ctx(ctx)?
+                }
+                OptimizerKind::Lars => {
+                    let acc = slot("momentum", &mut vs, &mut inits)?;
+                    let mut us = vs.with_control_dependencies(&deps);
+                    let rank = shape.dims().unwrap_or(0);
+                    let (lr_v, g) = if rank > 1 {
+                        self.lars_scaled(&mut us, p, dtype, lr.clone())?
+                    } else {
+                        (lr.clone(), p.grad.clone())
+                    };
+                    let m = c(self.momentum, &mut us)?;
+                    ops::ResourceApplyKerasMomentum::new()
+                        .build(p.handle.clone(), acc, lr_v, g, m, &mut us)
                         .tf_ctx(ctx)?
                 }
                 OptimizerKind::Adam | OptimizerKind::Adamw => {
@@ -271,6 +306,56 @@ impl OptimizerConfig {
             step,
             slots,
         })
+    }
+}
+
+impl OptimizerConfig {
+    /// LARS for one variable: the gradient with L2 decay, and lr × eta·‖w‖/‖g‖ (1 where a norm
+    /// is zero).
+    fn lars_scaled(
+        &self,
+        s: &mut Scope,
+        p: &Param,
+        dtype: DataType,
+        lr: Output,
+    ) -> Result<(Output, Output)> {
+        let ctx = || format!("LARS update of {}", p.name);
+        let c = |v: f32, s: &mut Scope| -> Result<Output> {
+            Ok(ops::constant(v, s).tf_ctx(ctx)?.into())
+        };
+        let w: Output = ops::ReadVariableOp::new()
+            .dtype(dtype)
+            .build(p.handle.clone(), s)
+            .tf_ctx(ctx)?
+            .into();
+        let decay = ops::mul(w.clone(), c(self.weight_decay, s)?, s).tf_ctx(ctx)?;
+        let g: Output = ops::add(p.grad.clone(), decay, s).tf_ctx(ctx)?.into();
+        let norm = |t: Output, s: &mut Scope| -> Result<Output> {
+            let sq = ops::square(t, s).tf_ctx(ctx)?;
+            let r = ops::rank(sq.clone(), s).tf_ctx(ctx)?;
+            let start = ops::constant(0i32, s).tf_ctx(ctx)?;
+            let delta = ops::constant(1i32, s).tf_ctx(ctx)?;
+            let axes = ops::range(start, r, delta, s).tf_ctx(ctx)?;
+            let sum = ops::sum(sq, axes, s).tf_ctx(ctx)?;
+            Ok(ops::sqrt(sum, s).tf_ctx(ctx)?.into())
+        };
+        let (wn, gn) = (norm(w, s)?, norm(g.clone(), s)?);
+        let zero = c(0.0, s)?;
+        let ok = ops::logical_and(
+            ops::greater(wn.clone(), zero.clone(), s).tf_ctx(ctx)?,
+            ops::greater(gn.clone(), zero, s).tf_ctx(ctx)?,
+            s,
+        )
+        .tf_ctx(ctx)?;
+        let safe_gn = ops::maximum(gn, c(1e-30, s)?, s).tf_ctx(ctx)?;
+        let ratio = ops::mul(
+            ops::div(wn, safe_gn, s).tf_ctx(ctx)?,
+            c(self.trust_coefficient, s)?,
+            s,
+        )
+        .tf_ctx(ctx)?;
+        let trust = ops::select_v2(ok, ratio, c(1.0, s)?, s).tf_ctx(ctx)?;
+        Ok((ops::mul(lr, trust, s).tf_ctx(ctx)?.into(), g))
     }
 }
 

@@ -4,7 +4,17 @@ use super::*;
 use tensorflow::{Session, SessionOptions, SessionRunArgs, Tensor};
 
 #[derive(serde::Deserialize)]
+struct SchedCase {
+    base: f32,
+    warmup: u64,
+    total: u64,
+    alpha: f32,
+    lr: Vec<f32>,
+}
+
+#[derive(serde::Deserialize)]
 struct Golden {
+    schedules: Vec<SchedCase>,
     init: Vec<serde_json::Value>,
     shapes: Vec<Vec<u64>>,
     grads: Vec<Vec<serde_json::Value>>,
@@ -39,6 +49,7 @@ fn config_of(c: &serde_json::Value) -> OptimizerConfig {
     let kind = match c["kind"].as_str().unwrap() {
         "sgd" => OptimizerKind::Sgd,
         "adam" => OptimizerKind::Adam,
+        "lars" => OptimizerKind::Lars,
         _ => OptimizerKind::Adamw,
     };
     let d = OptimizerConfig::default();
@@ -51,6 +62,8 @@ fn config_of(c: &serde_json::Value) -> OptimizerConfig {
         beta2: f("beta2", d.beta2),
         epsilon: f("epsilon", d.epsilon),
         weight_decay: f("weight_decay", 0.0),
+        trust_coefficient: f("trust_coefficient", d.trust_coefficient),
+        schedule: Schedule::Constant,
     }
 }
 
@@ -148,4 +161,48 @@ fn bad_settings_name_their_key() {
         .unwrap_err()
         .to_string()
         .contains("optimizer.beta2"));
+}
+
+#[test]
+fn warmup_cosine_matches_keras_cosine_decay() {
+    let g: Golden = serde_json::from_str(include_str!("../../tests/golden/optim.json")).unwrap();
+    for case in &g.schedules {
+        let sched = Schedule::WarmupCosine {
+            warmup_steps: case.warmup,
+            total_steps: case.total,
+            alpha: case.alpha,
+        };
+        sched.validate().unwrap();
+        let mut scope = Scope::new_root_scope();
+        let step: Output = ops::Placeholder::new()
+            .dtype(DataType::Float)
+            .build(&mut scope.with_op_name("t"))
+            .unwrap()
+            .into();
+        let lr = sched.build(&mut scope, case.base, step.clone()).unwrap();
+        let session = Session::new(&SessionOptions::new(), &scope.graph()).unwrap();
+        for (t, want) in case.lr.iter().enumerate() {
+            let x = Tensor::from(t as f32);
+            let mut run = SessionRunArgs::new();
+            run.add_feed(&step.operation, 0, &x);
+            let tok = run.request_fetch(&lr.operation, lr.index);
+            session.run(&mut run).unwrap();
+            let got: Tensor<f32> = run.fetch(tok).unwrap();
+            assert!(
+                (got[0] - want).abs() <= 1e-6 + 1e-5 * want.abs(),
+                "step {t}: {} vs Keras {want}",
+                got[0]
+            );
+        }
+    }
+    let bad = Schedule::WarmupCosine {
+        warmup_steps: 10,
+        total_steps: 10,
+        alpha: 0.0,
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("warmup_steps"));
 }
