@@ -77,6 +77,9 @@ struct TrainArgs {
     lr: f32,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
+    /// Which variables train: all, regex:PATTERN (on variable names) or last:N (layers).
+    #[arg(long, default_value = "all")]
+    train_vars: String,
     /// Linear warmup over this many steps, then cosine decay to 0 at --steps.
     #[arg(long)]
     warmup: Option<u64>,
@@ -167,6 +170,7 @@ fn train(a: TrainArgs) -> Result<(), Error> {
     cfg.seed = a.seed;
     cfg.device = a.device;
     cfg.range = parse_range(&a.range)?;
+    cfg.train_vars = pretext::train::select::VarSelection::parse(&a.train_vars)?;
     cfg.optimizer.kind = match a.optimizer {
         Opt::Sgd => OptimizerKind::Sgd,
         Opt::Adam => OptimizerKind::Adam,

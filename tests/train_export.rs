@@ -100,6 +100,49 @@ fn simclr_is_fed_two_views_and_no_clean_batch() {
     assert_eq!(Trainer::new(&c).unwrap().feeds.len(), 2);
 }
 
+/// The current value of a model variable, read through a new ReadVariableOp.
+fn value_of(t: &mut Trainer, handle: &str) -> Vec<f32> {
+    let h = t.model.output(handle).unwrap();
+    let r: tensorflow::Output = {
+        let mut s = t.model.scope.new_sub_scope("test_read");
+        tensorflow::ops::ReadVariableOp::new()
+            .dtype(tensorflow::DataType::Float)
+            .build(h, &mut s)
+            .unwrap()
+            .into()
+    };
+    t.model.run_f32(&[], &r).unwrap().to_vec()
+}
+
+#[test]
+fn only_selected_variables_change() {
+    let mut c = cfg("tiny_cnn", 3);
+    c.train_vars = pretext::train::select::VarSelection::parse("regex:^conv2d_1/").unwrap();
+    let mut t = Trainer::new(&c).unwrap();
+    assert_eq!(t.trained_vars, 2, "conv2d_1/kernel and conv2d_1/bias");
+    let (frozen0, trained0) = (
+        value_of(&mut t, "conv2d/kernel"),
+        value_of(&mut t, "conv2d_1/kernel"),
+    );
+    t.run(3).unwrap();
+    assert_eq!(
+        value_of(&mut t, "conv2d/kernel"),
+        frozen0,
+        "an unselected variable changed"
+    );
+    assert_ne!(
+        value_of(&mut t, "conv2d_1/kernel"),
+        trained0,
+        "the selected variable did not change"
+    );
+    c.train_vars = pretext::train::select::VarSelection::parse("last:1").unwrap();
+    assert_eq!(
+        Trainer::new(&c).unwrap().trained_vars,
+        2,
+        "last layer: dense kernel and bias"
+    );
+}
+
 #[test]
 fn decoder_choice_decides_which_layers_train() {
     // tiny_cnn ends in GAP → Dense: `auto` keeps the dense decoder so all 10 trainable variables

@@ -1,5 +1,6 @@
 //! The training loop: inline the backbone, attach a pretext head, differentiate, optimize,
 //! and step the session with batches of unlabeled images.
+pub mod select;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -32,6 +33,8 @@ pub struct TrainConfig {
     pub head: HeadConfig,
     /// Augmentations of the views heads ask for.
     pub augment: AugmentConfig,
+    /// Which model variables train.
+    pub train_vars: select::VarSelection,
     pub seed: u64,
     /// Device for the tower (e.g. `/device:GPU:0`); None lets TF place it.
     pub device: Option<String>,
@@ -52,6 +55,7 @@ impl TrainConfig {
             optimizer: OptimizerConfig::default(),
             head: HeadConfig::default(),
             augment: AugmentConfig::default(),
+            train_vars: select::VarSelection::All,
             seed: 0,
             device: None,
         }
@@ -191,7 +195,34 @@ impl Trainer {
             .collect::<Result<Vec<_>>>()?;
         let mut feeds = if clean { vec![input.clone()] } else { vec![] };
         feeds.extend(views.iter().cloned());
-        let trainable = model.info.trainable_handles();
+        let read_order: Vec<String> = {
+            // Order in which the inlined serving path reads variables (a throwaway import would
+            // cost a tower; the flat graph's node order is the inliner's topological order).
+            let ext: std::collections::HashMap<String, String> = flat
+                .external
+                .iter()
+                .map(|(p, o)| {
+                    (
+                        format!("{p}:0"),
+                        crate::savedmodel::parse_tensor_name(o).0.to_string(),
+                    )
+                })
+                .collect();
+            flat.graph_def
+                .node
+                .iter()
+                .filter(|n| n.op == "ReadVariableOp")
+                .filter_map(|n| {
+                    n.input
+                        .first()
+                        .and_then(|i| ext.get(i.as_str()).or_else(|| ext.get(&format!("{i}:0"))))
+                        .cloned()
+                })
+                .collect()
+        };
+        let trainable = cfg
+            .train_vars
+            .select(&model.info.variables(), &read_order)?;
         let (loss, towers, head_vars, head_inits) = {
             let mut b = HeadBuilder::new(
                 &mut model,
