@@ -77,6 +77,12 @@ struct TrainArgs {
     lr: f32,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
+    /// Batch norm while training: frozen (inference statistics) or train (batch statistics;
+    /// moving statistics updated with --bn-momentum).
+    #[arg(long, value_enum, default_value = "frozen")]
+    bn: Bn,
+    #[arg(long, default_value_t = 0.99)]
+    bn_momentum: f32,
     /// Which variables train: all, regex:PATTERN (on variable names) or last:N (layers).
     #[arg(long, default_value = "all")]
     train_vars: String,
@@ -126,6 +132,12 @@ enum HeadKind {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum Bn {
+    Frozen,
+    Train,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum NoiseKind {
     Gaussian,
     Masking,
@@ -170,6 +182,11 @@ fn train(a: TrainArgs) -> Result<(), Error> {
     cfg.seed = a.seed;
     cfg.device = a.device;
     cfg.range = parse_range(&a.range)?;
+    cfg.bn = match a.bn {
+        Bn::Frozen => pretext::graph::bn::BnMode::Frozen,
+        Bn::Train => pretext::graph::bn::BnMode::Train,
+    };
+    cfg.bn_momentum = a.bn_momentum;
     cfg.train_vars = pretext::train::select::VarSelection::parse(&a.train_vars)?;
     cfg.optimizer.kind = match a.optimizer {
         Opt::Sgd => OptimizerKind::Sgd,

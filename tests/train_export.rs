@@ -144,6 +144,35 @@ fn only_selected_variables_change() {
 }
 
 #[test]
+fn bn_train_updates_moving_statistics_and_frozen_does_not() {
+    use pretext::graph::bn::BnMode;
+    for (mode, should_change) in [(BnMode::Frozen, false), (BnMode::Train, true)] {
+        let mut c = cfg("mobilenet_v2_035", 2);
+        c.bn = mode;
+        let mut t = Trainer::new(&c).unwrap();
+        assert_eq!(t.bn_updates.is_empty(), !should_change);
+        let name = "Conv_1_bn/moving_mean";
+        let before = value_of(&mut t, name);
+        t.run(2).unwrap();
+        let after = value_of(&mut t, name);
+        assert_eq!(
+            before != after,
+            should_change,
+            "{mode:?}: moving mean changed = {}",
+            before != after
+        );
+    }
+    // Keras 3 exports decompose batch norm: train mode is refused, naming a node.
+    let mut c = cfg("keras3_export", 1);
+    c.bn = BnMode::Train;
+    let e = Trainer::new(&c)
+        .err()
+        .expect("keras3 bn train must fail")
+        .to_string();
+    assert!(e.contains("decomposed") && e.contains("frozen"), "{e}");
+}
+
+#[test]
 fn decoder_choice_decides_which_layers_train() {
     // tiny_cnn ends in GAP → Dense: `auto` keeps the dense decoder so all 10 trainable variables
     // train; an explicit conv decoder sits on the last feature map, before the Dense layer, whose

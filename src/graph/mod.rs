@@ -1,5 +1,6 @@
 //! Graph rewrites on TF protos: inlining a signature's function calls into a flat, trainable
 //! subgraph ("tower") that reads the model's own resource variables, and importing it once.
+pub mod bn;
 mod inline;
 mod opdefs;
 
@@ -129,6 +130,31 @@ impl Tower {
             outputs,
             reads,
         })
+    }
+}
+
+impl Tower {
+    /// For each switched batch norm (see `bn::set_training`): (moving-mean handle, new value),
+    /// (moving-variance handle, new value) — the op's running-average outputs 1 and 2.
+    pub fn bn_updates(&self, model: &Loaded, switched: &[String]) -> Result<Vec<(Output, Output)>> {
+        let mut out = Vec::new();
+        for name in switched {
+            let op = model.op(&format!("{}/{name}", self.prefix))?;
+            for (input, output) in [(3, 1), (4, 2)] {
+                let read = op.input(input).0;
+                let handle = resolve_handle(&read.input(0).0).ok_or_else(|| {
+                    Error::graph(name, "moving statistic is not read from a variable")
+                })?;
+                out.push((
+                    model.output(&handle)?,
+                    Output {
+                        operation: op.clone(),
+                        index: output,
+                    },
+                ));
+            }
+        }
+        Ok(out)
     }
 }
 

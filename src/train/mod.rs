@@ -11,7 +11,8 @@ use crate::data::augment::AugmentConfig;
 use crate::data::{Batches, ImageFolder, ImageSpec};
 use crate::data::{ViewBatch, ViewPlan};
 use crate::error::{Error, Result, TfContext};
-use crate::graph::{inline_signature, FlatGraph};
+use crate::graph::bn::BnMode;
+use crate::graph::{self, inline_signature, FlatGraph};
 use crate::heads::{HeadBuilder, HeadConfig};
 use crate::optim::{Optimizer, OptimizerConfig, Param};
 use crate::savedmodel::{Loaded, SavedModelInfo, Signature};
@@ -35,6 +36,9 @@ pub struct TrainConfig {
     pub augment: AugmentConfig,
     /// Which model variables train.
     pub train_vars: select::VarSelection,
+    /// Batch norm: frozen (inference statistics) or train (batch statistics, moving ones updated).
+    pub bn: BnMode,
+    pub bn_momentum: f32,
     pub seed: u64,
     /// Device for the tower (e.g. `/device:GPU:0`); None lets TF place it.
     pub device: Option<String>,
@@ -56,6 +60,8 @@ impl TrainConfig {
             head: HeadConfig::default(),
             augment: AugmentConfig::default(),
             train_vars: select::VarSelection::All,
+            bn: BnMode::Frozen,
+            bn_momentum: 0.99,
             seed: 0,
             device: None,
         }
@@ -145,6 +151,8 @@ pub struct Trainer {
     plan: ViewPlan,
     pub loss: Output,
     pub optimizer: Optimizer,
+    /// Moving-statistics assignments run with each step (batch norm in train mode).
+    pub bn_updates: Vec<tensorflow::Operation>,
     pub trained_vars: usize,
     batch: usize,
 }
@@ -167,6 +175,10 @@ impl Trainer {
                 rewritten[0]
             );
         }
+        let switched = match cfg.bn {
+            BnMode::Frozen => Vec::new(),
+            BnMode::Train => graph::bn::set_training(&mut flat.graph_def, cfg.bn_momentum)?,
+        };
         let head = cfg.head.head();
         let (clean, augmented) = head.views();
         let plan = ViewPlan {
@@ -279,6 +291,24 @@ impl Trainer {
             towers.len(),
             flat.graph_def.node.len()
         );
+        let mut bn_updates = Vec::new();
+        {
+            let mut s = model.scope.new_sub_scope("pretext/bn_update");
+            for t in &towers {
+                for (handle, value) in t.bn_updates(&model, &switched)? {
+                    bn_updates.push(
+                        ops::assign_variable_op(handle, value, &mut s)
+                            .tf_ctx(|| "moving-statistics update".into())?,
+                    );
+                }
+            }
+        }
+        if !switched.is_empty() {
+            log::info!(
+                "batch norm in train mode: {} op(s), moving statistics updated each step",
+                switched.len()
+            );
+        }
         let optimizer = {
             let mut s = model.scope.new_sub_scope("pretext");
             cfg.optimizer
@@ -303,6 +333,7 @@ impl Trainer {
             plan,
             loss,
             optimizer,
+            bn_updates,
             trained_vars,
             batch: cfg.batch,
         })
@@ -336,6 +367,9 @@ impl Trainer {
             run.add_feed(&f.operation, f.index, x);
         }
         run.add_target(&self.optimizer.train_op);
+        for u in &self.bn_updates {
+            run.add_target(u);
+        }
         let tok = run.request_fetch(&self.loss.operation, self.loss.index);
         self.model
             .session
