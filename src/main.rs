@@ -95,10 +95,13 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Pretext head: dae (denoising autoencoder), simclr (contrastive, two augmented views) or
-    /// rotation (4-way rotation prediction).
+    /// rotation (4-way rotation prediction) or moco (MoCo v2: momentum encoder + queue).
     #[arg(long, value_enum, default_value = "dae")]
     head: HeadKind,
-    /// SimCLR: NT-Xent temperature.
+    /// MoCo: keys in the queue (a multiple of --batch).
+    #[arg(long, default_value_t = 4096)]
+    queue_size: i64,
+    /// SimCLR / MoCo: contrastive temperature.
     #[arg(long, default_value_t = 0.2)]
     temperature: f32,
     /// Denoising AE: gaussian (std = level × range), masking (drop rate) or salt-pepper.
@@ -129,6 +132,7 @@ enum HeadKind {
     Dae,
     Simclr,
     Rotation,
+    Moco,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -219,6 +223,11 @@ fn train(a: TrainArgs) -> Result<(), Error> {
             },
         }),
         HeadKind::Rotation => HeadConfig::Rotation(Default::default()),
+        HeadKind::Moco => HeadConfig::Moco(pretext::heads::MocoConfig {
+            temperature: a.temperature,
+            queue_size: a.queue_size,
+            ..Default::default()
+        }),
         HeadKind::Simclr => HeadConfig::Simclr(SimclrConfig {
             temperature: a.temperature,
             ..Default::default()

@@ -173,6 +173,65 @@ fn bn_train_updates_moving_statistics_and_frozen_does_not() {
 }
 
 #[test]
+fn moco_queue_and_momentum_encoder_move_and_only_the_online_encoder_learns() {
+    let mut c = cfg("tiny_cnn", 1);
+    c.head = pretext::heads::HeadConfig::Moco(pretext::heads::MocoConfig {
+        queue_size: 32,
+        momentum: 0.9,
+        ..Default::default()
+    });
+    let mut t = Trainer::new(&c).unwrap();
+    assert!(
+        t.param_names.iter().all(|n| !n.contains("momentum")),
+        "{:?}",
+        t.param_names
+    );
+    assert_eq!(
+        t.trained_vars, 10,
+        "the online backbone's trainable variables"
+    );
+    let queue = "pretext/head/moco/queue/var";
+    let target = "pretext/head/momentum/conv2d/kernel_0/var";
+    for step in 0..2 {
+        let (q0, k0, o0) = (
+            value_of(&mut t, queue),
+            value_of(&mut t, target),
+            value_of(&mut t, "conv2d/kernel"),
+        );
+        t.run(1).unwrap();
+        let (q1, k1, o1) = (
+            value_of(&mut t, queue),
+            value_of(&mut t, target),
+            value_of(&mut t, "conv2d/kernel"),
+        );
+        assert_ne!(q0, q1, "step {step}: the queue did not change");
+        assert_ne!(k0, k1, "step {step}: the momentum encoder did not change");
+        assert_ne!(o0, o1, "step {step}: the online encoder did not change");
+        // EMA: target_new = 0.9 target_old + 0.1 online_new.
+        for i in 0..k0.len() {
+            let want = 0.9 * k0[i] + 0.1 * o1[i];
+            assert!(
+                (k1[i] - want).abs() < 1e-5,
+                "EMA off at {i}: {} vs {want}",
+                k1[i]
+            );
+        }
+        // Enqueue: the newest 16 keys first, the oldest 16 dropped.
+        assert_eq!(&q1[16 * 128..], &q0[..16 * 128]);
+    }
+    // Queue size not a multiple of the batch: refused before any graph is built.
+    c.head = pretext::heads::HeadConfig::Moco(pretext::heads::MocoConfig {
+        queue_size: 40,
+        ..Default::default()
+    });
+    let e = Trainer::new(&c).err().expect("bad queue size").to_string();
+    assert!(
+        e.contains("head.queue_size") && e.contains("multiple"),
+        "{e}"
+    );
+}
+
+#[test]
 fn decoder_choice_decides_which_layers_train() {
     // tiny_cnn ends in GAP → Dense: `auto` keeps the dense decoder so all 10 trainable variables
     // train; an explicit conv decoder sits on the last feature map, before the Dense layer, whose

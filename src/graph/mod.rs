@@ -57,6 +57,24 @@ impl Tower {
         device: Option<&str>,
         inputs: Option<&[Output]>,
     ) -> Result<Tower> {
+        let externals = flat
+            .external
+            .iter()
+            .map(|(_, outer)| model.output(outer))
+            .collect::<Result<Vec<_>>>()?;
+        Self::import_mapped(model, flat, prefix, device, inputs, &externals)
+    }
+
+    /// As `import`, with the flat graph's external references bound to `externals` (one per
+    /// `flat.external` entry) — e.g. a momentum encoder's own copies of the variables.
+    pub fn import_mapped(
+        model: &mut Loaded,
+        flat: &FlatGraph,
+        prefix: &str,
+        device: Option<&str>,
+        inputs: Option<&[Output]>,
+        externals: &[Output],
+    ) -> Result<Tower> {
         let mut opts = ImportGraphDefOptions::new();
         opts.set_prefix(prefix)
             .map_err(|e| Error::graph(prefix, e.to_string()))?;
@@ -64,9 +82,8 @@ impl Tower {
             opts.set_default_device(d)
                 .map_err(|e| Error::graph(prefix, e.to_string()))?;
         }
-        for (placeholder, outer) in &flat.external {
-            let out = model.output(outer)?;
-            opts.add_input_mapping(placeholder, 0, &out)
+        for ((placeholder, _), out) in flat.external.iter().zip(externals) {
+            opts.add_input_mapping(placeholder, 0, out)
                 .map_err(|e| Error::graph(placeholder, e.to_string()))?;
         }
         if let Some(given) = inputs {

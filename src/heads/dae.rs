@@ -261,6 +261,8 @@ impl Head for DaeConfig {
         Ok(HeadOutput {
             loss: loss.clone(),
             summaries: vec![("loss/dae".into(), loss)],
+            ema: None,
+            post_assign: Vec::new(),
         })
     }
 }

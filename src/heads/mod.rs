@@ -2,6 +2,8 @@
 //! Each head is one file behind the `Head` trait; `HeadBuilder` gives heads towers, layers and
 //! variables without them knowing how the backbone was inlined.
 pub mod dae;
+pub mod moco;
+pub mod momentum;
 pub mod rotation;
 pub mod simclr;
 
@@ -12,6 +14,7 @@ use crate::graph::{FlatGraph, Tower};
 use crate::savedmodel::Loaded;
 
 pub use dae::DaeConfig;
+pub use moco::MocoConfig;
 pub use rotation::RotationConfig;
 pub use simclr::SimclrConfig;
 
@@ -22,6 +25,7 @@ pub enum HeadConfig {
     Dae(DaeConfig),
     Simclr(SimclrConfig),
     Rotation(RotationConfig),
+    Moco(MocoConfig),
 }
 
 impl Default for HeadConfig {
@@ -37,12 +41,14 @@ impl HeadConfig {
             HeadConfig::Dae(c) => c,
             HeadConfig::Simclr(c) => c,
             HeadConfig::Rotation(c) => c,
+            HeadConfig::Moco(c) => c,
         }
     }
 
-    /// Checks the settings before any graph is built.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks the settings before any graph is built (`batch`: the training batch size).
+    pub fn validate(&self, batch: usize) -> Result<()> {
         match self {
+            HeadConfig::Moco(c) => c.validate(batch),
             HeadConfig::Dae(c) => c.validate(),
             HeadConfig::Simclr(c) => c.validate(),
             HeadConfig::Rotation(_) => Ok(()),
@@ -63,6 +69,10 @@ pub struct HeadOutput {
     pub loss: Output,
     /// Scalars worth logging, by tag.
     pub summaries: Vec<(String, Output)>,
+    /// Momentum targets to move after each optimizer step.
+    pub ema: Option<momentum::Ema>,
+    /// (variable handle, new value) assignments after each optimizer step (e.g. a queue).
+    pub post_assign: Vec<(Output, Output)>,
 }
 
 /// A self-supervised objective on the backbone.

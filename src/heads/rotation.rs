@@ -103,6 +103,8 @@ impl Head for RotationConfig {
                 ("loss/rotation".into(), loss),
                 ("rotation/accuracy".into(), acc),
             ],
+            ema: None,
+            post_assign: Vec::new(),
         })
     }
 }

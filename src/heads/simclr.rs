@@ -183,6 +183,8 @@ impl Head for SimclrConfig {
         Ok(HeadOutput {
             loss: loss.clone(),
             summaries: vec![("loss/simclr".into(), loss)],
+            ema: None,
+            post_assign: Vec::new(),
         })
     }
 }

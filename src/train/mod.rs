@@ -85,7 +85,7 @@ impl TrainConfig {
         }
         self.optimizer.validate()?;
         self.augment.validate()?;
-        self.head.validate()
+        self.head.validate(self.batch)
     }
 }
 
@@ -138,6 +138,47 @@ pub fn image_spec(sig: &Signature, size: Option<u32>, range: (f32, f32)) -> Resu
     })
 }
 
+/// Ops run after the optimizer's update each step: EMA of momentum targets, heads' assignments.
+fn post_step_ops(
+    model: &mut Loaded,
+    opt: &Optimizer,
+    ema: Option<&crate::heads::momentum::Ema>,
+    assign: &[(Output, Output)],
+) -> Result<Vec<tensorflow::Operation>> {
+    let ctx = || "post-step updates".to_string();
+    let mut s = model
+        .scope
+        .new_sub_scope("pretext/post_step")
+        .with_control_dependencies(std::slice::from_ref(&opt.train_op));
+    let mut ops_out = Vec::new();
+    if let Some(e) = ema {
+        let m: Output = ops::constant(e.momentum, &mut s).tf_ctx(ctx)?.into();
+        let one_m: Output = ops::constant(1.0 - e.momentum, &mut s).tf_ctx(ctx)?.into();
+        for (target, online) in &e.pairs {
+            let dt = target.operation.get_attr_type("dtype").tf_ctx(ctx)?;
+            let t = ops::ReadVariableOp::new()
+                .dtype(dt)
+                .build(target.clone(), &mut s)
+                .tf_ctx(ctx)?;
+            let o = ops::ReadVariableOp::new()
+                .dtype(dt)
+                .build(online.clone(), &mut s)
+                .tf_ctx(ctx)?;
+            let v = ops::add(
+                ops::mul(t, m.clone(), &mut s).tf_ctx(ctx)?,
+                ops::mul(o, one_m.clone(), &mut s).tf_ctx(ctx)?,
+                &mut s,
+            )
+            .tf_ctx(ctx)?;
+            ops_out.push(ops::assign_variable_op(target.clone(), v, &mut s).tf_ctx(ctx)?);
+        }
+    }
+    for (h, v) in assign {
+        ops_out.push(ops::assign_variable_op(h.clone(), v.clone(), &mut s).tf_ctx(ctx)?);
+    }
+    Ok(ops_out)
+}
+
 /// A model with a pretext head and an optimizer, ready to step.
 pub struct Trainer {
     pub model: Loaded,
@@ -151,8 +192,11 @@ pub struct Trainer {
     plan: ViewPlan,
     pub loss: Output,
     pub optimizer: Optimizer,
-    /// Moving-statistics assignments run with each step (batch norm in train mode).
+    /// Assignments run with each step: batch-norm moving statistics (train mode), and after the
+    /// optimizer's update, heads' momentum targets and queues.
     pub bn_updates: Vec<tensorflow::Operation>,
+    /// Names of the variables the optimizer updates (model handles, `head/…`).
+    pub param_names: Vec<String>,
     pub trained_vars: usize,
     batch: usize,
 }
@@ -235,7 +279,7 @@ impl Trainer {
         let trainable = cfg
             .train_vars
             .select(&model.info.variables(), &read_order)?;
-        let (loss, towers, head_vars, head_inits) = {
+        let (loss, towers, head_vars, head_inits, ema, post_assign) = {
             let mut b = HeadBuilder::new(
                 &mut model,
                 &flat,
@@ -251,6 +295,8 @@ impl Trainer {
                 std::mem::take(&mut b.towers),
                 std::mem::take(&mut b.vars),
                 std::mem::take(&mut b.init_ops),
+                out.ema,
+                out.post_assign,
             )
         };
         let mut reads: Vec<(String, Output)> = towers
@@ -314,6 +360,9 @@ impl Trainer {
             cfg.optimizer
                 .init(&mut s, &params, &[loss.operation.clone()])?
         };
+        let post_step = post_step_ops(&mut model, &optimizer, ema.as_ref(), &post_assign)?;
+        bn_updates.extend(post_step);
+        let param_names = params.iter().map(|p| p.name.clone()).collect();
         let mut run = SessionRunArgs::new();
         for op in head_inits.iter().chain([&optimizer.init_op]) {
             run.add_target(op);
@@ -334,6 +383,7 @@ impl Trainer {
             loss,
             optimizer,
             bn_updates,
+            param_names,
             trained_vars,
             batch: cfg.batch,
         })

@@ -1,0 +1,114 @@
+//! Momentum (EMA) targets for MoCo/BYOL-style heads: a second inlined copy of the backbone bound
+//! to its own variables (initialised from the online ones), shadow copies of head variables, and
+//! the EMA pairs the trainer updates after each optimizer step.
+use tensorflow::{ops, DataType, Output};
+
+use super::HeadBuilder;
+use crate::error::{Result, TfContext};
+use crate::graph::Tower;
+
+/// target ← m·target + (1 − m)·online, for each (target, online) variable handle pair.
+#[derive(Debug, Clone, Default)]
+pub struct Ema {
+    pub momentum: f32,
+    pub pairs: Vec<(Output, Output)>,
+}
+
+impl<'m> HeadBuilder<'m> {
+    /// A new variable shaped like `online` (a VarHandleOp output), initialised from its value
+    /// after every initialiser created so far; returns its handle.
+    pub fn shadow(&mut self, name: &str, online: &Output) -> Result<Output> {
+        let ctx = || format!("momentum copy {name}");
+        let op = &online.operation;
+        let dtype = op.get_attr_type("dtype").tf_ctx(ctx)?;
+        let shape = op.get_attr_shape("shape").tf_ctx(ctx)?;
+        let s = self
+            .scope
+            .new_sub_scope(&format!("momentum/{}", crate::optim::sanitize(name)));
+        let h: Output = ops::VarHandleOp::new()
+            .dtype(dtype)
+            .shape(shape)
+            .shared_name(self.scope.get_unique_name_for_op("momentum_var"))
+            .build(&mut s.with_op_name("var"))
+            .tf_ctx(ctx)?
+            .into();
+        let mut after = s.with_control_dependencies(&self.init_ops);
+        let v = ops::ReadVariableOp::new()
+            .dtype(dtype)
+            .build(online.clone(), &mut after)
+            .tf_ctx(ctx)?;
+        self.init_ops
+            .push(ops::assign_variable_op(h.clone(), v, &mut after).tf_ctx(ctx)?);
+        Ok(h)
+    }
+
+    /// The backbone on `x` with momentum copies of every model variable it reads: returns the
+    /// output (gradient stopped) and the (copy, online) pairs of the trainable ones.
+    pub fn momentum_tower(&mut self, x: Output) -> Result<(Output, Vec<(Output, Output)>)> {
+        let trainable = self.model.info.trainable_handles();
+        let mut externals = Vec::new();
+        let mut pairs = Vec::new();
+        for (_, outer) in &self.flat.external.clone() {
+            let o = self.model.output(outer)?;
+            let is_var = o
+                .operation
+                .op_type()
+                .map(|t| t == "VarHandleOp")
+                .unwrap_or(false);
+            if is_var {
+                let h = self.shadow(outer, &o)?;
+                if trainable.contains(crate::savedmodel::parse_tensor_name(outer).0) {
+                    pairs.push((h.clone(), o));
+                }
+                externals.push(h);
+            } else {
+                externals.push(o);
+            }
+        }
+        let t = Tower::import_mapped(
+            self.model,
+            self.flat,
+            "pretext/momentum_tower",
+            self.device.as_deref(),
+            Some(&[x]),
+            &externals,
+        )?;
+        let out = ops::stop_gradient(t.outputs[0].clone(), &mut self.scope)
+            .tf_ctx(|| "momentum tower".into())?;
+        Ok((out.into(), pairs))
+    }
+
+    /// Handles of the head variables created since index `from` (for shadowing a head MLP).
+    pub fn head_handles_since(&self, from: usize) -> Vec<(String, Output)> {
+        self.vars[from..]
+            .iter()
+            .map(|v| (v.name.clone(), v.handle.clone()))
+            .collect()
+    }
+
+    /// A `[k, d]` variable of random unit rows (a MoCo queue); returns its handle.
+    pub fn unit_rows(&mut self, name: &str, k: i64, d: i64) -> Result<Output> {
+        let ctx = || format!("queue {name}");
+        let mut s = self.scope.new_sub_scope(name);
+        let h: Output = ops::VarHandleOp::new()
+            .dtype(DataType::Float)
+            .shape(tensorflow::Shape::from(Some(vec![Some(k), Some(d)])))
+            .shared_name(self.scope.get_unique_name_for_op(name))
+            .build(&mut s.with_op_name("var"))
+            .tf_ctx(ctx)?
+            .into();
+        let dims = ops::constant(&[k, d][..], &mut s).tf_ctx(ctx)?;
+        let seed = self.next_seed();
+        let r: Output = ops::RandomStandardNormal::new()
+            .dtype(DataType::Float)
+            .seed(self.seed)
+            .seed2(seed)
+            .build(dims, &mut s)
+            .tf_ctx(ctx)?
+            .into();
+        let r = super::simclr::l2_normalize(&mut s, r)?;
+        self.init_ops
+            .push(ops::assign_variable_op(h.clone(), r, &mut s).tf_ctx(ctx)?);
+        Ok(h)
+    }
+}
