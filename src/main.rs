@@ -95,7 +95,8 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Pretext head: dae (denoising autoencoder), simclr (contrastive, two augmented views) or
-    /// rotation (4-way rotation prediction) or moco (MoCo v2: momentum encoder + queue).
+    /// rotation (4-way rotation prediction), moco (MoCo v2: momentum encoder + queue), byol
+    /// (momentum target, predictor) or simsiam (byol with momentum 0).
     #[arg(long, value_enum, default_value = "dae")]
     head: HeadKind,
     /// MoCo: keys in the queue (a multiple of --batch).
@@ -133,6 +134,8 @@ enum HeadKind {
     Simclr,
     Rotation,
     Moco,
+    Byol,
+    Simsiam,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -223,6 +226,11 @@ fn train(a: TrainArgs) -> Result<(), Error> {
             },
         }),
         HeadKind::Rotation => HeadConfig::Rotation(Default::default()),
+        HeadKind::Byol => HeadConfig::Byol(Default::default()),
+        HeadKind::Simsiam => HeadConfig::Byol(pretext::heads::ByolConfig {
+            momentum: 0.0,
+            ..Default::default()
+        }),
         HeadKind::Moco => HeadConfig::Moco(pretext::heads::MocoConfig {
             temperature: a.temperature,
             queue_size: a.queue_size,

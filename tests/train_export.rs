@@ -94,6 +94,23 @@ fn rotation_loss_falls_on_mobilenet_v2_035() {
 }
 
 #[test]
+fn byol_loss_falls_and_only_the_online_network_learns() {
+    let mut c = cfg("mobilenet_v2_035", 1);
+    c.head = pretext::heads::HeadConfig::Byol(Default::default());
+    let t = Trainer::new(&c).unwrap();
+    assert!(t.param_names.iter().all(|n| !n.contains("momentum")));
+    assert_eq!(t.trained_vars, 156);
+    let (first, last) = first_last(
+        "mobilenet_v2_035",
+        pretext::heads::HeadConfig::Byol(Default::default()),
+        16,
+        50,
+    );
+    println!("mobilenet_v2_035: BYOL loss first-10 mean {first:.4}, last-10 mean {last:.4}");
+    assert!(last < first, "BYOL loss did not fall: {first} → {last}");
+}
+
+#[test]
 fn simclr_is_fed_two_views_and_no_clean_batch() {
     let mut c = cfg("tiny_cnn", 1);
     c.head = pretext::heads::HeadConfig::Simclr(Default::default());

@@ -1,6 +1,7 @@
 //! Pretext heads: self-supervised losses built as graph ops on towers of the inlined backbone.
 //! Each head is one file behind the `Head` trait; `HeadBuilder` gives heads towers, layers and
 //! variables without them knowing how the backbone was inlined.
+pub mod byol;
 pub mod dae;
 pub mod moco;
 pub mod momentum;
@@ -13,6 +14,7 @@ use crate::error::{Error, Result, TfContext};
 use crate::graph::{FlatGraph, Tower};
 use crate::savedmodel::Loaded;
 
+pub use byol::ByolConfig;
 pub use dae::DaeConfig;
 pub use moco::MocoConfig;
 pub use rotation::RotationConfig;
@@ -26,6 +28,7 @@ pub enum HeadConfig {
     Simclr(SimclrConfig),
     Rotation(RotationConfig),
     Moco(MocoConfig),
+    Byol(ByolConfig),
 }
 
 impl Default for HeadConfig {
@@ -42,6 +45,7 @@ impl HeadConfig {
             HeadConfig::Simclr(c) => c,
             HeadConfig::Rotation(c) => c,
             HeadConfig::Moco(c) => c,
+            HeadConfig::Byol(c) => c,
         }
     }
 
@@ -49,6 +53,7 @@ impl HeadConfig {
     pub fn validate(&self, batch: usize) -> Result<()> {
         match self {
             HeadConfig::Moco(c) => c.validate(batch),
+            HeadConfig::Byol(c) => c.validate(),
             HeadConfig::Dae(c) => c.validate(),
             HeadConfig::Simclr(c) => c.validate(),
             HeadConfig::Rotation(_) => Ok(()),
@@ -166,26 +171,7 @@ impl<'m> HeadBuilder<'m> {
     pub fn batch_norm(&mut self, name: &str, x: Output, width: i64) -> Result<Output> {
         let gamma = self.variable(&format!("{name}/gamma"), &[width], None)?;
         let beta = self.variable(&format!("{name}/beta"), &[width], None)?;
-        let ctx = || format!("batch norm {name}");
-        let s = &mut self.scope;
-        let axis = ops::constant(&[0i32][..], s).tf_ctx(ctx)?;
-        let m = ops::Mean::new()
-            .keep_dims(true)
-            .build(x.clone(), axis.clone(), s)
-            .tf_ctx(ctx)?;
-        let d = ops::sub(x, m, s).tf_ctx(ctx)?;
-        let sq = ops::square(d.clone(), s).tf_ctx(ctx)?;
-        let v = ops::Mean::new()
-            .keep_dims(true)
-            .build(sq, axis, s)
-            .tf_ctx(ctx)?;
-        let v = ops::add(v, ops::constant(1e-3f32, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
-        let r = ops::rsqrt(v, s).tf_ctx(ctx)?;
-        let y = ops::mul(d, r, s).tf_ctx(ctx)?;
-        let one = ops::constant(1.0f32, s).tf_ctx(ctx)?;
-        let g = ops::add(gamma, one, s).tf_ctx(ctx)?;
-        let y = ops::mul(y, g, s).tf_ctx(ctx)?;
-        Ok(ops::add(y, beta, s).tf_ctx(ctx)?.into())
+        normalize(&mut self.scope, x, gamma, beta)
     }
 
     /// A fresh op-level seed (deterministic given the experiment seed).
@@ -380,6 +366,29 @@ impl<'m> HeadBuilder<'m> {
             .ok()
             .and_then(|s| s.dims())
     }
+}
+
+/// Batch normalisation of `x` over axis 0 with batch statistics, scale `1 + gamma` and offset
+/// `beta` (gamma is stored as an offset from 1 so that zero-initialised variables start at 1).
+pub fn normalize(s: &mut Scope, x: Output, gamma: Output, beta: Output) -> Result<Output> {
+    let ctx = || "batch normalisation".to_string();
+    let axis = ops::constant(&[0i32][..], s).tf_ctx(ctx)?;
+    let m = ops::Mean::new()
+        .keep_dims(true)
+        .build(x.clone(), axis.clone(), s)
+        .tf_ctx(ctx)?;
+    let d = ops::sub(x, m, s).tf_ctx(ctx)?;
+    let sq = ops::square(d.clone(), s).tf_ctx(ctx)?;
+    let v = ops::Mean::new()
+        .keep_dims(true)
+        .build(sq, axis, s)
+        .tf_ctx(ctx)?;
+    let v = ops::add(v, ops::constant(1e-3f32, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
+    let r = ops::rsqrt(v, s).tf_ctx(ctx)?;
+    let y = ops::mul(d, r, s).tf_ctx(ctx)?;
+    let g = ops::add(gamma, ops::constant(1.0f32, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
+    let y = ops::mul(y, g, s).tf_ctx(ctx)?;
+    Ok(ops::add(y, beta, s).tf_ctx(ctx)?.into())
 }
 
 /// `ConcatV2` of `xs` along `axis` (the crate's generated builders cannot take list inputs).
