@@ -99,6 +99,9 @@ struct TrainArgs {
     /// (momentum target, predictor) or simsiam (byol with momentum 0).
     #[arg(long, value_enum, default_value = "dae")]
     head: HeadKind,
+    /// Multi-task instead of --head: "KIND=WEIGHT,…" (e.g. "dae=1,rotation=0.5").
+    #[arg(long)]
+    multi: Option<String>,
     /// MoCo: keys in the queue (a multiple of --batch).
     #[arg(long, default_value_t = 4096)]
     queue_size: i64,
@@ -241,6 +244,9 @@ fn train(a: TrainArgs) -> Result<(), Error> {
             ..Default::default()
         }),
     };
+    if let Some(spec) = &a.multi {
+        cfg.head = HeadConfig::Multi(pretext::heads::MultiConfig::parse(spec)?);
+    }
     cfg.optimizer.weight_decay = a.weight_decay;
     if let Some(e) = &a.export {
         if e.join("1").exists() && !e.is_dir() {

@@ -111,6 +111,31 @@ fn byol_loss_falls_and_only_the_online_network_learns() {
 }
 
 #[test]
+fn multi_task_feeds_the_union_of_views_and_its_loss_falls() {
+    let mut c = cfg("tiny_cnn", 1);
+    c.head = pretext::heads::HeadConfig::Multi(
+        pretext::heads::MultiConfig::parse("dae=1,simclr=0.5").unwrap(),
+    );
+    assert_eq!(
+        Trainer::new(&c).unwrap().feeds.len(),
+        3,
+        "clean batch + two augmented views"
+    );
+    let multi = pretext::heads::HeadConfig::Multi(
+        pretext::heads::MultiConfig::parse("dae=1,rotation=0.5").unwrap(),
+    );
+    let (first, last) = first_last("mobilenet_v2_035", multi, 16, 30);
+    assert!(
+        last < first,
+        "multi-task loss did not fall: {first} → {last}"
+    );
+    assert!(pretext::heads::MultiConfig::parse("dae=1,jigsaw=2")
+        .unwrap_err()
+        .to_string()
+        .contains("unknown head kind 'jigsaw'"));
+}
+
+#[test]
 fn simclr_is_fed_two_views_and_no_clean_batch() {
     let mut c = cfg("tiny_cnn", 1);
     c.head = pretext::heads::HeadConfig::Simclr(Default::default());

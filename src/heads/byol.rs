@@ -156,10 +156,10 @@ impl Head for ByolConfig {
         Ok(HeadOutput {
             loss: loss.clone(),
             summaries: vec![("loss/byol".into(), loss)],
-            ema: Some(Ema {
+            ema: vec![Ema {
                 momentum: self.momentum,
                 pairs,
-            }),
+            }],
             post_assign: Vec::new(),
         })
     }

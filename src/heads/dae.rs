@@ -261,7 +261,7 @@ impl Head for DaeConfig {
         Ok(HeadOutput {
             loss: loss.clone(),
             summaries: vec![("loss/dae".into(), loss)],
-            ema: None,
+            ema: Vec::new(),
             post_assign: Vec::new(),
         })
     }

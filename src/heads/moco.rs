@@ -193,10 +193,10 @@ impl Head for MocoConfig {
         Ok(HeadOutput {
             loss: loss.clone(),
             summaries: vec![("loss/moco".into(), loss)],
-            ema: Some(Ema {
+            ema: vec![Ema {
                 momentum: self.momentum,
                 pairs,
-            }),
+            }],
             post_assign: vec![(queue, next_queue)],
         })
     }

@@ -5,6 +5,7 @@ pub mod byol;
 pub mod dae;
 pub mod moco;
 pub mod momentum;
+pub mod multi;
 pub mod rotation;
 pub mod simclr;
 
@@ -17,6 +18,7 @@ use crate::savedmodel::Loaded;
 pub use byol::ByolConfig;
 pub use dae::DaeConfig;
 pub use moco::MocoConfig;
+pub use multi::{MultiConfig, WeightedHead};
 pub use rotation::RotationConfig;
 pub use simclr::SimclrConfig;
 
@@ -29,6 +31,7 @@ pub enum HeadConfig {
     Rotation(RotationConfig),
     Moco(MocoConfig),
     Byol(ByolConfig),
+    Multi(MultiConfig),
 }
 
 impl Default for HeadConfig {
@@ -46,6 +49,7 @@ impl HeadConfig {
             HeadConfig::Rotation(c) => c,
             HeadConfig::Moco(c) => c,
             HeadConfig::Byol(c) => c,
+            HeadConfig::Multi(c) => c,
         }
     }
 
@@ -54,6 +58,7 @@ impl HeadConfig {
         match self {
             HeadConfig::Moco(c) => c.validate(batch),
             HeadConfig::Byol(c) => c.validate(),
+            HeadConfig::Multi(c) => c.validate(batch),
             HeadConfig::Dae(c) => c.validate(),
             HeadConfig::Simclr(c) => c.validate(),
             HeadConfig::Rotation(_) => Ok(()),
@@ -75,7 +80,7 @@ pub struct HeadOutput {
     /// Scalars worth logging, by tag.
     pub summaries: Vec<(String, Output)>,
     /// Momentum targets to move after each optimizer step.
-    pub ema: Option<momentum::Ema>,
+    pub ema: Vec<momentum::Ema>,
     /// (variable handle, new value) assignments after each optimizer step (e.g. a queue).
     pub post_assign: Vec<(Output, Output)>,
 }

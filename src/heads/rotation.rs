@@ -103,7 +103,7 @@ impl Head for RotationConfig {
                 ("loss/rotation".into(), loss),
                 ("rotation/accuracy".into(), acc),
             ],
-            ema: None,
+            ema: Vec::new(),
             post_assign: Vec::new(),
         })
     }

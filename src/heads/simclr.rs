@@ -183,7 +183,7 @@ impl Head for SimclrConfig {
         Ok(HeadOutput {
             loss: loss.clone(),
             summaries: vec![("loss/simclr".into(), loss)],
-            ema: None,
+            ema: Vec::new(),
             post_assign: Vec::new(),
         })
     }

@@ -142,7 +142,7 @@ pub fn image_spec(sig: &Signature, size: Option<u32>, range: (f32, f32)) -> Resu
 fn post_step_ops(
     model: &mut Loaded,
     opt: &Optimizer,
-    ema: Option<&crate::heads::momentum::Ema>,
+    ema: &[crate::heads::momentum::Ema],
     assign: &[(Output, Output)],
 ) -> Result<Vec<tensorflow::Operation>> {
     let ctx = || "post-step updates".to_string();
@@ -151,7 +151,7 @@ fn post_step_ops(
         .new_sub_scope("pretext/post_step")
         .with_control_dependencies(std::slice::from_ref(&opt.train_op));
     let mut ops_out = Vec::new();
-    if let Some(e) = ema {
+    for e in ema {
         let m: Output = ops::constant(e.momentum, &mut s).tf_ctx(ctx)?.into();
         let one_m: Output = ops::constant(1.0 - e.momentum, &mut s).tf_ctx(ctx)?.into();
         for (target, online) in &e.pairs {
@@ -360,7 +360,7 @@ impl Trainer {
             cfg.optimizer
                 .init(&mut s, &params, &[loss.operation.clone()])?
         };
-        let post_step = post_step_ops(&mut model, &optimizer, ema.as_ref(), &post_assign)?;
+        let post_step = post_step_ops(&mut model, &optimizer, &ema, &post_assign)?;
         bn_updates.extend(post_step);
         let param_names = params.iter().map(|p| p.name.clone()).collect();
         let mut run = SessionRunArgs::new();
