@@ -96,12 +96,15 @@ struct TrainArgs {
     seed: u64,
     /// Pretext head: dae (denoising autoencoder), simclr (contrastive, two augmented views) or
     /// rotation (4-way rotation prediction), moco (MoCo v2: momentum encoder + queue), byol
-    /// (momentum target, predictor) or simsiam (byol with momentum 0).
+    /// (momentum target, predictor), simsiam (byol with momentum 0) or inpaint (masked block).
     #[arg(long, value_enum, default_value = "dae")]
     head: HeadKind,
     /// Multi-task instead of --head: "KIND=WEIGHT,…" (e.g. "dae=1,rotation=0.5").
     #[arg(long)]
     multi: Option<String>,
+    /// Inpainting: fraction of each image hidden (one random block).
+    #[arg(long, default_value_t = 0.25)]
+    mask_ratio: f32,
     /// MoCo: keys in the queue (a multiple of --batch).
     #[arg(long, default_value_t = 4096)]
     queue_size: i64,
@@ -139,6 +142,7 @@ enum HeadKind {
     Moco,
     Byol,
     Simsiam,
+    Inpaint,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -230,6 +234,10 @@ fn train(a: TrainArgs) -> Result<(), Error> {
         }),
         HeadKind::Rotation => HeadConfig::Rotation(Default::default()),
         HeadKind::Byol => HeadConfig::Byol(Default::default()),
+        HeadKind::Inpaint => HeadConfig::Inpaint(pretext::heads::InpaintConfig {
+            mask_ratio: a.mask_ratio,
+            ..Default::default()
+        }),
         HeadKind::Simsiam => HeadConfig::Byol(pretext::heads::ByolConfig {
             momentum: 0.0,
             ..Default::default()

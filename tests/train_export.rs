@@ -136,6 +136,21 @@ fn multi_task_feeds_the_union_of_views_and_its_loss_falls() {
 }
 
 #[test]
+fn inpainting_loss_falls_on_mobilenet_v2_035() {
+    let (first, last) = first_last(
+        "mobilenet_v2_035",
+        pretext::heads::HeadConfig::Inpaint(Default::default()),
+        16,
+        50,
+    );
+    println!("mobilenet_v2_035: inpainting loss first-10 mean {first:.4}, last-10 mean {last:.4}");
+    assert!(
+        last < 0.9 * first,
+        "inpainting loss did not fall: {first} → {last}"
+    );
+}
+
+#[test]
 fn simclr_is_fed_two_views_and_no_clean_batch() {
     let mut c = cfg("tiny_cnn", 1);
     c.head = pretext::heads::HeadConfig::Simclr(Default::default());

@@ -138,7 +138,46 @@ pub fn corrupt(
     Ok(y)
 }
 
+/// `x` resized (area) to t×t and mapped from `range` to [0, 1]: what decoders reconstruct.
+pub fn small_target(s: &mut Scope, x: Output, t: i64, range: (f32, f32)) -> Result<Output> {
+    let ctx = || "reconstruction target".to_string();
+    let (lo, hi) = range;
+    let size = ops::constant(&[t as i32, t as i32][..], s).tf_ctx(ctx)?;
+    let target = ops::resize_area(x, size, s).tf_ctx(ctx)?;
+    let target = ops::sub(target, ops::constant(lo, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
+    Ok(
+        ops::mul(target, ops::constant(1.0 / (hi - lo), s).tf_ctx(ctx)?, s)
+            .tf_ctx(ctx)?
+            .into(),
+    )
+}
+
 impl DaeConfig {
+    /// A t×t×c reconstruction in [0, 1] from the backbone output `e` with the configured
+    /// decoder (see `Decoder`).
+    pub fn reconstruct(&self, b: &mut HeadBuilder, e: Output, t: i64, c: i64) -> Result<Output> {
+        let fmap = match self.decoder {
+            Decoder::Dense => None,
+            // Auto: conv only where the output is a parameter-free pooling of the map, so the
+            // head trains every layer the signature uses.
+            Decoder::Auto => b.feature_map(&e).filter(|(_, between)| !between).map(|(f, _)| f),
+            Decoder::Conv => Some(b.feature_map(&e).map(|(f, _)| f).ok_or_else(|| {
+                Error::config("head.decoder", "conv needs a spatial feature map near the backbone output; this model has none (use dense)")
+            })?),
+        };
+        match &fmap {
+            Some(f) => log::info!(
+                "conv decoder from feature map '{}'",
+                f.operation.name().unwrap_or_default()
+            ),
+            None => log::info!("dense decoder from the embedding"),
+        }
+        match fmap {
+            Some(f) => self.conv_decoder(b, f, t, c),
+            None => self.dense_decoder(b, e, t, c),
+        }
+    }
+
     /// Dense layers from the embedding (feature maps average-pooled) to a t×t×c image.
     fn dense_decoder(
         &self,
@@ -227,32 +266,9 @@ impl Head for DaeConfig {
         )?;
         let e = b.tower(noisy)?;
         let t = self.target_size;
-        let fmap = match self.decoder {
-            Decoder::Dense => None,
-            // Auto: conv only where the output is a parameter-free pooling of the map, so the
-            // head trains every layer the signature uses.
-            Decoder::Auto => b.feature_map(&e).filter(|(_, between)| !between).map(|(f, _)| f),
-            Decoder::Conv => Some(b.feature_map(&e).map(|(f, _)| f).ok_or_else(|| {
-                Error::config("head.decoder", "conv needs a spatial feature map near the backbone output; this model has none (use dense)")
-            })?),
-        };
-        match &fmap {
-            Some(f) => log::info!(
-                "dae: conv decoder from feature map '{}'",
-                f.operation.name().unwrap_or_default()
-            ),
-            None => log::info!("dae: dense decoder from the embedding"),
-        }
-        let r: tensorflow::Output = match fmap {
-            Some(f) => self.conv_decoder(b, f, t, channels)?,
-            None => self.dense_decoder(b, e, t, channels)?,
-        };
+        let r = self.reconstruct(b, e, t, channels)?;
         let s = &mut b.scope;
-        let size = ops::constant(&[t as i32, t as i32][..], s).tf_ctx(ctx)?;
-        let target = ops::resize_area(x, size, s).tf_ctx(ctx)?;
-        let target = ops::sub(target, ops::constant(lo, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
-        let target =
-            ops::mul(target, ops::constant(1.0 / (hi - lo), s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
+        let target = small_target(s, x, t, (lo, hi))?;
         let sq = ops::squared_difference(r, target, s).tf_ctx(ctx)?;
         let all = ops::constant(&[0i32, 1, 2, 3][..], s).tf_ctx(ctx)?;
         let loss: tensorflow::Output = ops::mean(sq, all, &mut s.with_op_name("dae_loss"))

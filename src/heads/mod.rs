@@ -3,6 +3,7 @@
 //! variables without them knowing how the backbone was inlined.
 pub mod byol;
 pub mod dae;
+pub mod inpaint;
 pub mod moco;
 pub mod momentum;
 pub mod multi;
@@ -17,6 +18,7 @@ use crate::savedmodel::Loaded;
 
 pub use byol::ByolConfig;
 pub use dae::DaeConfig;
+pub use inpaint::InpaintConfig;
 pub use moco::MocoConfig;
 pub use multi::{MultiConfig, WeightedHead};
 pub use rotation::RotationConfig;
@@ -31,6 +33,7 @@ pub enum HeadConfig {
     Rotation(RotationConfig),
     Moco(MocoConfig),
     Byol(ByolConfig),
+    Inpaint(InpaintConfig),
     Multi(MultiConfig),
 }
 
@@ -49,6 +52,7 @@ impl HeadConfig {
             HeadConfig::Rotation(c) => c,
             HeadConfig::Moco(c) => c,
             HeadConfig::Byol(c) => c,
+            HeadConfig::Inpaint(c) => c,
             HeadConfig::Multi(c) => c,
         }
     }
@@ -58,6 +62,7 @@ impl HeadConfig {
         match self {
             HeadConfig::Moco(c) => c.validate(batch),
             HeadConfig::Byol(c) => c.validate(),
+            HeadConfig::Inpaint(c) => c.validate(),
             HeadConfig::Multi(c) => c.validate(batch),
             HeadConfig::Dae(c) => c.validate(),
             HeadConfig::Simclr(c) => c.validate(),

@@ -37,11 +37,12 @@ impl MultiConfig {
                 "rotation" => HeadConfig::Rotation(Default::default()),
                 "moco" => HeadConfig::Moco(Default::default()),
                 "byol" => HeadConfig::Byol(Default::default()),
+                "inpaint" => HeadConfig::Inpaint(Default::default()),
                 k => {
                     return Err(Error::config(
                         "--multi",
                         format!(
-                            "unknown head kind '{k}' (valid: dae, simclr, rotation, moco, byol)"
+                            "unknown head kind '{k}' (valid: dae, simclr, rotation, moco, byol, inpaint)"
                         ),
                     ))
                 }
