@@ -77,14 +77,7 @@ pub fn mask(
     seeds: (i64, i64),
 ) -> Result<Output> {
     let ctx = || "building the inpainting mask".to_string();
-    let shape = ops::shape(x.clone(), s).tf_ctx(ctx)?;
-    let (b0, b1) = (
-        ops::constant(&[0i32][..], s).tf_ctx(ctx)?,
-        ops::constant(&[1i32][..], s).tf_ctx(ctx)?,
-    );
-    let n = ops::StridedSlice::new()
-        .build(shape, b0, b1.clone(), b1, s)
-        .tf_ctx(ctx)?;
+    let n = super::batch_dims(s, x.clone())?;
     let dims = |s: &mut Scope, rest: &[i32]| -> Result<Output> {
         let r = ops::constant(rest, s).tf_ctx(ctx)?;
         super::concat(s, &[n.clone().into(), r.into()], 0)

@@ -6,7 +6,7 @@ use tensorflow::{ops, DataType, Output, Scope};
 
 use super::momentum::Ema;
 use super::simclr::l2_normalize;
-use super::{concat, Activation, Head, HeadBuilder, HeadOutput};
+use super::{batch_dims, concat, xent_mean, Activation, Head, HeadBuilder, HeadOutput};
 use crate::error::{Error, Result, TfContext};
 
 /// MoCo v2 settings.
@@ -154,37 +154,10 @@ impl Head for MocoConfig {
             s,
         )
         .tf_ctx(ctx)?;
-        let n = ops::shape(k.clone(), s).tf_ctx(ctx)?;
-        let (b0, b1) = (
-            ops::constant(&[0i32][..], s).tf_ctx(ctx)?,
-            ops::constant(&[1i32][..], s).tf_ctx(ctx)?,
-        );
-        let n = ops::StridedSlice::new()
-            .build(n, b0, b1.clone(), b1, s)
-            .tf_ctx(ctx)?;
+        let n = batch_dims(s, k.clone().into())?;
         let zeros = ops::fill(n, ops::constant(0i32, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
         let depth = ops::constant((self.queue_size + 1) as i32, s).tf_ctx(ctx)?;
-        let (on, off) = (
-            ops::constant(1.0f32, s).tf_ctx(ctx)?,
-            ops::constant(0.0f32, s).tf_ctx(ctx)?,
-        );
-        let onehot = ops::OneHot::new()
-            .build(zeros, depth, on, off, s)
-            .tf_ctx(ctx)?;
-        let xent = ops::SoftmaxCrossEntropyWithLogits::new()
-            .build(logits, onehot, s)
-            .tf_ctx(ctx)?;
-        let axes = ops::constant(&[0i32][..], s).tf_ctx(ctx)?;
-        let loss: Output = ops::mean(
-            Output {
-                operation: xent,
-                index: 0,
-            },
-            axes,
-            s,
-        )
-        .tf_ctx(ctx)?
-        .into();
+        let loss = xent_mean(s, logits.into(), zeros.into(), depth.into())?;
         // Enqueue this step's keys, dequeue the oldest.
         let grown = concat(s, &[k.into(), queued.into()], 0)?;
         let begin = ops::constant(&[0i32, 0][..], s).tf_ctx(ctx)?;

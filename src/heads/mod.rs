@@ -401,6 +401,47 @@ pub fn normalize(s: &mut Scope, x: Output, gamma: Output, beta: Output) -> Resul
     Ok(ops::add(y, beta, s).tf_ctx(ctx)?.into())
 }
 
+/// The batch size of `x` as a shape-[1] int32 tensor (`shape(x)[:1]`).
+pub fn batch_dims(s: &mut Scope, x: Output) -> Result<Output> {
+    let ctx = || "batch size".to_string();
+    let shape = ops::shape(x, s).tf_ctx(ctx)?;
+    let (b0, b1) = (
+        ops::constant(&[0i32][..], s).tf_ctx(ctx)?,
+        ops::constant(&[1i32][..], s).tf_ctx(ctx)?,
+    );
+    Ok(ops::StridedSlice::new()
+        .build(shape, b0, b1.clone(), b1, s)
+        .tf_ctx(ctx)?
+        .into())
+}
+
+/// Mean softmax cross entropy of `logits` against int32 class `labels` among `depth` classes
+/// (dense on one-hot labels: TF's C++ gradient registry has none for the sparse op).
+pub fn xent_mean(s: &mut Scope, logits: Output, labels: Output, depth: Output) -> Result<Output> {
+    let ctx = || "cross entropy".to_string();
+    let (on, off) = (
+        ops::constant(1.0f32, s).tf_ctx(ctx)?,
+        ops::constant(0.0f32, s).tf_ctx(ctx)?,
+    );
+    let onehot = ops::OneHot::new()
+        .build(labels, depth, on, off, s)
+        .tf_ctx(ctx)?;
+    let xent = ops::SoftmaxCrossEntropyWithLogits::new()
+        .build(logits, onehot, s)
+        .tf_ctx(ctx)?;
+    let axes = ops::constant(&[0i32][..], s).tf_ctx(ctx)?;
+    Ok(ops::mean(
+        Output {
+            operation: xent,
+            index: 0,
+        },
+        axes,
+        s,
+    )
+    .tf_ctx(ctx)?
+    .into())
+}
+
 /// `ConcatV2` of `xs` along `axis` (the crate's generated builders cannot take list inputs).
 pub fn concat(s: &mut Scope, xs: &[Output], axis: i32) -> Result<Output> {
     let ctx = || "concatenating tensors".to_string();

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tensorflow::{ops, Output, Scope};
 
-use super::{concat, Activation, Head, HeadBuilder, HeadOutput};
+use super::{batch_dims, concat, xent_mean, Activation, Head, HeadBuilder, HeadOutput};
 use crate::error::{Error, Result, TfContext};
 
 /// Rotation-prediction settings (nothing to tune but the weight of the head in a multi-task sum).
@@ -47,46 +47,16 @@ impl Head for RotationConfig {
         let d = b.static_dim(&e, 1)?;
         let logits = b.dense("rotation/classifier", e, d, 4, Activation::Linear)?;
         let s = &mut b.scope;
-        let shape = ops::shape(x, s).tf_ctx(ctx)?;
-        let (b0, b1) = (
-            ops::constant(&[0i32][..], s).tf_ctx(ctx)?,
-            ops::constant(&[1i32][..], s).tf_ctx(ctx)?,
-        );
-        let n: Output = ops::StridedSlice::new()
-            .shrink_axis_mask(1)
-            .build(shape, b0, b1.clone(), b1, s)
-            .tf_ctx(ctx)?
-            .into();
+        let dims = batch_dims(s, x)?;
         let mut labels = Vec::new();
         for k in 0..4i32 {
             let v = ops::constant(k, s).tf_ctx(ctx)?;
-            let dims = ops::reshape(n.clone(), ops::constant(&[1i32][..], s).tf_ctx(ctx)?, s)
-                .tf_ctx(ctx)?;
-            labels.push(ops::fill(dims, v, s).tf_ctx(ctx)?.into());
+            labels.push(ops::fill(dims.clone(), v, s).tf_ctx(ctx)?.into());
         }
         let labels = concat(s, &labels, 0)?;
         let depth = ops::constant(4i32, s).tf_ctx(ctx)?;
-        let (on, off) = (
-            ops::constant(1.0f32, s).tf_ctx(ctx)?,
-            ops::constant(0.0f32, s).tf_ctx(ctx)?,
-        );
-        let onehot = ops::OneHot::new()
-            .build(labels.clone(), depth, on, off, s)
-            .tf_ctx(ctx)?;
-        let xent = ops::SoftmaxCrossEntropyWithLogits::new()
-            .build(logits.clone(), onehot, s)
-            .tf_ctx(ctx)?;
+        let loss = xent_mean(s, logits.clone(), labels.clone(), depth.into())?;
         let axes = ops::constant(&[0i32][..], s).tf_ctx(ctx)?;
-        let loss: Output = ops::mean(
-            Output {
-                operation: xent,
-                index: 0,
-            },
-            axes.clone(),
-            s,
-        )
-        .tf_ctx(ctx)?
-        .into();
         let pred = ops::ArgMax::new()
             .output_type(tensorflow::DataType::Int32)
             .build(logits, ops::constant(1i32, s).tf_ctx(ctx)?, s)

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tensorflow::{ops, Output, Scope};
 
-use super::{concat, Activation, Head, HeadBuilder, HeadOutput};
+use super::{batch_dims, concat, xent_mean, Activation, Head, HeadBuilder, HeadOutput};
 use crate::error::{Error, Result, TfContext};
 
 /// SimCLR settings.
@@ -82,7 +82,7 @@ pub fn nt_xent(s: &mut Scope, z1: Output, z2: Output, temperature: f32) -> Resul
     let ctx = || "building the NT-Xent loss".to_string();
     let zero = scalar(0i32, s)?;
     let one = scalar(1i32, s)?;
-    let shape = ops::shape(z1.clone(), s).tf_ctx(ctx)?;
+    let n_dims = batch_dims(s, z1.clone())?;
     let z = concat(s, &[z1, z2], 0)?;
     let z = l2_normalize(s, z)?;
     let sim = ops::MatMul::new()
@@ -90,40 +90,18 @@ pub fn nt_xent(s: &mut Scope, z1: Output, z2: Output, temperature: f32) -> Resul
         .build(z.clone(), z, s)
         .tf_ctx(ctx)?;
     let sim = ops::mul(sim, scalar(1.0 / temperature, s)?, s).tf_ctx(ctx)?;
-    let (b0, b1) = (ints(&[0], s)?, ints(&[1], s)?);
-    let n: Output = ops::StridedSlice::new()
-        .shrink_axis_mask(1)
-        .build(shape, b0, b1.clone(), b1.clone(), s)
-        .tf_ctx(ctx)?
-        .into();
+    let scalar_shape = ints(&[], s)?;
+    let n: Output = ops::reshape(n_dims, scalar_shape, s).tf_ctx(ctx)?.into();
     let two_n: Output = ops::mul(n.clone(), scalar(2i32, s)?, s).tf_ctx(ctx)?.into();
-    let dims = ops::reshape(two_n.clone(), b1, s).tf_ctx(ctx)?;
+    let one_dim = ints(&[1], s)?;
+    let dims = ops::reshape(two_n.clone(), one_dim, s).tf_ctx(ctx)?;
     let big = ops::fill(dims, scalar(1e9f32, s)?, s).tf_ctx(ctx)?;
     let mask = ops::MatrixDiag::new().build(big, s).tf_ctx(ctx)?;
     let logits = ops::sub(sim, mask, s).tf_ctx(ctx)?;
     let partners_of_first = ops::range(n.clone(), two_n.clone(), one.clone(), s).tf_ctx(ctx)?;
     let partners_of_second = ops::range(zero.clone(), n, one, s).tf_ctx(ctx)?;
     let labels = concat(s, &[partners_of_first.into(), partners_of_second.into()], 0)?;
-    // Dense cross entropy on one-hot labels: TF's C++ gradient registry has no gradient for
-    // the sparse variant.
-    let (on, off) = (scalar(1.0f32, s)?, scalar(0.0f32, s)?);
-    let onehot = ops::OneHot::new()
-        .build(labels, two_n, on, off, s)
-        .tf_ctx(ctx)?;
-    let xent = ops::SoftmaxCrossEntropyWithLogits::new()
-        .build(logits, onehot, s)
-        .tf_ctx(ctx)?;
-    let axes = ints(&[0], s)?;
-    Ok(ops::mean(
-        Output {
-            operation: xent,
-            index: 0,
-        },
-        axes,
-        s,
-    )
-    .tf_ctx(ctx)?
-    .into())
+    xent_mean(s, logits.into(), labels, two_n)
 }
 
 impl Head for SimclrConfig {
