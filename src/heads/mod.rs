@@ -4,6 +4,7 @@
 pub mod byol;
 pub mod dae;
 pub mod inpaint;
+mod layers;
 pub mod moco;
 pub mod momentum;
 pub mod multi;
@@ -19,6 +20,8 @@ use crate::savedmodel::Loaded;
 pub use byol::ByolConfig;
 pub use dae::DaeConfig;
 pub use inpaint::InpaintConfig;
+use layers::activate;
+pub use layers::{batch_dims, concat, normalize, xent_mean, Activation};
 pub use moco::MocoConfig;
 pub use multi::{MultiConfig, WeightedHead};
 pub use rotation::RotationConfig;
@@ -376,101 +379,4 @@ impl<'m> HeadBuilder<'m> {
             .ok()
             .and_then(|s| s.dims())
     }
-}
-
-/// Batch normalisation of `x` over axis 0 with batch statistics, scale `1 + gamma` and offset
-/// `beta` (gamma is stored as an offset from 1 so that zero-initialised variables start at 1).
-pub fn normalize(s: &mut Scope, x: Output, gamma: Output, beta: Output) -> Result<Output> {
-    let ctx = || "batch normalisation".to_string();
-    let axis = ops::constant(&[0i32][..], s).tf_ctx(ctx)?;
-    let m = ops::Mean::new()
-        .keep_dims(true)
-        .build(x.clone(), axis.clone(), s)
-        .tf_ctx(ctx)?;
-    let d = ops::sub(x, m, s).tf_ctx(ctx)?;
-    let sq = ops::square(d.clone(), s).tf_ctx(ctx)?;
-    let v = ops::Mean::new()
-        .keep_dims(true)
-        .build(sq, axis, s)
-        .tf_ctx(ctx)?;
-    let v = ops::add(v, ops::constant(1e-3f32, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
-    let r = ops::rsqrt(v, s).tf_ctx(ctx)?;
-    let y = ops::mul(d, r, s).tf_ctx(ctx)?;
-    let g = ops::add(gamma, ops::constant(1.0f32, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
-    let y = ops::mul(y, g, s).tf_ctx(ctx)?;
-    Ok(ops::add(y, beta, s).tf_ctx(ctx)?.into())
-}
-
-/// The batch size of `x` as a shape-[1] int32 tensor (`shape(x)[:1]`).
-pub fn batch_dims(s: &mut Scope, x: Output) -> Result<Output> {
-    let ctx = || "batch size".to_string();
-    let shape = ops::shape(x, s).tf_ctx(ctx)?;
-    let (b0, b1) = (
-        ops::constant(&[0i32][..], s).tf_ctx(ctx)?,
-        ops::constant(&[1i32][..], s).tf_ctx(ctx)?,
-    );
-    Ok(ops::StridedSlice::new()
-        .build(shape, b0, b1.clone(), b1, s)
-        .tf_ctx(ctx)?
-        .into())
-}
-
-/// Mean softmax cross entropy of `logits` against int32 class `labels` among `depth` classes
-/// (dense on one-hot labels: TF's C++ gradient registry has none for the sparse op).
-pub fn xent_mean(s: &mut Scope, logits: Output, labels: Output, depth: Output) -> Result<Output> {
-    let ctx = || "cross entropy".to_string();
-    let (on, off) = (
-        ops::constant(1.0f32, s).tf_ctx(ctx)?,
-        ops::constant(0.0f32, s).tf_ctx(ctx)?,
-    );
-    let onehot = ops::OneHot::new()
-        .build(labels, depth, on, off, s)
-        .tf_ctx(ctx)?;
-    let xent = ops::SoftmaxCrossEntropyWithLogits::new()
-        .build(logits, onehot, s)
-        .tf_ctx(ctx)?;
-    let axes = ops::constant(&[0i32][..], s).tf_ctx(ctx)?;
-    Ok(ops::mean(
-        Output {
-            operation: xent,
-            index: 0,
-        },
-        axes,
-        s,
-    )
-    .tf_ctx(ctx)?
-    .into())
-}
-
-/// `ConcatV2` of `xs` along `axis` (the crate's generated builders cannot take list inputs).
-pub fn concat(s: &mut Scope, xs: &[Output], axis: i32) -> Result<Output> {
-    let ctx = || "concatenating tensors".to_string();
-    let axis: Output = ops::constant(axis, s).tf_ctx(ctx)?.into();
-    let name = s.get_unique_name_for_op("concat");
-    let mut g = s.graph_mut();
-    let mut d = g
-        .new_operation("ConcatV2", &name)
-        .map_err(|e| Error::graph(&name, e.to_string()))?;
-    d.add_input_list(xs);
-    d.add_input(axis);
-    Ok(Output {
-        operation: d.finish().tf_ctx(ctx)?,
-        index: 0,
-    })
-}
-
-fn activate(y: Output, act: Activation, s: &mut Scope, ctx: &dyn Fn() -> String) -> Result<Output> {
-    Ok(match act {
-        Activation::Linear => y,
-        Activation::Relu => ops::relu(y, s).tf_ctx(ctx)?.into(),
-        Activation::Sigmoid => ops::sigmoid(y, s).tf_ctx(ctx)?.into(),
-    })
-}
-
-/// Layer activations heads use.
-#[derive(Debug, Clone, Copy)]
-pub enum Activation {
-    Linear,
-    Relu,
-    Sigmoid,
 }

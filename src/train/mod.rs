@@ -1,142 +1,22 @@
 //! The training loop: inline the backbone, attach a pretext head, differentiate, optimize,
 //! and step the session with batches of unlabeled images.
+mod config;
 pub mod select;
-use std::path::PathBuf;
+
+pub use config::{image_spec, TrainConfig};
 use std::time::Instant;
 
 use tensorflow::{ops, DataType, Output, SessionRunArgs, Shape, Tensor};
 
 use crate::autodiff;
-use crate::data::augment::AugmentConfig;
 use crate::data::{Batches, ImageFolder, ImageSpec};
 use crate::data::{ViewBatch, ViewPlan};
 use crate::error::{Error, Result, TfContext};
 use crate::graph::bn::BnMode;
 use crate::graph::{self, inline_signature, FlatGraph};
-use crate::heads::{HeadBuilder, HeadConfig};
-use crate::optim::{Optimizer, OptimizerConfig, Param};
+use crate::heads::HeadBuilder;
+use crate::optim::{Optimizer, Param};
 use crate::savedmodel::{Loaded, SavedModelInfo, Signature};
-
-/// Everything a training run needs (the YAML experiment layer builds one of these).
-#[derive(Debug, Clone)]
-pub struct TrainConfig {
-    pub model: PathBuf,
-    pub signature: String,
-    pub images: PathBuf,
-    pub recursive: bool,
-    pub steps: u64,
-    pub batch: usize,
-    /// Input side when the signature leaves it free.
-    pub size: Option<u32>,
-    /// Pixel range the model expects.
-    pub range: (f32, f32),
-    pub optimizer: OptimizerConfig,
-    pub head: HeadConfig,
-    /// Augmentations of the views heads ask for.
-    pub augment: AugmentConfig,
-    /// Which model variables train.
-    pub train_vars: select::VarSelection,
-    /// Batch norm: frozen (inference statistics) or train (batch statistics, moving ones updated).
-    pub bn: BnMode,
-    pub bn_momentum: f32,
-    pub seed: u64,
-    /// Device for the tower (e.g. `/device:GPU:0`); None lets TF place it.
-    pub device: Option<String>,
-}
-
-impl TrainConfig {
-    /// A config with defaults for everything but the paths.
-    pub fn new(model: PathBuf, images: PathBuf) -> Self {
-        TrainConfig {
-            model,
-            signature: "serving_default".into(),
-            images,
-            recursive: true,
-            steps: 100,
-            batch: 16,
-            size: None,
-            range: (0.0, 1.0),
-            optimizer: OptimizerConfig::default(),
-            head: HeadConfig::default(),
-            augment: AugmentConfig::default(),
-            train_vars: select::VarSelection::All,
-            bn: BnMode::Frozen,
-            bn_momentum: 0.99,
-            seed: 0,
-            device: None,
-        }
-    }
-
-    /// Checks every setting before any graph is built.
-    pub fn validate(&self) -> Result<()> {
-        if self.batch == 0 {
-            return Err(Error::config("batch", "must be ≥ 1"));
-        }
-        if !(self.range.0 < self.range.1) {
-            return Err(Error::config(
-                "range",
-                format!("{:?}: low must be below high", self.range),
-            ));
-        }
-        if let Some(s) = self.size {
-            if !(8..=2048).contains(&s) {
-                return Err(Error::config("size", format!("{s} is outside [8, 2048]")));
-            }
-        }
-        self.optimizer.validate()?;
-        self.augment.validate()?;
-        self.head.validate(self.batch)
-    }
-}
-
-/// The image layout a signature's first input asks for (NHWC float).
-pub fn image_spec(sig: &Signature, size: Option<u32>, range: (f32, f32)) -> Result<ImageSpec> {
-    let inp = sig
-        .inputs
-        .first()
-        .ok_or_else(|| Error::graph(&sig.name, "signature has no inputs"))?;
-    if sig.inputs.len() != 1 || inp.dtype != 1 {
-        return Err(Error::config("signature", format!("signature '{}' must take one float32 image batch; it takes {} input(s), first '{}' of type {}", sig.name, sig.inputs.len(), inp.key, crate::savedmodel::dtype_name(inp.dtype))));
-    }
-    let shape = inp.shape.clone().unwrap_or_else(|| vec![None; 4]);
-    if shape.len() != 4 {
-        return Err(Error::config(
-            "signature",
-            format!(
-                "input '{}' has rank {}, an image batch has rank 4 (NHWC)",
-                inp.key,
-                shape.len()
-            ),
-        ));
-    }
-    let side = |d: Option<i64>| -> Result<u32> {
-        match (d, size) {
-            (Some(v), Some(s)) if v as u32 != s => Err(Error::config(
-                "size",
-                format!("the signature fixes the input side to {v}; {s} was asked"),
-            )),
-            (Some(v), _) => Ok(v as u32),
-            (None, Some(s)) => Ok(s),
-            (None, None) => Ok(224),
-        }
-    };
-    let channels = shape[3].unwrap_or(3);
-    if channels != 1 && channels != 3 {
-        return Err(Error::config(
-            "signature",
-            format!(
-                "input '{}' has {channels} channels; images give 1 or 3",
-                inp.key
-            ),
-        ));
-    }
-    Ok(ImageSpec {
-        height: side(shape[1])?,
-        width: side(shape[2])?,
-        channels: channels as u32,
-        range,
-    })
-}
 
 /// Ops run after the optimizer's update each step: EMA of momentum targets, heads' assignments.
 fn post_step_ops(

@@ -1,0 +1,165 @@
+//! The SavedModel in a TF session: loaded through the C API as TF Serving loads it, its
+//! variables checked as restored, and small helpers to run tensors of its graph.
+use std::path::Path;
+
+use prost::Message;
+use tensorflow::{Graph, Scope, Session, SessionOptions};
+
+use super::{parse_tensor_name, proto, SavedModelInfo, Signature};
+use crate::error::{Error, Result, TfContext};
+
+/// A SavedModel loaded into a TF session. The graph lives in `scope`, so pretext appends to it
+/// with the crate's op builders; the session sees each appended op (TF extends sessions lazily).
+pub struct Loaded {
+    pub info: SavedModelInfo,
+    pub scope: Scope,
+    pub session: Session,
+}
+
+/// Session options: thread pools from `PRETEXT_INTRA_THREADS` / `PRETEXT_INTER_THREADS` if set.
+pub fn session_options() -> Result<SessionOptions> {
+    let mut opts = SessionOptions::new();
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(0)
+    };
+    let cfg = proto::ConfigProto {
+        intra_op_parallelism_threads: env("PRETEXT_INTRA_THREADS"),
+        inter_op_parallelism_threads: env("PRETEXT_INTER_THREADS"),
+        allow_soft_placement: true,
+    };
+    opts.set_config(&cfg.encode_to_vec())
+        .tf_ctx(|| "setting session config".into())?;
+    Ok(opts)
+}
+
+impl Loaded {
+    /// Parses and loads `dir` with its `serve` tags, then checks that every variable the graph
+    /// declares was restored (FEASIBILITY §2: some exports load but leave variables missing).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let info = SavedModelInfo::read(dir)?;
+        let mut scope = Scope::new_root_scope();
+        let opts = session_options()?;
+        let tags = if info.tags.is_empty() {
+            vec!["serve".to_string()]
+        } else {
+            info.tags.clone()
+        };
+        let bundle = {
+            let mut g = scope.graph_mut();
+            let g: &mut Graph = &mut g;
+            tensorflow::SavedModelBundle::load(&opts, &tags, g, dir).map_err(|s| Error::Load {
+                path: dir.into(),
+                msg: s.to_string(),
+            })?
+        };
+        let loaded = Loaded {
+            info,
+            scope,
+            session: bundle.session,
+        };
+        loaded.check_restored()?;
+        Ok(loaded)
+    }
+
+    fn check_restored(&self) -> Result<()> {
+        let vars = self.info.variables();
+        if vars.is_empty() {
+            return Ok(());
+        }
+        let mut scope = self.scope.new_sub_scope("pretext_check_restored");
+        let mut checks = Vec::new();
+        for v in &vars {
+            let h = self.op(&v.handle)?;
+            checks.push(
+                tensorflow::ops::var_is_initialized_op(h, &mut scope)
+                    .tf_ctx(|| format!("checking {}", v.handle))?,
+            );
+        }
+        let mut run = tensorflow::SessionRunArgs::new();
+        let toks: Vec<_> = checks.iter().map(|c| run.request_fetch(c, 0)).collect();
+        self.session
+            .run(&mut run)
+            .tf_ctx(|| "checking restored variables".into())?;
+        let mut missing = Vec::new();
+        for (t, v) in toks.into_iter().zip(&vars) {
+            let ok: tensorflow::Tensor<bool> = run
+                .fetch(t)
+                .tf_ctx(|| "fetching VarIsInitializedOp".into())?;
+            if !ok[0] {
+                missing.push(v.name.clone());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<_> = missing.iter().take(3).cloned().collect();
+        Err(Error::Restore {
+            path: self.info.dir.clone(),
+            msg: format!(
+                "{} of {} variables not found in the checkpoint, e.g. {}",
+                missing.len(),
+                vars.len(),
+                shown.join(", ")
+            ),
+        })
+    }
+
+    /// A graph operation by name, or an error naming it.
+    pub fn op(&self, name: &str) -> Result<tensorflow::Operation> {
+        self.scope
+            .graph()
+            .operation_by_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::graph(name, "no such operation in the loaded graph"))
+    }
+
+    /// A tensor `node:index` of the loaded graph.
+    pub fn output(&self, tensor: &str) -> Result<tensorflow::Output> {
+        let (n, i) = parse_tensor_name(tensor);
+        Ok(tensorflow::Output {
+            operation: self.op(n)?,
+            index: i.max(0),
+        })
+    }
+}
+
+impl Loaded {
+    /// Runs the session: feeds float tensors, fetches one float tensor.
+    pub fn run_f32(
+        &self,
+        feeds: &[(&tensorflow::Output, &tensorflow::Tensor<f32>)],
+        fetch: &tensorflow::Output,
+    ) -> Result<tensorflow::Tensor<f32>> {
+        let mut run = tensorflow::SessionRunArgs::new();
+        for (o, t) in feeds {
+            run.add_feed(&o.operation, o.index, t);
+        }
+        let tok = run.request_fetch(&fetch.operation, fetch.index);
+        let name = fetch.operation.name().unwrap_or_default();
+        self.session
+            .run(&mut run)
+            .tf_ctx(|| format!("running the graph up to '{name}'"))?;
+        run.fetch(tok).tf_ctx(|| format!("fetching '{name}'"))
+    }
+
+    /// Runs the original signature (through its function calls) on `x`, fetching output `key`.
+    pub fn run_signature(
+        &self,
+        sig: &Signature,
+        x: &tensorflow::Tensor<f32>,
+        key: &str,
+    ) -> Result<tensorflow::Tensor<f32>> {
+        let inp = self.output(&sig.inputs[0].tensor)?;
+        let out = sig
+            .outputs
+            .iter()
+            .find(|o| o.key == key)
+            .ok_or_else(|| Error::graph(key, "no such signature output"))?;
+        let out = self.output(&out.tensor)?;
+        self.run_f32(&[(&inp, x)], &out)
+    }
+}
