@@ -257,7 +257,8 @@ fn train(a: TrainArgs) -> Result<(), Error> {
     }
     cfg.optimizer.weight_decay = a.weight_decay;
     if let Some(e) = &a.export {
-        if e.join("1").exists() && !e.is_dir() {
+        // Checked before training so a long run cannot end in an unusable export path.
+        if e.exists() && !e.is_dir() {
             return Err(Error::config(
                 "--export",
                 format!("{} is not a directory", e.display()),

@@ -450,6 +450,14 @@ fn bad_input_gives_one_clear_line_and_writes_nothing() {
         l.contains("could not be restored") && l.contains(bad.to_str().unwrap()),
         "{l}"
     );
+    // An export path that is a file.
+    let file_out = tmp.path().join("taken");
+    std::fs::write(&file_out, b"x").unwrap();
+    let l = train_fails(tiny, imgs, file_out.to_str().unwrap());
+    assert!(
+        l.contains("--export") && l.contains("not a directory"),
+        "{l}"
+    );
     // Inspect of a file.
     let f = tmp.path().join("file");
     std::fs::write(&f, b"x").unwrap();
