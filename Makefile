@@ -36,7 +36,7 @@ $(VENV)/.ok: $(CACHE)/wheels/.$(TF_PIP)-$(TF_VERSION)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(WHEEL_GLOB)
 	$(PY) -m pip install -q --no-deps tf-keras==$(TF_VERSION)
-	$(PY) -m pip install -q pillow
+	$(PY) -m pip install -q pillow tensorboard==2.21.0
 	touch $@
 
 build: setup

@@ -45,6 +45,13 @@ pub enum Error {
     Export { path: PathBuf, msg: String },
     #[error("setting '{key}': {msg}")]
     Config { key: String, msg: String },
+    /// A bad experiment file: `at` is `FILE:LINE:COLUMN` (or `FILE`, or the `--set` given).
+    #[error("{at}: {key}: {msg}")]
+    Experiment {
+        at: String,
+        key: String,
+        msg: String,
+    },
 }
 
 impl Error {

@@ -2,11 +2,12 @@
 //!
 //! Flow: `savedmodel` (read + load) → `graph` (inline the signature into a flat, trainable
 //! subgraph) → `autodiff` (gradients) → `heads` (pretext losses) → `optim` → `data` → `train`
-//! → `export` / `eval`.
+//! → `export` / `eval`; `experiment` reads YAML experiments and runs them end to end.
 pub mod autodiff;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod export;
 pub mod graph;
 pub mod heads;

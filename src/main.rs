@@ -31,6 +31,31 @@ enum Cmd {
         #[arg(long)]
         signature: Option<String>,
     },
+    /// Run a YAML experiment (see docs/EXPERIMENTS.md): train, evaluate, export, report.
+    Run {
+        experiment: PathBuf,
+        /// Override a setting: KEY.PATH=VALUE (VALUE read as YAML), e.g. train.steps=500.
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
+        /// Run directory (default: runs/<experiment name>-<n>, the next free n).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+    },
+    /// Continue an interrupted run from its newest checkpoint.
+    Resume { run_dir: PathBuf },
+    /// Export the newest checkpoint of a run (as its config says, or to --to DIR/<version>/).
+    Export {
+        run_dir: PathBuf,
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
+    /// Check an experiment without training: schema, values, model signature, images, labeled
+    /// set, export directory.
+    Validate {
+        experiment: PathBuf,
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        set: Vec<String>,
+    },
     /// Retrain a SavedModel on unlabeled images with a pretext head and export it.
     Train(TrainArgs),
     /// kNN top-1 (cosine, k = 20) and linear-probe accuracy of a SavedModel's embeddings on a
@@ -334,6 +359,79 @@ fn eval(
     Ok(())
 }
 
+fn load_experiment(
+    path: &std::path::Path,
+    set: &[String],
+) -> Result<(pretext::experiment::Source, pretext::experiment::Experiment), Error> {
+    let src = pretext::experiment::Source::read(path)?;
+    let mut exp = src.parse(set)?;
+    let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+    exp.absolutize(&cwd);
+    Ok((src, exp))
+}
+
+/// Ctrl-C / SIGTERM set the flag (the run finishes its step and checkpoints); a second one
+/// exits at once.
+fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone());
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+    flag
+}
+
+/// Prints the outcome; an interrupted run is exit code 130.
+fn finish(r: &pretext::experiment::report::Report) -> Result<bool, Error> {
+    use pretext::experiment::report::Status;
+    print!("{}", r.markdown());
+    println!("report: {}", r.run_dir.join("report.md").display());
+    if r.status == Status::Interrupted {
+        eprintln!(
+            "interrupted after step {} (checkpoint written); resume with: pretext resume {}",
+            r.steps,
+            r.run_dir.display()
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn run(path: &std::path::Path, set: &[String], run_dir: Option<PathBuf>) -> Result<bool, Error> {
+    let (src, exp) = load_experiment(path, set)?;
+    let dir = run_dir.unwrap_or_else(|| {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        pretext::experiment::check::new_run_dir(std::path::Path::new("runs"), &stem)
+    });
+    println!("run directory: {}", dir.display());
+    let stop = stop_flag();
+    finish(&pretext::experiment::run::run(&exp, &src, &dir, &stop)?)
+}
+
+fn validate(path: &std::path::Path, set: &[String]) -> Result<(), Error> {
+    let (src, exp) = load_experiment(path, set)?;
+    let c = pretext::experiment::check::check(&exp, &src)?;
+    println!("{}: ok", path.display());
+    println!(
+        "  model: {} (signature '{}', input {})",
+        exp.model.path.display(),
+        c.signature,
+        c.input
+    );
+    println!(
+        "  images: {} file(s); {} step(s) of batch {}",
+        c.images, c.steps, exp.train.batch
+    );
+    println!("  head: {}", exp.head.head().kind());
+    if let Some((k, tr, te)) = c.labeled {
+        println!("  eval: {k} classes, {tr} train / {te} test images");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     // TF reads these when the library loads, before main: re-exec once with them set.
     // oneDNN is off by default: TF 2.21's oneDNN Conv2DBackpropFilter crashes on 1x1, stride-2,
@@ -368,9 +466,28 @@ fn main() -> ExitCode {
     .init();
     let r = match cli.cmd {
         Cmd::Inspect { model, signature } => {
-            pretext::inspect::inspect(&model, signature.as_deref()).map(|s| print!("{s}"))
+            pretext::inspect::inspect(&model, signature.as_deref()).map(|s| {
+                print!("{s}");
+                true
+            })
         }
-        Cmd::Train(a) => train(a),
+        Cmd::Run {
+            experiment,
+            set,
+            run_dir,
+        } => run(&experiment, &set, run_dir),
+        Cmd::Resume { run_dir } => {
+            let stop = stop_flag();
+            pretext::experiment::run::resume(&run_dir, &stop).and_then(|r| finish(&r))
+        }
+        Cmd::Export { run_dir, to } => {
+            pretext::experiment::run::export_run(&run_dir, to.as_deref()).map(|p| {
+                println!("exported {}", p.display());
+                true
+            })
+        }
+        Cmd::Validate { experiment, set } => validate(&experiment, &set).map(|_| true),
+        Cmd::Train(a) => train(a).map(|_| true),
         Cmd::Eval {
             model,
             labeled,
@@ -378,15 +495,17 @@ fn main() -> ExitCode {
             size,
             range,
             batch,
-        } => eval(&model, &labeled, &signature, size, &range, batch),
+        } => eval(&model, &labeled, &signature, size, &range, batch).map(|_| true),
     };
     match r {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(130),
         Err(e) => {
             eprintln!("error: {e}");
             let usage = matches!(
                 e,
                 Error::Config { .. }
+                    | Error::Experiment { .. }
                     | Error::UnknownSignature { .. }
                     | Error::NotSavedModel { .. }
                     | Error::NoImages { .. }

@@ -36,16 +36,56 @@ pub struct ImageFolder {
     pub ignored: usize,
 }
 
-fn is_image(p: &Path) -> bool {
+fn has_extension(p: &Path, extensions: &[String]) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
-        .map(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .map(|e| {
+            let e = e.to_ascii_lowercase();
+            extensions.iter().any(|x| x.eq_ignore_ascii_case(&e))
+        })
         .unwrap_or(false)
+}
+
+/// The default extensions, as owned strings.
+pub fn default_extensions() -> Vec<String> {
+    EXTENSIONS.iter().map(|e| e.to_string()).collect()
 }
 
 impl ImageFolder {
     /// Lists image files under `root` (recursively if asked).
     pub fn scan(root: &Path, recursive: bool) -> Result<Self> {
+        Self::scan_all(&[root.to_path_buf()], recursive, &default_extensions())
+    }
+
+    /// Lists files with one of `extensions` under every root (recursively if asked); the
+    /// union, sorted. The first root names the set in errors.
+    pub fn scan_all(roots: &[PathBuf], recursive: bool, extensions: &[String]) -> Result<Self> {
+        let mut all = ImageFolder {
+            root: roots.first().cloned().unwrap_or_default(),
+            files: Vec::new(),
+            ignored: 0,
+        };
+        for r in roots {
+            let (files, ignored) = Self::scan_one(r, recursive, extensions)?;
+            all.files.extend(files);
+            all.ignored += ignored;
+        }
+        all.files.sort();
+        all.files.dedup();
+        if all.files.is_empty() {
+            return Err(Error::NoImages {
+                path: all.root,
+                skipped: 0,
+            });
+        }
+        Ok(all)
+    }
+
+    fn scan_one(
+        root: &Path,
+        recursive: bool,
+        extensions: &[String],
+    ) -> Result<(Vec<PathBuf>, usize)> {
         if !root.is_dir() {
             let why = if root.exists() {
                 "is not a directory; pass the folder that holds the images"
@@ -69,25 +109,14 @@ impl ImageFolder {
                     if recursive {
                         dirs.push(p);
                     }
-                } else if is_image(&p) {
+                } else if has_extension(&p, extensions) {
                     files.push(p);
                 } else {
                     ignored += 1;
                 }
             }
         }
-        files.sort();
-        if files.is_empty() {
-            return Err(Error::NoImages {
-                path: root.into(),
-                skipped: 0,
-            });
-        }
-        Ok(ImageFolder {
-            root: root.into(),
-            files,
-            ignored,
-        })
+        Ok((files, ignored))
     }
 }
 
@@ -143,6 +172,20 @@ pub struct ViewBatch {
     pub views: Vec<Vec<f32>>,
 }
 
+/// Where a `Batches` stands: enough to continue the same order after a restart.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BatchesState {
+    /// Number of files when the state was taken (a changed folder cannot resume exactly).
+    pub files: usize,
+    pub epoch: u64,
+    pub pos: usize,
+    pub served: u64,
+    pub images_read: u64,
+    /// Indices of files found unreadable.
+    pub bad: Vec<usize>,
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
 /// Shuffled, endless batches over an image folder; unreadable files are dropped from the
 /// rotation with a warning naming each.
 pub struct Batches {
@@ -159,6 +202,7 @@ pub struct Batches {
     pub images_read: u64,
     /// Samples served so far (seeds each sample's augmentations).
     served: u64,
+    shuffled: bool,
 }
 
 impl Batches {
@@ -175,12 +219,73 @@ impl Batches {
             skipped: Vec::new(),
             images_read: 0,
             served: 0,
+            shuffled: true,
         };
         b.shuffle();
         b
     }
 
+    /// The position to record in a checkpoint.
+    pub fn state(&self) -> BatchesState {
+        BatchesState {
+            files: self.folder.files.len(),
+            epoch: self.epoch,
+            pos: self.pos,
+            served: self.served,
+            images_read: self.images_read,
+            bad: (0..self.bad.len()).filter(|&i| self.bad[i]).collect(),
+            skipped: self.skipped.clone(),
+        }
+    }
+
+    /// Continues from a recorded position (the same files, in the same order).
+    pub fn restore(&mut self, st: &BatchesState) -> Result<()> {
+        if st.files != self.folder.files.len() {
+            return Err(Error::config(
+                "data.folders",
+                format!(
+                    "the checkpoint was taken over {} image files, the folders now hold {}; resume needs the same data",
+                    st.files,
+                    self.folder.files.len()
+                ),
+            ));
+        }
+        self.epoch = st.epoch;
+        self.shuffle();
+        self.pos = st.pos;
+        self.served = st.served;
+        self.images_read = st.images_read;
+        self.bad = vec![false; st.files];
+        for &i in &st.bad {
+            if let Some(b) = self.bad.get_mut(i) {
+                *b = true;
+            }
+        }
+        self.skipped = st.skipped.clone();
+        Ok(())
+    }
+
+    /// Files in sorted order every epoch instead of a seeded shuffle.
+    pub fn sequential(mut self) -> Self {
+        self.shuffled = false;
+        self.shuffle();
+        self
+    }
+
+    /// Number of files in the rotation (readable or not yet known to be unreadable).
+    pub fn len(&self) -> usize {
+        self.folder.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.folder.files.is_empty()
+    }
+
     fn shuffle(&mut self) {
+        if !self.shuffled {
+            self.order = (0..self.folder.files.len()).collect();
+            return;
+        }
         let mut rng =
             ChaCha8Rng::seed_from_u64(self.seed ^ self.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         self.order = (0..self.folder.files.len()).collect();

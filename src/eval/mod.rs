@@ -197,7 +197,7 @@ pub fn knn_accuracy(
 }
 
 /// Both scores of one model on one labeled set.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Scores {
     pub knn_top1: f32,
     pub linear_probe: f32,

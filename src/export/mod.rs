@@ -49,7 +49,7 @@ pub fn export(model: &Loaded, base: &Path, version: Option<u64>) -> Result<PathB
     }
     std::fs::create_dir_all(base).map_err(|e| Error::io(base, e))?;
     let tmp = base.join(format!(".tmp-{ver}-{}", std::process::id()));
-    let r = write_version(model, &tmp);
+    let r = write_version(model, &tmp).and_then(|_| sync_tree(&tmp));
     if let Err(e) = r {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -99,4 +99,107 @@ fn write_version(model: &Loaded, tmp: &Path) -> Result<()> {
         .run(&mut run)
         .tf_ctx(|| format!("running the model's saver into {}", prefix.display()))?;
     Ok(())
+}
+
+/// Swaps two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`), so that at every moment
+/// each path holds one complete directory.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let ca = CString::new(a.as_os_str().as_bytes())?;
+    let cb = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both arguments are valid NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The first `<name>.orig`, `<name>.orig-2`, … beside `target` that does not exist.
+pub fn backup_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let parent = target.parent().unwrap_or(Path::new("."));
+    (1..)
+        .map(|i| match i {
+            1 => parent.join(format!("{name}.orig")),
+            i => parent.join(format!("{name}.orig-{i}")),
+        })
+        .find(|p| !p.exists())
+        .expect("a free backup name")
+}
+
+/// In-place retraining: writes the retrained model beside `target` (the directory the model
+/// was loaded from), swaps it in atomically and keeps the original as `<target>.orig[-n]`.
+/// At every moment `target` is either the complete original or the complete new model; if the
+/// process dies after the swap but before the final rename, the original is in
+/// `.<name>.pretext-swap` beside it. Returns (target, backup).
+pub fn export_in_place(model: &Loaded, target: &Path) -> Result<(PathBuf, PathBuf)> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::Export {
+            path: target.into(),
+            msg: "in-place export needs a model directory with a name".into(),
+        })?;
+    let parent = target.parent().unwrap_or(Path::new("."));
+    let tmp = parent.join(format!(".{name}.pretext-swap"));
+    if tmp.exists() {
+        return Err(Error::Export {
+            path: tmp,
+            msg: "left over from an interrupted in-place export (it may hold the original model): move it away first".into(),
+        });
+    }
+    if let Err(e) = write_version(model, &tmp).and_then(|_| sync_tree(&tmp)) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let backup = backup_path(target);
+    match exchange(&tmp, target) {
+        Ok(()) => {
+            // `tmp` now holds the original.
+            std::fs::rename(&tmp, &backup).map_err(|e| Error::io(&backup, e))?;
+        }
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) =>
+        {
+            // No RENAME_EXCHANGE on this filesystem: two renames (the original is moved, never
+            // modified).
+            std::fs::rename(target, &backup).map_err(|e| Error::io(target, e))?;
+            std::fs::rename(&tmp, target).map_err(|e| Error::io(target, e))?;
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Error::io(target, e));
+        }
+    }
+    Ok((target.to_path_buf(), backup))
+}
+
+fn sync_tree(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let p = e.map_err(|e| Error::io(dir, e))?.path();
+        if p.is_dir() {
+            sync_tree(&p)?;
+        } else {
+            std::fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }

@@ -14,6 +14,8 @@ pub enum Schedule {
     /// 0 → base over `warmup_steps`, then cosine to `alpha`·base at `total_steps`, flat after.
     WarmupCosine {
         warmup_steps: u64,
+        /// Where the cosine ends; 0 in an experiment file: the run's number of steps.
+        #[serde(default)]
         total_steps: u64,
         #[serde(default)]
         alpha: f32,

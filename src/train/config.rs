@@ -16,8 +16,15 @@ use crate::savedmodel::Signature;
 pub struct TrainConfig {
     pub model: PathBuf,
     pub signature: String,
-    pub images: PathBuf,
+    /// Folders of unlabeled images (their union).
+    pub images: Vec<PathBuf>,
     pub recursive: bool,
+    /// File extensions read as images (case-insensitive).
+    pub extensions: Vec<String>,
+    /// Seeded shuffle each epoch (else sorted order).
+    pub shuffle: bool,
+    /// Seed of the data order and augmentations (None: `seed`).
+    pub data_seed: Option<u64>,
     pub steps: u64,
     pub batch: usize,
     /// Input side when the signature leaves it free.
@@ -44,8 +51,11 @@ impl TrainConfig {
         TrainConfig {
             model,
             signature: "serving_default".into(),
-            images,
+            images: vec![images],
             recursive: true,
+            extensions: crate::data::default_extensions(),
+            shuffle: true,
+            data_seed: None,
             steps: 100,
             batch: 16,
             size: None,

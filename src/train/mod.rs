@@ -1,7 +1,9 @@
 //! The training loop: inline the backbone, attach a pretext head, differentiate, optimize,
 //! and step the session with batches of unlabeled images.
+pub mod checkpoint;
 mod config;
 pub mod select;
+pub mod summary;
 
 pub use config::{image_spec, TrainConfig};
 use std::time::Instant;
@@ -79,6 +81,78 @@ pub struct Trainer {
     pub param_names: Vec<String>,
     pub trained_vars: usize,
     batch: usize,
+    /// Optimizer steps taken (continued across a resume).
+    pub step: u64,
+    /// Scalars the head reports (e.g. each head's loss in a multi-task sum), by tag.
+    pub summaries: Vec<(String, Output)>,
+    /// Global L2 norm of the gradients.
+    pub grad_norm: Output,
+    /// Saves and restores every variable the run changes.
+    pub saver: checkpoint::Saver,
+}
+
+/// Global L2 norm of `grads`.
+fn global_norm(s: &mut tensorflow::Scope, grads: &[Output]) -> Result<Output> {
+    let ctx = || "gradient norm".to_string();
+    let mut total: Option<Output> = None;
+    for g in grads {
+        let sq = ops::square(g.clone(), s).tf_ctx(ctx)?;
+        let r = ops::rank(sq.clone(), s).tf_ctx(ctx)?;
+        let axes = ops::range(
+            ops::constant(0i32, s).tf_ctx(ctx)?,
+            r,
+            ops::constant(1i32, s).tf_ctx(ctx)?,
+            s,
+        )
+        .tf_ctx(ctx)?;
+        let part: Output = ops::sum(sq, axes, s).tf_ctx(ctx)?.into();
+        total = Some(match total {
+            None => part,
+            Some(t) => ops::add(t, part, s).tf_ctx(ctx)?.into(),
+        });
+    }
+    let t = match total {
+        Some(t) => t,
+        None => ops::constant(0.0f32, s).tf_ctx(ctx)?.into(),
+    };
+    Ok(ops::sqrt(t, s).tf_ctx(ctx)?.into())
+}
+
+/// Every variable a run changes or depends on: the model's (those its signatures use) and
+/// everything pretext created (head, momentum targets, queues, optimizer slots and step).
+fn checkpoint_vars(model: &Loaded) -> Result<Vec<(String, Output, DataType)>> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for v in model.info.variables() {
+        if seen.insert(v.handle.clone()) {
+            let h = model.output(&v.handle)?;
+            let dt = h
+                .operation
+                .get_attr_type("dtype")
+                .tf_ctx(|| format!("dtype of {}", v.handle))?;
+            out.push((v.handle.clone(), h, dt));
+        }
+    }
+    let g = model.scope.graph();
+    for op in g.operation_iter() {
+        let (Ok(name), Ok(t)) = (op.name(), op.op_type()) else {
+            continue;
+        };
+        if t == "VarHandleOp" && name.starts_with("pretext/") && seen.insert(name.clone()) {
+            let dt = op
+                .get_attr_type("dtype")
+                .tf_ctx(|| format!("dtype of {name}"))?;
+            out.push((
+                name,
+                Output {
+                    operation: op,
+                    index: 0,
+                },
+                dt,
+            ));
+        }
+    }
+    Ok(out)
 }
 
 impl Trainer {
@@ -88,7 +162,7 @@ impl Trainer {
         let info = SavedModelInfo::read(&cfg.model)?;
         let signature = info.signature(&cfg.signature)?;
         let spec = image_spec(&signature, cfg.size, cfg.range)?;
-        let folder = ImageFolder::scan(&cfg.images, cfg.recursive)?;
+        let folder = ImageFolder::scan_all(&cfg.images, cfg.recursive, &cfg.extensions)?;
         let mut model = Loaded::load(&cfg.model)?;
         let mut flat = inline_signature(&model.info, &signature, &model.scope.graph())?;
         let rewritten = autodiff::fallback::apply(&mut flat.graph_def);
@@ -159,7 +233,7 @@ impl Trainer {
         let trainable = cfg
             .train_vars
             .select(&model.info.variables(), &read_order)?;
-        let (loss, towers, head_vars, head_inits, ema, post_assign) = {
+        let (loss, towers, head_vars, head_inits, ema, post_assign, summaries) = {
             let mut b = HeadBuilder::new(
                 &mut model,
                 &flat,
@@ -177,6 +251,7 @@ impl Trainer {
                 std::mem::take(&mut b.init_ops),
                 out.ema,
                 out.post_assign,
+                out.summaries,
             )
         };
         let mut reads: Vec<(String, Output)> = towers
@@ -209,6 +284,11 @@ impl Trainer {
                 grad: g.grad.clone(),
             });
         }
+        let grad_norm = {
+            let mut s = model.scope.new_sub_scope("pretext/grad_norm");
+            let gs: Vec<Output> = grads.iter().map(|g| g.grad.clone()).collect();
+            global_norm(&mut s, &gs)?
+        };
         let trained_vars = params.len() - head_vars.len().min(params.len());
         log::info!(
             "training {} model variable(s) and {} head variable(s); {} tower(s) of {} nodes",
@@ -243,6 +323,8 @@ impl Trainer {
         let post_step = post_step_ops(&mut model, &optimizer, &ema, &post_assign)?;
         bn_updates.extend(post_step);
         let param_names = params.iter().map(|p| p.name.clone()).collect();
+        let vars = checkpoint_vars(&model)?;
+        let saver = checkpoint::Saver::new(&mut model, &vars)?;
         let mut run = SessionRunArgs::new();
         for op in head_inits.iter().chain([&optimizer.init_op]) {
             run.add_target(op);
@@ -251,7 +333,10 @@ impl Trainer {
             .session
             .run(&mut run)
             .tf_ctx(|| "initialising head and optimizer variables".into())?;
-        let batches = Batches::new(folder, spec.clone(), cfg.seed);
+        let mut batches = Batches::new(folder, spec.clone(), cfg.data_seed.unwrap_or(cfg.seed));
+        if !cfg.shuffle {
+            batches = batches.sequential();
+        }
         Ok(Trainer {
             model,
             signature,
@@ -266,6 +351,10 @@ impl Trainer {
             param_names,
             trained_vars,
             batch: cfg.batch,
+            step: 0,
+            summaries,
+            grad_norm,
+            saver,
         })
     }
 
@@ -292,28 +381,86 @@ impl Trainer {
 
     /// One optimizer step on `xs` (in `feeds` order); returns the loss before the update.
     pub fn step_on(&mut self, xs: &[Tensor<f32>]) -> Result<f32> {
+        Ok(self.step_with(xs, &[], &[], &[])?[0])
+    }
+
+    /// One optimizer step that also runs `extra` ops (e.g. summary writers) with `feeds` and
+    /// fetches `fetch`: returns the loss, then each fetched scalar.
+    pub fn step_with(
+        &mut self,
+        xs: &[Tensor<f32>],
+        extra: &[&tensorflow::Operation],
+        feeds: &[(Output, Tensor<i64>)],
+        fetch: &[&Output],
+    ) -> Result<Vec<f32>> {
         let mut run = SessionRunArgs::new();
         for (f, x) in self.feeds.iter().zip(xs) {
             run.add_feed(&f.operation, f.index, x);
         }
+        for (f, x) in feeds {
+            run.add_feed(&f.operation, f.index, x);
+        }
         run.add_target(&self.optimizer.train_op);
-        for u in &self.bn_updates {
+        for u in self.bn_updates.iter().chain(extra.iter().copied()) {
             run.add_target(u);
         }
-        let tok = run.request_fetch(&self.loss.operation, self.loss.index);
+        let mut toks = vec![run.request_fetch(&self.loss.operation, self.loss.index)];
+        for f in fetch {
+            toks.push(run.request_fetch(&f.operation, f.index));
+        }
         self.model
             .session
             .run(&mut run)
-            .tf_ctx(|| "running a training step".into())?;
-        let l: Tensor<f32> = run.fetch(tok).tf_ctx(|| "fetching the loss".into())?;
-        Ok(l[0])
+            .tf_ctx(|| format!("running training step {}", self.step + 1))?;
+        self.step += 1;
+        toks.into_iter()
+            .map(|t| {
+                let v: Tensor<f32> = run.fetch(t).tf_ctx(|| "fetching a step's scalars".into())?;
+                Ok(v.first().copied().unwrap_or(f32::NAN))
+            })
+            .collect()
+    }
+
+    /// Writes checkpoint `ckpt-<step>` into `dir`, keeping the newest `keep`.
+    pub fn checkpoint(
+        &self,
+        dir: &std::path::Path,
+        losses: &[f32],
+        seconds: f64,
+        keep: usize,
+    ) -> Result<std::path::PathBuf> {
+        let state = checkpoint::RunState {
+            step: self.step,
+            data: self.batches.state(),
+            losses: losses.to_vec(),
+            seconds,
+        };
+        checkpoint::write(&self.saver, &self.model, dir, &state, keep)
+    }
+
+    /// Restores variables and position from a checkpoint directory; returns its state.
+    pub fn restore(&mut self, ckpt: &std::path::Path) -> Result<checkpoint::RunState> {
+        let state = checkpoint::read_state(ckpt)?;
+        self.saver.restore(&self.model, &ckpt.join("variables"))?;
+        self.batches.restore(&state.data)?;
+        self.step = state.step;
+        Ok(state)
     }
 
     /// Runs `steps` steps on fresh batches; logs progress; returns the losses.
     pub fn run(&mut self, steps: u64) -> Result<Vec<f32>> {
+        self.run_until(steps, None)
+    }
+
+    /// Like `run`, stopping early (after a whole step) once `deadline` has passed.
+    pub fn run_until(&mut self, steps: u64, deadline: Option<Instant>) -> Result<Vec<f32>> {
         let mut losses = Vec::with_capacity(steps as usize);
         let t0 = Instant::now();
         for i in 0..steps {
+            if deadline.map(|d| Instant::now() >= d).unwrap_or(false) {
+                log::info!("time budget reached after {i} step(s)");
+                break;
+            }
             let x = self.next_batch()?;
             let l = self.step_on(&x)?;
             if !l.is_finite() {

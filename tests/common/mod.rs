@@ -1,5 +1,6 @@
 //! Shared test helpers: where `make fixtures` put the fixtures and their golden values.
 #![allow(dead_code)]
+pub mod cli;
 use std::path::PathBuf;
 
 use pretext::graph::{inline_signature, Tower};

@@ -1,0 +1,93 @@
+//! Checking an experiment against the world before a run: the model, its signature, the
+//! images, the labeled set and the export directory (`pretext validate`, and every run).
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{Experiment, Source};
+use crate::data::ImageFolder;
+use crate::error::{Error, Result};
+use crate::eval::LabeledSet;
+use crate::savedmodel::SavedModelInfo;
+use crate::train::image_spec;
+
+/// What `validate` found: the things a run would use.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checked {
+    pub signature: String,
+    pub input: String,
+    pub images: usize,
+    pub labeled: Option<(usize, usize, usize)>,
+    pub steps: u64,
+}
+
+/// Checks the experiment against the world: the model and its signature, the images, the
+/// labeled set and the export directory — everything short of building the graph.
+pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
+    let at = |key: &str, e: Error| src.error(key, e.to_string());
+    let m = &exp.model;
+    if m.path.is_file() {
+        return Err(src.error(
+            "model.path",
+            format!(
+                "{} is a file; pass the SavedModel directory (the one holding saved_model.pb)",
+                m.path.display()
+            ),
+        ));
+    }
+    let info = SavedModelInfo::read(&m.path).map_err(|e| at("model.path", e))?;
+    let sig = info
+        .signature(&m.signature)
+        .map_err(|e| at("model.signature", e))?;
+    let spec = image_spec(&sig, m.size, m.range).map_err(|e| at("model.size", e))?;
+    let folder = ImageFolder::scan_all(&exp.data.folders, exp.data.recursive, &exp.data.extensions)
+        .map_err(|e| at("data.folders", e))?;
+    let labeled = match &exp.eval {
+        Some(ev) => {
+            let set = LabeledSet::scan(&ev.labeled).map_err(|e| at("eval.labeled", e))?;
+            Some((set.classes.len(), set.train.len(), set.test.len()))
+        }
+        None => None,
+    };
+    if let Some(dir) = exp.export.as_ref().and_then(|x| x.dir.as_ref()) {
+        if dir.exists() && !dir.is_dir() {
+            return Err(src.error(
+                "export.dir",
+                format!("{} exists and is not a directory", dir.display()),
+            ));
+        }
+        let probe = dir
+            .ancestors()
+            .find(|a| a.exists())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        if let Err(e) = writable(&probe) {
+            return Err(src.error(
+                "export.dir",
+                format!("{} is not writable ({e})", probe.display()),
+            ));
+        }
+    }
+    Ok(Checked {
+        signature: sig.name.clone(),
+        input: format!("{}×{}×{}", spec.height, spec.width, spec.channels),
+        images: folder.files.len(),
+        labeled,
+        steps: exp.steps(folder.files.len()),
+    })
+}
+
+/// Whether a file can be created (and removed) in `dir`: the honest test, whatever the user.
+fn writable(dir: &Path) -> std::io::Result<()> {
+    let p = dir.join(format!(".pretext-write-test-{}", std::process::id()));
+    std::fs::write(&p, b"")?;
+    std::fs::remove_file(&p)
+}
+
+/// The next free `<root>/<stem>-<n>` directory.
+pub fn new_run_dir(root: &Path, stem: &str) -> PathBuf {
+    (1..)
+        .map(|n| root.join(format!("{stem}-{n}")))
+        .find(|p| !p.exists())
+        .expect("an unused run directory")
+}

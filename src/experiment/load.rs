@@ -1,0 +1,222 @@
+//! Reading an experiment file: YAML syntax and schema errors with FILE:LINE:COLUMN and the key
+//! path, `--set key.path=value` overrides, and the location of a key for later errors.
+use std::path::{Path, PathBuf};
+
+use serde_yaml::{Mapping, Value};
+
+use super::Experiment;
+use crate::error::{Error, Result};
+
+/// An experiment file's text, kept to locate keys in later errors.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Line and column (1-based) of the key at `path` (`a.b.c`; list indices like `heads[0]` are
+/// matched by their key) in block-style YAML `text`.
+pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
+    let want: Vec<String> = path
+        .split('.')
+        .map(|k| k.split('[').next().unwrap_or(k).to_string())
+        .collect();
+    // (indent, key) of the open mappings above the current line.
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let body = line.split(" #").next().unwrap_or(line);
+        let trimmed = body.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut indent = body.len() - trimmed.len();
+        let mut rest = trimmed;
+        while let Some(r) = rest.strip_prefix("- ") {
+            indent += 2;
+            rest = r.trim_start();
+        }
+        let Some((key, _)) = rest.split_once(':') else {
+            continue;
+        };
+        let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+        if key.is_empty() || key.contains(' ') {
+            continue;
+        }
+        while stack.last().map(|(d, _)| *d >= indent).unwrap_or(false) {
+            stack.pop();
+        }
+        stack.push((indent, key.to_string()));
+        if stack.len() == want.len() && stack.iter().zip(&want).all(|((_, k), w)| k == w) {
+            return Some((i + 1, indent + 1));
+        }
+    }
+    None
+}
+
+/// Splits serde_yaml's "path: message at line L column C" into (key path, message).
+fn split_message(msg: &str) -> (String, String) {
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    match msg.split_once(": ") {
+        Some((k, m)) if !k.is_empty() && !k.contains(' ') => (k.to_string(), m.to_string()),
+        _ => ("(top level)".to_string(), msg.to_string()),
+    }
+}
+
+fn set(root: &mut Value, key: &str, value: Value, spec: &str) -> Result<()> {
+    let bad = |msg: String| Error::Experiment {
+        at: format!("--set {spec}"),
+        key: key.to_string(),
+        msg,
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(bad("empty key in the path".into()));
+    }
+    let mut cur = root;
+    for (i, p) in parts.iter().enumerate() {
+        if cur.is_null() {
+            *cur = Value::Mapping(Mapping::new());
+        }
+        let map = cur.as_mapping_mut().ok_or_else(|| {
+            bad(format!(
+                "'{}' is not a section, cannot set a key inside it",
+                parts[..i].join(".")
+            ))
+        })?;
+        let k = Value::String(p.to_string());
+        if i + 1 == parts.len() {
+            map.insert(k, value);
+            return Ok(());
+        }
+        cur = map.entry(k).or_insert(Value::Null);
+    }
+    Ok(())
+}
+
+impl Source {
+    /// Reads an experiment file.
+    pub fn read(path: &Path) -> Result<Source> {
+        if path.is_dir() {
+            return Err(Error::Experiment {
+                at: path.display().to_string(),
+                key: "(file)".into(),
+                msg: "is a directory; pass a YAML experiment file".into(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Ok(Source {
+            path: path.to_path_buf(),
+            text,
+        })
+    }
+
+    /// An error at the key `key` (located in the file when it is there).
+    pub fn error(&self, key: &str, msg: impl Into<String>) -> Error {
+        let at = match locate(&self.text, key) {
+            Some((l, c)) => format!("{}:{l}:{c}", self.path.display()),
+            None => self.path.display().to_string(),
+        };
+        Error::Experiment {
+            at,
+            key: key.to_string(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Parses and checks the experiment, after applying `overrides` (`key.path=value`, the
+    /// value read as YAML).
+    pub fn parse(&self, overrides: &[String]) -> Result<Experiment> {
+        let file = self.path.display().to_string();
+        let at_file = |msg: String| Error::Experiment {
+            at: file.clone(),
+            key: "(file)".into(),
+            msg,
+        };
+        let yaml_error = |e: serde_yaml::Error| {
+            let (key, msg) = split_message(&e.to_string());
+            match e.location() {
+                Some(l) => Error::Experiment {
+                    at: format!("{file}:{}:{}", l.line(), l.column()),
+                    key,
+                    msg,
+                },
+                None => self.error(&key, msg),
+            }
+        };
+        let mut value: Value = serde_yaml::from_str(&self.text).map_err(yaml_error)?;
+        if value.is_null() {
+            return Err(at_file(
+                "the experiment file is empty; it needs at least `model:` and `data:` (see docs/EXPERIMENTS.md)".into(),
+            ));
+        }
+        if !value.is_mapping() {
+            return Err(at_file(
+                "not an experiment: expected a YAML mapping of sections (model, data, head, …)"
+                    .into(),
+            ));
+        }
+        let exp = if overrides.is_empty() {
+            serde_yaml::from_str::<Experiment>(&self.text).map_err(yaml_error)?
+        } else {
+            for spec in overrides {
+                let (key, raw) = spec.split_once('=').ok_or_else(|| Error::Experiment {
+                    at: format!("--set {spec}"),
+                    key: spec.clone(),
+                    msg: "expected KEY.PATH=VALUE".into(),
+                })?;
+                let v: Value = serde_yaml::from_str(raw).map_err(|e| Error::Experiment {
+                    at: format!("--set {spec}"),
+                    key: key.to_string(),
+                    msg: format!("value is not YAML: {e}"),
+                })?;
+                set(&mut value, key.trim(), v, spec)?;
+            }
+            serde_path_to_error::deserialize(value).map_err(|e| {
+                let key = e.path().to_string();
+                let (_, msg) = split_message(&e.inner().to_string());
+                let given = overrides.iter().find(|o| o.starts_with(&format!("{key}=")));
+                match given {
+                    Some(o) => Error::Experiment {
+                        at: format!("--set {o}"),
+                        key,
+                        msg,
+                    },
+                    None => self.error(&key, msg),
+                }
+            })?
+        };
+        exp.check_settings().map_err(|e| match e {
+            Error::Config { key, msg } => self.error(&key, msg),
+            e => e,
+        })?;
+        Ok(exp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_nested_keys_and_list_items() {
+        let t = "model:\n  path: m\n  size: 96\n# c\nhead:\n  kind: multi\n  heads:\n    - weight: 1\n      head:\n        kind: dae\noptimizer:\n  learning_rate: -1\n";
+        assert_eq!(locate(t, "model.size"), Some((3, 3)));
+        assert_eq!(locate(t, "optimizer.learning_rate"), Some((12, 3)));
+        assert_eq!(locate(t, "head.heads[0].weight"), Some((8, 7)));
+        assert_eq!(locate(t, "head.heads[0].head.kind"), Some((10, 9)));
+        assert_eq!(locate(t, "model.nothing"), None);
+    }
+
+    #[test]
+    fn overrides_create_and_replace_keys() {
+        let mut v: Value = serde_yaml::from_str("train:\n  steps: 5\n").unwrap();
+        set(&mut v, "train.steps", Value::from(7), "x").unwrap();
+        set(&mut v, "eval.labeled", Value::from("d"), "x").unwrap();
+        assert_eq!(v["train"]["steps"], Value::from(7));
+        assert_eq!(v["eval"]["labeled"], Value::from("d"));
+        assert!(set(&mut v, "train.steps.x", Value::from(1), "x").is_err());
+    }
+}

@@ -1,0 +1,336 @@
+//! Experiments as YAML files: the schema (one struct per section, unknown keys refused), and its
+//! `.init()` into the library's configs. Parsing, locations and `--set` overrides are in `load`.
+pub mod check;
+mod load;
+pub mod report;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{locate, Source};
+
+use crate::data::augment::AugmentConfig;
+use crate::error::{Error, Result};
+use crate::graph::bn::BnMode;
+use crate::heads::HeadConfig;
+use crate::optim::{OptimizerConfig, Schedule};
+use crate::train::select::VarSelection;
+use crate::train::TrainConfig;
+
+/// A whole experiment (see docs/EXPERIMENTS.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub model: ModelSection,
+    pub data: DataSection,
+    #[serde(default)]
+    pub augment: AugmentConfig,
+    #[serde(default)]
+    pub head: HeadConfig,
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
+    #[serde(default)]
+    pub eval: Option<EvalSection>,
+    #[serde(default)]
+    pub export: Option<ExportSection>,
+    #[serde(default)]
+    pub logging: LoggingSection,
+}
+
+/// The SavedModel and how it trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub path: PathBuf,
+    #[serde(default = "default_signature")]
+    pub signature: String,
+    /// Input side for signatures with a free spatial size (default 224).
+    #[serde(default)]
+    pub size: Option<u32>,
+    /// Pixel range the model expects.
+    #[serde(default = "default_range")]
+    pub range: (f32, f32),
+    #[serde(default)]
+    pub bn: BnMode,
+    #[serde(default = "default_bn_momentum")]
+    pub bn_momentum: f32,
+    /// `all`, `{regex: PATTERN}` or `{last_layers: N}`.
+    #[serde(default)]
+    pub train_vars: VarSelection,
+    /// Device of the training tower (e.g. `/device:GPU:0`).
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+/// Where the unlabeled images are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub folders: Vec<PathBuf>,
+    #[serde(default = "crate::data::default_extensions")]
+    pub extensions: Vec<String>,
+    #[serde(default = "yes")]
+    pub recursive: bool,
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// Seed of the data order and the augmentations.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// How long and how big.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// Optimizer steps (exclusive with `epochs`; default 100).
+    pub steps: Option<u64>,
+    /// Passes over the data, converted to steps from the number of images.
+    pub epochs: Option<f64>,
+    pub batch: usize,
+    /// Stop (after a whole step) once this much training time has passed.
+    pub max_minutes: Option<f64>,
+    /// Seed of the graph's random ops (head initialisation, noise, masks).
+    pub seed: u64,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        TrainSection {
+            steps: None,
+            epochs: None,
+            batch: 32,
+            max_minutes: None,
+            seed: 0,
+        }
+    }
+}
+
+/// Checkpoints of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    /// Steps between checkpoints (0: only at the end and on interruption).
+    pub every: u64,
+    /// How many to keep (the newest).
+    pub keep: usize,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection { every: 0, keep: 3 }
+    }
+}
+
+/// The labeled set scored before and after training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// `DIR/<class>/*` (80/20 split) or `DIR/{train,test}/<class>/*`.
+    pub labeled: PathBuf,
+    #[serde(default = "default_eval_batch")]
+    pub batch: usize,
+}
+
+/// Where the retrained model goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSection {
+    /// Base directory: the model is written to `dir/<version>/` (TF Serving's layout).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Version number (default: the next free integer).
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// Replace the model at `model.path` (the original is kept as a backup beside it).
+    #[serde(default)]
+    pub in_place: bool,
+}
+
+/// What the run logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSection {
+    pub tensorboard: bool,
+    /// Steps between log lines and summaries.
+    pub every: u64,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection {
+            tensorboard: true,
+            every: 10,
+        }
+    }
+}
+
+fn default_signature() -> String {
+    "serving_default".into()
+}
+fn default_range() -> (f32, f32) {
+    (0.0, 1.0)
+}
+fn default_bn_momentum() -> f32 {
+    0.99
+}
+fn default_eval_batch() -> usize {
+    32
+}
+fn yes() -> bool {
+    true
+}
+
+/// Keys of `TrainConfig::validate` errors → the experiment's key paths.
+fn experiment_key(key: &str) -> String {
+    let map = [
+        ("batch", "train.batch"),
+        ("size", "model.size"),
+        ("range", "model.range"),
+        ("signature", "model.signature"),
+        ("--train-vars", "model.train_vars"),
+    ];
+    for (from, to) in map {
+        if key == from {
+            return to.into();
+        }
+    }
+    key.to_string()
+}
+
+impl Experiment {
+    /// Steps the run takes on `images` unlabeled images.
+    pub fn steps(&self, images: usize) -> u64 {
+        match (self.train.steps, self.train.epochs) {
+            (Some(s), _) => s,
+            (None, Some(e)) => ((e * images as f64) / self.train.batch.max(1) as f64).ceil() as u64,
+            (None, None) => 100,
+        }
+    }
+
+    /// Checks what can be checked without reading the model or the images.
+    pub fn check_settings(&self) -> Result<()> {
+        if self.train.steps.is_some() && self.train.epochs.is_some() {
+            return Err(Error::config(
+                "train.epochs",
+                "give train.steps or train.epochs, not both",
+            ));
+        }
+        if let Some(e) = self.train.epochs {
+            if !(e > 0.0 && e.is_finite()) {
+                return Err(Error::config("train.epochs", format!("{e} must be > 0")));
+            }
+        }
+        if self.train.steps == Some(0) {
+            return Err(Error::config("train.steps", "must be ≥ 1"));
+        }
+        if let Some(m) = self.train.max_minutes {
+            if !(m > 0.0 && m.is_finite()) {
+                return Err(Error::config(
+                    "train.max_minutes",
+                    format!("{m} must be > 0"),
+                ));
+            }
+        }
+        if self.data.folders.is_empty() {
+            return Err(Error::config(
+                "data.folders",
+                "list at least one folder of images",
+            ));
+        }
+        if self.data.extensions.is_empty() {
+            return Err(Error::config(
+                "data.extensions",
+                format!("list at least one of {:?}", crate::data::EXTENSIONS),
+            ));
+        }
+        if self.logging.every == 0 {
+            return Err(Error::config("logging.every", "must be ≥ 1"));
+        }
+        if self.checkpoint.keep == 0 {
+            return Err(Error::config("checkpoint.keep", "must be ≥ 1"));
+        }
+        if let Some(x) = &self.export {
+            if x.in_place && x.dir.is_some() {
+                return Err(Error::config(
+                    "export.in_place",
+                    "give export.dir or export.in_place: true, not both",
+                ));
+            }
+            if !x.in_place && x.dir.is_none() {
+                return Err(Error::config(
+                    "export.dir",
+                    "missing: where to write <dir>/<version>/ (or in_place: true)",
+                ));
+            }
+        }
+        // Everything `TrainConfig` checks (epochs: steps unknown until the images are counted).
+        let steps = match (self.train.steps, self.train.epochs) {
+            (Some(s), _) => s,
+            (None, Some(_)) => u64::MAX / 2,
+            (None, None) => self.steps(0),
+        };
+        self.train_config(steps).validate().map_err(|e| match e {
+            Error::Config { key, msg } => Error::config(experiment_key(&key), msg),
+            e => e,
+        })
+    }
+
+    /// The library config for a run of `steps` steps.
+    pub fn train_config(&self, steps: u64) -> TrainConfig {
+        let m = &self.model;
+        let mut c = TrainConfig::new(m.path.clone(), PathBuf::new());
+        c.images = self.data.folders.clone();
+        c.extensions = self.data.extensions.clone();
+        c.recursive = self.data.recursive;
+        c.shuffle = self.data.shuffle;
+        c.data_seed = Some(self.data.seed);
+        c.signature = m.signature.clone();
+        c.size = m.size;
+        c.range = m.range;
+        c.bn = m.bn;
+        c.bn_momentum = m.bn_momentum;
+        c.train_vars = m.train_vars.clone();
+        c.device = m.device.clone();
+        c.steps = steps;
+        c.batch = self.train.batch;
+        c.seed = self.train.seed;
+        c.head = self.head.clone();
+        c.augment = self.augment.clone();
+        c.optimizer = self.optimizer.clone();
+        if let Schedule::WarmupCosine { total_steps, .. } = &mut c.optimizer.schedule {
+            if *total_steps == 0 {
+                *total_steps = steps;
+            }
+        }
+        c
+    }
+
+    /// Relative paths made absolute against `cwd` (a run directory's config must not depend
+    /// on where `resume` is started).
+    pub fn absolutize(&mut self, cwd: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = cwd.join(&*p);
+            }
+        };
+        abs(&mut self.model.path);
+        self.data.folders.iter_mut().for_each(abs);
+        if let Some(e) = &mut self.eval {
+            abs(&mut e.labeled);
+        }
+        if let Some(x) = &mut self.export {
+            if let Some(d) = &mut x.dir {
+                abs(d);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

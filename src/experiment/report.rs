@@ -1,0 +1,191 @@
+//! The run report (`report.json` for tools, `report.md` for people) and the export step a run
+//! ends with.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Experiment, ExportSection};
+use crate::error::{Error, Result};
+use crate::eval::Scores;
+use crate::train::Trainer;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Finished,
+    /// Stopped at `train.max_minutes` (evaluated and exported like a finished run).
+    TimeBudget,
+    /// Ctrl-C / SIGTERM: checkpointed, resumable.
+    Interrupted,
+    /// A non-finite loss.
+    Failed,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_dir: PathBuf,
+    pub status: Status,
+    pub config: Experiment,
+    pub images_read: u64,
+    pub images_skipped: Vec<(PathBuf, String)>,
+    pub steps: u64,
+    pub steps_planned: u64,
+    pub batch: usize,
+    pub build_seconds: f64,
+    pub train_seconds: f64,
+    pub images_per_second: f64,
+    pub loss_first10: f32,
+    pub loss_last10: f32,
+    /// Loss of every step.
+    pub losses: Vec<f32>,
+    pub eval_before: Option<Scores>,
+    pub eval_after: Option<Scores>,
+    pub export: Option<PathBuf>,
+    /// In-place retraining: where the original model was kept.
+    pub backup: Option<PathBuf>,
+}
+
+/// Writes `text` to `path` through a temp file and a rename.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn mean(v: &[f32]) -> f32 {
+    if v.is_empty() {
+        f32::NAN
+    } else {
+        v.iter().sum::<f32>() / v.len() as f32
+    }
+}
+
+impl Report {
+    pub fn new(run_dir: &Path, config: Experiment, build: f64, before: Option<Scores>) -> Self {
+        Report {
+            run_dir: run_dir.to_path_buf(),
+            status: Status::Finished,
+            steps_planned: config.train.steps.unwrap_or(0),
+            batch: config.train.batch,
+            config,
+            images_read: 0,
+            images_skipped: Vec::new(),
+            steps: 0,
+            build_seconds: build,
+            train_seconds: 0.0,
+            images_per_second: 0.0,
+            loss_first10: f32::NAN,
+            loss_last10: f32::NAN,
+            losses: Vec::new(),
+            eval_before: before,
+            eval_after: None,
+            export: None,
+            backup: None,
+        }
+    }
+
+    /// Takes the trainer's counters and the losses so far.
+    pub fn fill(&mut self, t: &Trainer, losses: &[f32], seconds: f64) {
+        self.images_read = t.batches.images_read;
+        self.images_skipped = t.batches.skipped.clone();
+        self.steps = t.step;
+        self.train_seconds = seconds;
+        self.images_per_second = (t.step as usize * self.batch) as f64 / seconds.max(1e-9);
+        let k = losses.len().min(10);
+        self.loss_first10 = mean(&losses[..k]);
+        self.loss_last10 = mean(&losses[losses.len() - k..]);
+        self.losses = losses.to_vec();
+    }
+
+    /// Writes `report.json` and `report.md` into the run directory.
+    pub fn write(&self) -> Result<()> {
+        let json = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::config("(report)", e.to_string()))?;
+        write_atomic(&self.run_dir.join("report.json"), &json)?;
+        write_atomic(&self.run_dir.join("report.md"), &self.markdown())
+    }
+
+    /// The human-readable report.
+    pub fn markdown(&self) -> String {
+        let r = self;
+        let mut s = format!("# pretext run {}\n\n", r.run_dir.display());
+        s += &format!(
+            "- status: {:?}\n- model: {}\n- head: {}\n",
+            r.status,
+            r.config.model.path.display(),
+            r.config.head.head().kind()
+        );
+        s += &format!(
+            "- steps: {} of {} planned, batch {}; {:.1} s training ({:.1} images/s), graph built in {:.1} s\n",
+            r.steps, r.steps_planned, r.batch, r.train_seconds, r.images_per_second, r.build_seconds
+        );
+        s += &format!(
+            "- loss: first-10 mean {:.5}, last-10 mean {:.5}\n",
+            r.loss_first10, r.loss_last10
+        );
+        s += &format!(
+            "- images read: {}, skipped: {}\n",
+            r.images_read,
+            r.images_skipped.len()
+        );
+        for (p, why) in &r.images_skipped {
+            s += &format!("  - {}: {why}\n", p.display());
+        }
+        let cell = |x: &Option<Scores>, f: fn(&Scores) -> f32| {
+            x.as_ref()
+                .map(|v| format!("{:.4}", f(v)))
+                .unwrap_or("–".into())
+        };
+        if r.eval_before.is_some() || r.eval_after.is_some() {
+            s += "\n| | kNN top-1 | linear probe |\n|---|---|---|\n";
+            for (name, x) in [("before", &r.eval_before), ("after", &r.eval_after)] {
+                s += &format!(
+                    "| {name} | {} | {} |\n",
+                    cell(x, |v| v.knn_top1),
+                    cell(x, |v| v.linear_probe)
+                );
+            }
+        }
+        match (&r.export, &r.backup) {
+            (Some(p), Some(b)) => {
+                s += &format!(
+                    "\nretrained in place: {} (original kept in {})\n",
+                    p.display(),
+                    b.display()
+                )
+            }
+            (Some(p), None) => s += &format!("\nexported: {}\n", p.display()),
+            _ => s += "\nnot exported\n",
+        }
+        s += &format!(
+            "\nTensorBoard: tensorboard --logdir {}\n",
+            r.run_dir.join("tensorboard").display()
+        );
+        s
+    }
+}
+
+/// Exports `t`'s model as `x` says: `dir/<version>/`, or in place of `model.path` (then the
+/// backup of the original is returned too).
+pub fn export(
+    t: &Trainer,
+    exp: &Experiment,
+    x: &ExportSection,
+) -> Result<(PathBuf, Option<PathBuf>)> {
+    if x.in_place {
+        let (p, backup) = crate::export::export_in_place(&t.model, &exp.model.path)?;
+        log::info!(
+            "retrained in place: {} (original kept in {})",
+            p.display(),
+            backup.display()
+        );
+        return Ok((p, Some(backup)));
+    }
+    let dir = x
+        .dir
+        .as_ref()
+        .ok_or_else(|| Error::config("export.dir", "missing: where to write <dir>/<version>/"))?;
+    Ok((crate::export::export(&t.model, dir, x.version)?, None))
+}

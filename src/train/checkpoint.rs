@@ -1,0 +1,213 @@
+//! Checkpoints of a run: every variable the run changes (model, head, optimizer slots and step,
+//! momentum targets, queues, moving statistics) through TF's own SaveV2/RestoreV2, plus the
+//! run's position (step, data order, losses) as JSON; written to a temp directory and renamed,
+//! the last K kept.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tensorflow::{ops, DataType, Operation, Output, Scope, SessionRunArgs, Tensor};
+
+use crate::data::BatchesState;
+use crate::error::{Error, Result, TfContext};
+use crate::savedmodel::Loaded;
+
+/// Where a run stands (saved beside the variables).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub step: u64,
+    pub data: BatchesState,
+    /// Loss of every step so far.
+    pub losses: Vec<f32>,
+    /// Training seconds so far.
+    pub seconds: f64,
+}
+
+/// SaveV2 / RestoreV2 ops over a fixed list of variables.
+pub struct Saver {
+    prefix: Output,
+    save: Operation,
+    restore: Vec<Operation>,
+    pub names: Vec<String>,
+}
+
+fn strings(s: &mut Scope, v: &[String], what: &str) -> Result<Output> {
+    let t = Tensor::new(&[v.len() as u64])
+        .with_values(v)
+        .tf_ctx(|| format!("{what} tensor"))?;
+    Ok(ops::constant(t, s).tf_ctx(|| what.to_string())?.into())
+}
+
+impl Saver {
+    /// Ops saving and restoring `vars`: (checkpoint key, VarHandleOp output, dtype).
+    pub fn new(model: &mut Loaded, vars: &[(String, Output, DataType)]) -> Result<Saver> {
+        let ctx = || "building the checkpoint ops".to_string();
+        let mut s = model.scope.new_sub_scope("pretext/checkpoint");
+        let prefix: Output = ops::Placeholder::new()
+            .dtype(DataType::String)
+            .build(&mut s.with_op_name("prefix"))
+            .tf_ctx(ctx)?
+            .into();
+        let names: Vec<String> = vars.iter().map(|v| v.0.clone()).collect();
+        let slices = vec![String::new(); vars.len()];
+        let names_t = strings(&mut s, &names, "checkpoint keys")?;
+        let slices_t = strings(&mut s, &slices, "checkpoint slices")?;
+        let mut reads = Vec::new();
+        for (name, h, dt) in vars {
+            reads.push(Output::from(
+                ops::ReadVariableOp::new()
+                    .dtype(*dt)
+                    .build(h.clone(), &mut s)
+                    .tf_ctx(|| format!("reading {name} for a checkpoint"))?,
+            ));
+        }
+        let dtypes: Vec<DataType> = vars.iter().map(|v| v.2).collect();
+        let save = {
+            let name = s.get_unique_name_for_op("save");
+            let mut g = s.graph_mut();
+            let mut d = g
+                .new_operation("SaveV2", &name)
+                .map_err(|e| Error::graph(&name, e.to_string()))?;
+            d.add_input(prefix.clone());
+            d.add_input(names_t.clone());
+            d.add_input(slices_t.clone());
+            d.add_input_list(&reads);
+            d.set_attr_type_list("dtypes", &dtypes)
+                .map_err(|e| Error::graph(&name, e.to_string()))?;
+            d.finish().tf_ctx(ctx)?
+        };
+        let restored = {
+            let name = s.get_unique_name_for_op("restore");
+            let mut g = s.graph_mut();
+            let mut d = g
+                .new_operation("RestoreV2", &name)
+                .map_err(|e| Error::graph(&name, e.to_string()))?;
+            d.add_input(prefix.clone());
+            d.add_input(names_t);
+            d.add_input(slices_t);
+            d.set_attr_type_list("dtypes", &dtypes)
+                .map_err(|e| Error::graph(&name, e.to_string()))?;
+            d.finish().tf_ctx(ctx)?
+        };
+        let mut restore = Vec::new();
+        for (i, (_, h, _)) in vars.iter().enumerate() {
+            let v = Output {
+                operation: restored.clone(),
+                index: i as i32,
+            };
+            restore.push(ops::assign_variable_op(h.clone(), v, &mut s).tf_ctx(ctx)?);
+        }
+        Ok(Saver {
+            prefix,
+            save,
+            restore,
+            names,
+        })
+    }
+
+    /// Writes the variables to `prefix` (`prefix.index`, `prefix.data-*`).
+    pub fn save(&self, model: &Loaded, prefix: &Path) -> Result<()> {
+        let p = Tensor::from(prefix.to_string_lossy().into_owned());
+        let mut run = SessionRunArgs::new();
+        run.add_feed(&self.prefix.operation, self.prefix.index, &p);
+        run.add_target(&self.save);
+        model
+            .session
+            .run(&mut run)
+            .tf_ctx(|| format!("writing checkpoint {}", prefix.display()))
+    }
+
+    /// Reads the variables back from `prefix`.
+    pub fn restore(&self, model: &Loaded, prefix: &Path) -> Result<()> {
+        let p = Tensor::from(prefix.to_string_lossy().into_owned());
+        let mut run = SessionRunArgs::new();
+        run.add_feed(&self.prefix.operation, self.prefix.index, &p);
+        for op in &self.restore {
+            run.add_target(op);
+        }
+        model
+            .session
+            .run(&mut run)
+            .tf_ctx(|| format!("restoring checkpoint {}", prefix.display()))
+    }
+}
+
+/// `DIR/ckpt-<step>/` directories, oldest first.
+pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("ckpt-")?.parse().ok()?;
+            e.path()
+                .join("state.json")
+                .is_file()
+                .then(|| (step, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Writes checkpoint `ckpt-<step>` in `dir` atomically (temp dir + rename) and keeps the
+/// newest `keep`.
+pub fn write(
+    saver: &Saver,
+    model: &Loaded,
+    dir: &Path,
+    state: &RunState,
+    keep: usize,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let dst = dir.join(format!("ckpt-{}", state.step));
+    let tmp = dir.join(format!(".ckpt-{}.tmp", state.step));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    saver.save(model, &tmp.join("variables"))?;
+    let json =
+        serde_json::to_string(state).map_err(|e| Error::config("(checkpoint)", e.to_string()))?;
+    let st = tmp.join("state.json");
+    std::fs::write(&st, json).map_err(|e| Error::io(&st, e))?;
+    sync_dir(&tmp)?;
+    if dst.exists() {
+        std::fs::remove_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
+    }
+    std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+    sync_dir(dir)?;
+    let all = list(dir);
+    for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
+        std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
+    }
+    Ok(dst)
+}
+
+/// fsyncs a directory's files and the directory itself.
+fn sync_dir(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+    {
+        if e.path().is_file() {
+            std::fs::File::open(e.path())
+                .and_then(|f| f.sync_all())
+                .map_err(|err| Error::io(e.path(), err))?;
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Reads a checkpoint's run state.
+pub fn read_state(ckpt: &Path) -> Result<RunState> {
+    let p = ckpt.join("state.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Parse {
+        path: p,
+        what: "checkpoint state",
+        msg: e.to_string(),
+    })
+}

@@ -1,0 +1,139 @@
+//! TensorBoard logs written by TF's own summary ops (`CreateSummaryFileWriter`,
+//! `WriteScalarSummary`, `WriteImageSummary`): per-head losses, learning rate, gradient norm and
+//! images/s as scalars; input views and reconstructions as images.
+use std::path::Path;
+
+use tensorflow::{ops, DataType, Operation, Output, Scope, SessionRunArgs, Tensor};
+
+use super::Trainer;
+use crate::error::{Result, TfContext};
+
+/// Summary ops over one run directory's event file.
+pub struct Summaries {
+    step: Output,
+    rate: Output,
+    /// Ops run with a logging step (they read that step's tensors).
+    pub step_ops: Vec<Operation>,
+    rate_op: Operation,
+    flush: Operation,
+}
+
+fn tag(s: &mut Scope, t: &str) -> Result<Output> {
+    Ok(ops::constant(Tensor::from(t.to_string()), s)
+        .tf_ctx(|| format!("summary tag {t}"))?
+        .into())
+}
+
+impl Summaries {
+    /// Builds the writer for `logdir` and the summaries of `t`; `images` are NHWC tensors in
+    /// [0, 1] (up to 3 of each batch are written).
+    pub fn new(t: &mut Trainer, logdir: &Path, images: &[(String, Output)]) -> Result<Summaries> {
+        let ctx = || "building the TensorBoard summaries".to_string();
+        let mut s = t.model.scope.new_sub_scope("pretext/summary");
+        let writer: Output = ops::SummaryWriter::new()
+            .shared_name(s.get_unique_name_for_op("writer"))
+            .build(&mut s)
+            .tf_ctx(ctx)?
+            .into();
+        let dir = logdir.to_string_lossy().into_owned();
+        let dir = ops::constant(Tensor::from(dir), &mut s).tf_ctx(ctx)?;
+        let create = ops::create_summary_file_writer(
+            writer.clone(),
+            dir,
+            ops::constant(100i32, &mut s).tf_ctx(ctx)?,
+            ops::constant(5000i32, &mut s).tf_ctx(ctx)?,
+            ops::constant(Tensor::from(".pretext".to_string()), &mut s).tf_ctx(ctx)?,
+            &mut s,
+        )
+        .tf_ctx(ctx)?;
+        let step: Output = ops::Placeholder::new()
+            .dtype(DataType::Int64)
+            .build(&mut s.with_op_name("step"))
+            .tf_ctx(ctx)?
+            .into();
+        let rate: Output = ops::Placeholder::new()
+            .dtype(DataType::Float)
+            .build(&mut s.with_op_name("images_per_second"))
+            .tf_ctx(ctx)?
+            .into();
+        let mut scalars = vec![
+            ("loss".to_string(), t.loss.clone()),
+            (
+                "learning_rate".to_string(),
+                t.optimizer.learning_rate.clone(),
+            ),
+            ("gradient_norm".to_string(), t.grad_norm.clone()),
+        ];
+        scalars.extend(t.summaries.iter().filter(|(k, _)| k != "loss").cloned());
+        let mut step_ops = Vec::new();
+        for (k, v) in &scalars {
+            let tg = tag(&mut s, k)?;
+            step_ops.push(
+                ops::write_scalar_summary(writer.clone(), step.clone(), tg, v.clone(), &mut s)
+                    .tf_ctx(ctx)?,
+            );
+        }
+        let bad = ops::constant(&[255u8, 0, 0, 255][..], &mut s).tf_ctx(ctx)?;
+        for (k, v) in images {
+            let tg = tag(&mut s, k)?;
+            let clipped = ops::clip_by_value(
+                v.clone(),
+                ops::constant(0.0f32, &mut s).tf_ctx(ctx)?,
+                ops::constant(1.0f32, &mut s).tf_ctx(ctx)?,
+                &mut s,
+            )
+            .tf_ctx(ctx)?;
+            step_ops.push(
+                ops::WriteImageSummary::new()
+                    .max_images(3)
+                    .build(
+                        writer.clone(),
+                        step.clone(),
+                        tg,
+                        clipped,
+                        bad.clone(),
+                        &mut s,
+                    )
+                    .tf_ctx(ctx)?,
+            );
+        }
+        let tg = tag(&mut s, "images_per_second")?;
+        let rate_op =
+            ops::write_scalar_summary(writer.clone(), step.clone(), tg, rate.clone(), &mut s)
+                .tf_ctx(ctx)?;
+        let flush = ops::flush_summary_writer(writer, &mut s).tf_ctx(ctx)?;
+        let mut run = SessionRunArgs::new();
+        run.add_target(&create);
+        t.model
+            .session
+            .run(&mut run)
+            .tf_ctx(|| format!("creating the event file in {}", logdir.display()))?;
+        Ok(Summaries {
+            step,
+            rate,
+            step_ops,
+            rate_op,
+            flush,
+        })
+    }
+
+    /// The step feed for `step_ops`.
+    pub fn step_feed(&self, step: u64) -> (Output, Tensor<i64>) {
+        (self.step.clone(), Tensor::from(step as i64))
+    }
+
+    /// Writes images/s at `step` and flushes the event file.
+    pub fn write_rate(&self, t: &Trainer, step: u64, images_per_second: f32) -> Result<()> {
+        let st = Tensor::from(step as i64);
+        let r = Tensor::from(images_per_second);
+        let mut run = SessionRunArgs::new();
+        run.add_feed(&self.step.operation, self.step.index, &st);
+        run.add_feed(&self.rate.operation, self.rate.index, &r);
+        run.add_target(&self.rate_op);
+        run.add_target(&self.flush);
+        t.model
+            .session
+            .run(&mut run)
+            .tf_ctx(|| "writing TensorBoard summaries".into())
+    }
+}

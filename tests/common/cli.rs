@@ -1,0 +1,80 @@
+//! Running the `pretext` binary on experiment files in tests.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The pretext binary with the test environment's TF settings.
+pub fn pretext_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pretext"));
+    c.env("TF_ENABLE_ONEDNN_OPTS", "0")
+        .env("TF_CPP_MIN_LOG_LEVEL", "2");
+    c
+}
+
+/// (exit code, stdout, stderr).
+pub fn out(o: Output) -> (i32, String, String) {
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+pub fn pretext(args: &[&str]) -> (i32, String, String) {
+    out(pretext_cmd().args(args).output().unwrap())
+}
+
+/// The one `error:` line of a failed command.
+pub fn error_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
+    lines[0].to_string()
+}
+
+/// A small experiment on `model` (a fixture name or a path) over `images`.
+pub fn experiment(model: &Path, images: &Path, head: &str, steps: u64, extra: &str) -> String {
+    format!(
+        "model:\n  path: {}\ndata:\n  folders: [{}]\nhead:\n  kind: {head}\ntrain:\n  steps: {steps}\n  batch: 8\n{extra}",
+        model.display(),
+        images.display()
+    )
+}
+
+/// Writes `text` as `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The `report.json` of a run directory.
+pub fn report(run: &Path) -> serde_json::Value {
+    let p = run.join("report.json");
+    serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
+}
+
+pub fn losses(run: &Path) -> Vec<f32> {
+    report(run)["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let d = dst.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &d);
+        } else {
+            std::fs::copy(e.path(), d).unwrap();
+        }
+    }
+}
