@@ -56,9 +56,24 @@ pub fn run(exp: &Experiment, src: &Source, run_dir: &Path, stop: &AtomicBool) ->
     Ok(report)
 }
 
+/// The experiment of an existing run directory.
+fn run_config(run_dir: &Path, what: &str) -> Result<Source> {
+    let p = run_dir.join("config.yaml");
+    if !p.is_file() {
+        return Err(Error::config(
+            what,
+            format!(
+                "{} is not a pretext run directory (no config.yaml): nothing to {what}",
+                run_dir.display()
+            ),
+        ));
+    }
+    Source::read(&p)
+}
+
 /// Continues the run in `run_dir` from its newest checkpoint.
 pub fn resume(run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
-    let src = Source::read(&run_dir.join("config.yaml"))?;
+    let src = run_config(run_dir, "resume")?;
     let exp = src.parse(&[])?;
     let Some((_, ckpt)) = checkpoint::list(&checkpoints_dir(run_dir)).pop() else {
         return Err(Error::config(
@@ -73,7 +88,13 @@ pub fn resume(run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
     let started = Instant::now();
     let mut t = Trainer::new(&exp.train_config(steps))?;
     let state = t.restore(&ckpt)?;
-    if state.step >= steps {
+    let finished = std::fs::read_to_string(run_dir.join("report.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .map(|r| r["status"] == "finished" || r["status"] == "time_budget")
+        .unwrap_or(false);
+    // Training done but evaluation / export cut short: resume finishes those.
+    if state.step >= steps && finished {
         return Err(Error::config(
             "resume",
             format!(
@@ -103,7 +124,7 @@ pub fn resume(run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
 
 /// Exports the newest checkpoint of `run_dir` as its config says (or to `dir`).
 pub fn export_run(run_dir: &Path, dir: Option<&Path>) -> Result<PathBuf> {
-    let src = Source::read(&run_dir.join("config.yaml"))?;
+    let src = run_config(run_dir, "export")?;
     let exp = src.parse(&[])?;
     let Some((_, ckpt)) = checkpoint::list(&checkpoints_dir(run_dir)).pop() else {
         return Err(Error::config(
