@@ -136,7 +136,12 @@ impl Head for ByolConfig {
         let s = &mut b.scope;
         let z = mlp(s, h, &proj)?;
         let p = mlp(s, z, &pred)?;
-        let zt = ops::stop_gradient(mlp(s, ht, &target)?, s).tf_ctx(ctx)?;
+        let zt = ops::stop_gradient(mlp(s, ht.clone(), &target)?, s).tf_ctx(ctx)?;
+        let tensors = vec![
+            ("byol/target_features".to_string(), ht),
+            ("byol/prediction".to_string(), p.clone()),
+            ("byol/target_projection".to_string(), zt.clone().into()),
+        ];
         let axis = ops::constant(0i32, s).tf_ctx(ctx)?;
         let ps = ops::Split::new()
             .num_split(2)
@@ -156,6 +161,7 @@ impl Head for ByolConfig {
         Ok(HeadOutput {
             loss: loss.clone(),
             summaries: vec![("loss/byol".into(), loss)],
+            tensors,
             ema: vec![Ema {
                 momentum: self.momentum,
                 pairs,

@@ -154,8 +154,14 @@ pub fn small_target(s: &mut Scope, x: Output, t: i64, range: (f32, f32)) -> Resu
 
 impl DaeConfig {
     /// A t×t×c reconstruction in [0, 1] from the backbone output `e` with the configured
-    /// decoder (see `Decoder`).
-    pub fn reconstruct(&self, b: &mut HeadBuilder, e: Output, t: i64, c: i64) -> Result<Output> {
+    /// decoder (see `Decoder`), and the feature map it decoded from (conv decoder only).
+    pub fn reconstruct(
+        &self,
+        b: &mut HeadBuilder,
+        e: Output,
+        t: i64,
+        c: i64,
+    ) -> Result<(Output, Option<Output>)> {
         let fmap = match self.decoder {
             Decoder::Dense => None,
             // Auto: conv only where the output is a parameter-free pooling of the map, so the
@@ -173,8 +179,8 @@ impl DaeConfig {
             None => log::info!("dense decoder from the embedding"),
         }
         match fmap {
-            Some(f) => self.conv_decoder(b, f, t, c),
-            None => self.dense_decoder(b, e, t, c),
+            Some(f) => Ok((self.conv_decoder(b, f.clone(), t, c)?, Some(f))),
+            None => Ok((self.dense_decoder(b, e, t, c)?, None)),
         }
     }
 
@@ -242,6 +248,23 @@ impl DaeConfig {
     }
 }
 
+/// The named tensors of a reconstruction head `kind`: its corrupted input, the feature map the
+/// conv decoder used (if any), the reconstruction and its target.
+pub(super) fn decoder_tensors(
+    kind: &str,
+    input: Output,
+    fmap: Option<Output>,
+    reconstruction: Output,
+    target: Output,
+) -> Vec<(String, Output)> {
+    let input_name = if kind == "dae" { "noisy" } else { "masked" };
+    let mut v = vec![(format!("{kind}/{input_name}"), input)];
+    v.extend(fmap.map(|f| (format!("{kind}/feature_map"), f)));
+    v.push((format!("{kind}/reconstruction"), reconstruction));
+    v.push((format!("{kind}/target"), target));
+    v
+}
+
 impl Head for DaeConfig {
     fn kind(&self) -> &'static str {
         "dae"
@@ -264,12 +287,12 @@ impl Head for DaeConfig {
             (lo, hi),
             (gseed, seed),
         )?;
-        let e = b.tower(noisy)?;
+        let e = b.tower(noisy.clone())?;
         let t = self.target_size;
-        let r = self.reconstruct(b, e, t, channels)?;
+        let (r, fmap) = self.reconstruct(b, e, t, channels)?;
         let s = &mut b.scope;
         let target = small_target(s, x, t, (lo, hi))?;
-        let sq = ops::squared_difference(r, target, s).tf_ctx(ctx)?;
+        let sq = ops::squared_difference(r.clone(), target.clone(), s).tf_ctx(ctx)?;
         let all = ops::constant(&[0i32, 1, 2, 3][..], s).tf_ctx(ctx)?;
         let loss: tensorflow::Output = ops::mean(sq, all, &mut s.with_op_name("dae_loss"))
             .tf_ctx(ctx)?
@@ -277,6 +300,7 @@ impl Head for DaeConfig {
         Ok(HeadOutput {
             loss: loss.clone(),
             summaries: vec![("loss/dae".into(), loss)],
+            tensors: decoder_tensors("dae", noisy, fmap, r, target),
             ema: Vec::new(),
             post_assign: Vec::new(),
         })

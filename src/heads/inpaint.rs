@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tensorflow::{ops, DataType, Output, Scope};
 
-use super::dae::{small_target, DaeConfig, Decoder};
+use super::dae::{decoder_tensors, small_target, DaeConfig, Decoder};
 use super::{Head, HeadBuilder, HeadOutput};
 use crate::error::{Error, Result, TfContext};
 
@@ -190,14 +190,14 @@ impl Head for InpaintConfig {
             let kept = ops::mul(x.clone(), keep, s).tf_ctx(ctx)?;
             (Output::from(ops::add(kept, fill, s).tf_ctx(ctx)?), m)
         };
-        let e = b.tower(masked)?;
+        let e = b.tower(masked.clone())?;
         let t = self.target_size;
-        let r = self.decoder_config().reconstruct(b, e, t, c)?;
+        let (r, fmap) = self.decoder_config().reconstruct(b, e, t, c)?;
         let s = &mut b.scope;
         let target = small_target(s, x, t, (lo, hi))?;
         let size = ops::constant(&[t as i32, t as i32][..], s).tf_ctx(ctx)?;
-        let weight = ops::resize_area(m, size, s).tf_ctx(ctx)?;
-        let sq = ops::squared_difference(r, target, s).tf_ctx(ctx)?;
+        let weight = ops::resize_area(m.clone(), size, s).tf_ctx(ctx)?;
+        let sq = ops::squared_difference(r.clone(), target.clone(), s).tf_ctx(ctx)?;
         let weighted = ops::mul(sq, weight.clone(), s).tf_ctx(ctx)?;
         let all = ops::constant(&[0i32, 1, 2, 3][..], s).tf_ctx(ctx)?;
         let num = ops::sum(weighted, all.clone(), s).tf_ctx(ctx)?;
@@ -209,9 +209,12 @@ impl Head for InpaintConfig {
         )
         .tf_ctx(ctx)?;
         let loss: Output = ops::div(num, den, s).tf_ctx(ctx)?.into();
+        let mut tensors = vec![("inpaint/mask".to_string(), m)];
+        tensors.extend(decoder_tensors("inpaint", masked, fmap, r, target));
         Ok(HeadOutput {
             loss: loss.clone(),
             summaries: vec![("loss/inpaint".into(), loss)],
+            tensors,
             ema: Vec::new(),
             post_assign: Vec::new(),
         })

@@ -131,9 +131,14 @@ impl Head for MocoConfig {
         }
         let queue = b.unit_rows("moco/queue", self.queue_size, self.proj_dim)?;
         let s = &mut b.scope;
-        let k = mlp(s, hk, &target_layers)?;
+        let k = mlp(s, hk.clone(), &target_layers)?;
         let k = ops::stop_gradient(l2_normalize(s, k)?, s).tf_ctx(ctx)?;
         let q = l2_normalize(s, q)?;
+        let mut tensors = vec![
+            ("moco/key_features".to_string(), hk),
+            ("moco/query".to_string(), q.clone()),
+            ("moco/key".to_string(), k.clone().into()),
+        ];
         let queued = ops::ReadVariableOp::new()
             .dtype(DataType::Float)
             .build(queue.clone(), s)
@@ -154,6 +159,7 @@ impl Head for MocoConfig {
             s,
         )
         .tf_ctx(ctx)?;
+        tensors.push(("moco/logits".to_string(), logits.clone().into()));
         let n = batch_dims(s, k.clone().into())?;
         let zeros = ops::fill(n, ops::constant(0i32, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
         let depth = ops::constant((self.queue_size + 1) as i32, s).tf_ctx(ctx)?;
@@ -166,6 +172,7 @@ impl Head for MocoConfig {
         Ok(HeadOutput {
             loss: loss.clone(),
             summaries: vec![("loss/moco".into(), loss)],
+            tensors,
             ema: vec![Ema {
                 momentum: self.momentum,
                 pairs,

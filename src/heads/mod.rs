@@ -87,6 +87,10 @@ pub struct HeadOutput {
     pub loss: Output,
     /// Scalars worth logging, by tag.
     pub summaries: Vec<(String, Output)>,
+    /// Named intermediate tensors worth inspecting (`kind/what`, e.g. `dae/noisy`, the corrupted
+    /// batch the tower saw): for parity tests and image summaries. Random ones are redrawn each
+    /// session run, so fetch them in the run whose loss they should explain.
+    pub tensors: Vec<(String, Output)>,
     /// Momentum targets to move after each optimizer step.
     pub ema: Vec<momentum::Ema>,
     /// (variable handle, new value) assignments after each optimizer step (e.g. a queue).

@@ -90,6 +90,7 @@ impl Head for MultiConfig {
         let mut out = HeadOutput {
             loss: b.input(),
             summaries: Vec::new(),
+            tensors: Vec::new(),
             ema: Vec::new(),
             post_assign: Vec::new(),
         };
@@ -103,6 +104,7 @@ impl Head for MultiConfig {
                 Some(t) => ops::add(t, term, s).tf_ctx(ctx)?.into(),
             });
             out.summaries.extend(o.summaries);
+            out.tensors.extend(o.tensors);
             out.ema.extend(o.ema);
             out.post_assign.extend(o.post_assign);
         }

@@ -42,7 +42,7 @@ impl Head for RotationConfig {
         }
         let rs = rotations(&mut b.scope, x.clone())?;
         let all = concat(&mut b.scope, &rs, 0)?;
-        let e = b.tower(all)?;
+        let e = b.tower(all.clone())?;
         let e = b.pooled(e)?;
         let d = b.static_dim(&e, 1)?;
         let logits = b.dense("rotation/classifier", e, d, 4, Activation::Linear)?;
@@ -56,6 +56,10 @@ impl Head for RotationConfig {
         let labels = concat(s, &labels, 0)?;
         let depth = ops::constant(4i32, s).tf_ctx(ctx)?;
         let loss = xent_mean(s, logits.clone(), labels.clone(), depth.into())?;
+        let tensors = vec![
+            ("rotation/rotated".to_string(), all),
+            ("rotation/logits".to_string(), logits.clone()),
+        ];
         let axes = ops::constant(&[0i32][..], s).tf_ctx(ctx)?;
         let pred = ops::ArgMax::new()
             .output_type(tensorflow::DataType::Int32)
@@ -73,6 +77,7 @@ impl Head for RotationConfig {
                 ("loss/rotation".into(), loss),
                 ("rotation/accuracy".into(), acc),
             ],
+            tensors,
             ema: Vec::new(),
             post_assign: Vec::new(),
         })

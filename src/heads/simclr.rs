@@ -142,6 +142,7 @@ impl Head for SimclrConfig {
         )?;
         let s = &mut b.scope;
         let axis = scalar(0i32, s)?;
+        let tensors = vec![("simclr/projection".to_string(), z.clone())];
         let halves = ops::Split::new()
             .num_split(2)
             .build(axis, z, s)
@@ -161,6 +162,7 @@ impl Head for SimclrConfig {
         Ok(HeadOutput {
             loss: loss.clone(),
             summaries: vec![("loss/simclr".into(), loss)],
+            tensors,
             ema: Vec::new(),
             post_assign: Vec::new(),
         })

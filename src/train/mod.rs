@@ -2,6 +2,7 @@
 //! and step the session with batches of unlabeled images.
 pub mod checkpoint;
 mod config;
+mod inspect;
 pub mod select;
 pub mod summary;
 
@@ -16,7 +17,7 @@ use crate::data::{ViewBatch, ViewPlan};
 use crate::error::{Error, Result, TfContext};
 use crate::graph::bn::BnMode;
 use crate::graph::{self, inline_signature, FlatGraph};
-use crate::heads::HeadBuilder;
+use crate::heads::{HeadBuilder, HeadVar};
 use crate::optim::{Optimizer, Param};
 use crate::savedmodel::{Loaded, SavedModelInfo, Signature};
 
@@ -73,6 +74,12 @@ pub struct Trainer {
     pub feeds: Vec<Output>,
     plan: ViewPlan,
     pub loss: Output,
+    /// The head's named intermediate tensors (see `HeadOutput::tensors`; `Trainer::evaluate`).
+    pub tensors: Vec<(String, Output)>,
+    /// Variables the head created (`pretext/head/<name>/var`), not their momentum copies.
+    pub head_vars: Vec<HeadVar>,
+    /// (momentum copy, online variable) handles the post-step EMA moves, model and head ones.
+    pub momentum_pairs: Vec<(Output, Output)>,
     pub optimizer: Optimizer,
     /// Assignments run with each step: batch-norm moving statistics (train mode), and after the
     /// optimizer's update, heads' momentum targets and queues.
@@ -233,7 +240,7 @@ impl Trainer {
         let trainable = cfg
             .train_vars
             .select(&model.info.variables(), &read_order)?;
-        let (loss, towers, head_vars, head_inits, ema, post_assign, summaries) = {
+        let (loss, tensors, towers, head_vars, head_inits, ema, post_assign, summaries) = {
             let mut b = HeadBuilder::new(
                 &mut model,
                 &flat,
@@ -246,6 +253,7 @@ impl Trainer {
             let out = head.build(&mut b)?;
             (
                 out.loss,
+                out.tensors,
                 std::mem::take(&mut b.towers),
                 std::mem::take(&mut b.vars),
                 std::mem::take(&mut b.init_ops),
@@ -325,6 +333,7 @@ impl Trainer {
         let param_names = params.iter().map(|p| p.name.clone()).collect();
         let vars = checkpoint_vars(&model)?;
         let saver = checkpoint::Saver::new(&mut model, &vars)?;
+        let momentum_pairs = ema.iter().flat_map(|e| e.pairs.iter().cloned()).collect();
         let mut run = SessionRunArgs::new();
         for op in head_inits.iter().chain([&optimizer.init_op]) {
             run.add_target(op);
@@ -346,6 +355,9 @@ impl Trainer {
             feeds,
             plan,
             loss,
+            tensors,
+            head_vars,
+            momentum_pairs,
             optimizer,
             bn_updates,
             param_names,

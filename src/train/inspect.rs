@@ -1,0 +1,87 @@
+//! Looking inside a trainer without stepping it: the loss and the head's named tensors on a
+//! batch, and reading or setting variables (for parity tests against references, and summaries).
+use tensorflow::{ops, DataType, Output, SessionRunArgs, Tensor};
+
+use super::Trainer;
+use crate::error::{Error, Result, TfContext};
+
+impl Trainer {
+    /// The loss and the named head tensors `names` (see `tensors`) on `xs` (in `feeds` order),
+    /// all from one session run that updates nothing: random corruptions drawn in that run are
+    /// the ones the returned loss saw.
+    pub fn evaluate(&self, xs: &[Tensor<f32>], names: &[&str]) -> Result<(f32, Vec<Tensor<f32>>)> {
+        let mut wanted = Vec::with_capacity(names.len());
+        for name in names {
+            let t = self
+                .tensors
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .ok_or_else(|| {
+                    let known: Vec<&str> = self.tensors.iter().map(|(n, _)| n.as_str()).collect();
+                    Error::graph(
+                        *name,
+                        format!("no such head tensor (known: {})", known.join(", ")),
+                    )
+                })?;
+            wanted.push(t);
+        }
+        let mut run = SessionRunArgs::new();
+        for (f, x) in self.feeds.iter().zip(xs) {
+            run.add_feed(&f.operation, f.index, x);
+        }
+        let loss_tok = run.request_fetch(&self.loss.operation, self.loss.index);
+        let toks: Vec<_> = wanted
+            .iter()
+            .map(|t| run.request_fetch(&t.operation, t.index))
+            .collect();
+        self.model
+            .session
+            .run(&mut run)
+            .tf_ctx(|| "evaluating the loss without a step".into())?;
+        let loss: Tensor<f32> = run.fetch(loss_tok).tf_ctx(|| "fetching the loss".into())?;
+        let mut out = Vec::with_capacity(toks.len());
+        for (tok, name) in toks.into_iter().zip(names) {
+            out.push(
+                run.fetch(tok)
+                    .tf_ctx(|| format!("fetching head tensor {name}"))?,
+            );
+        }
+        Ok((loss[0], out))
+    }
+
+    /// The current value of the float variable behind `handle` (a `VarHandleOp` output: a model
+    /// variable, a head variable, a momentum copy or a queue).
+    pub fn read_variable(&mut self, handle: &Output) -> Result<Tensor<f32>> {
+        let name = handle.operation.name().unwrap_or_default();
+        let value: Output = {
+            let mut s = self.model.scope.new_sub_scope("pretext/inspect");
+            ops::ReadVariableOp::new()
+                .dtype(DataType::Float)
+                .build(handle.clone(), &mut s)
+                .tf_ctx(|| format!("reading variable {name}"))?
+                .into()
+        };
+        self.model.run_f32(&[], &value)
+    }
+
+    /// Sets the float variable behind `handle` to `value` (same shape).
+    pub fn assign_variable(&mut self, handle: &Output, value: &Tensor<f32>) -> Result<()> {
+        let name = handle.operation.name().unwrap_or_default();
+        let ctx = || format!("assigning variable {name}");
+        let (feed, assign) = {
+            let mut s = self.model.scope.new_sub_scope("pretext/inspect");
+            let p: Output = ops::Placeholder::new()
+                .dtype(DataType::Float)
+                .build(&mut s)
+                .tf_ctx(ctx)?
+                .into();
+            let a = ops::assign_variable_op(handle.clone(), p.clone(), &mut s).tf_ctx(ctx)?;
+            (p, a)
+        };
+        let mut run = SessionRunArgs::new();
+        run.add_feed(&feed.operation, feed.index, value);
+        run.add_target(&assign);
+        self.model.session.run(&mut run).tf_ctx(ctx)
+    }
+}
