@@ -214,7 +214,7 @@ extern "C" {
 fn ctrl_c_checkpoints_and_resume_reproduces_the_uninterrupted_losses() {
     let tmp = tempfile::tempdir().unwrap();
     let extra = "checkpoint:\n  every: 10\nlogging:\n  every: 1\n  tensorboard: false\n";
-    for head in ["simclr", "dae", "inpaint"] {
+    for head in ["simclr", "dae", "inpaint", "moco", "byol"] {
         let text = experiment(&fixture("mobilenet_v2_035"), &images(), head, 40, extra);
         let p = write(tmp.path(), &format!("{head}.yaml"), &text);
         let (a, b) = (

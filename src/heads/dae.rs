@@ -2,7 +2,7 @@
 //! embedding back to a small copy of the clean image. A dense decoder from the embedding works
 //! on every image model (feature vector or feature map, pooled), whatever its architecture.
 use serde::{Deserialize, Serialize};
-use tensorflow::{ops, DataType, Output, Scope};
+use tensorflow::{ops, Output, Scope};
 
 use super::{Activation, Head, HeadBuilder, HeadOutput};
 use crate::error::{Error, Result, TfContext};
@@ -80,14 +80,14 @@ impl DaeConfig {
     }
 }
 
-/// The corrupted view of `x` (values in `range`), drawn with op seeds `seeds`.
+/// The corrupted view of `x` (values in `range`), drawn statelessly from the int64[2] `seed`.
 pub fn corrupt(
     s: &mut Scope,
     x: Output,
     noise: Noise,
     level: f32,
     range: (f32, f32),
-    seeds: (i64, i64),
+    seed: Output,
 ) -> Result<Output> {
     let ctx = || "building the input corruption".to_string();
     let (lo, hi) = range;
@@ -96,24 +96,13 @@ pub fn corrupt(
     let hi_t: Output = ops::constant(hi, s).tf_ctx(ctx)?.into();
     let y: Output = match noise {
         Noise::Gaussian => {
-            let n = ops::RandomStandardNormal::new()
-                .dtype(DataType::Float)
-                .seed(seeds.0)
-                .seed2(seeds.1)
-                .build(shape, s)
-                .tf_ctx(ctx)?;
+            let n = super::random(s, shape.into(), seed, true)?;
             let n = ops::mul(n, ops::constant(level * (hi - lo), s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
             let y = ops::add(x, n, s).tf_ctx(ctx)?;
             ops::clip_by_value(y, lo_t, hi_t, s).tf_ctx(ctx)?.into()
         }
         Noise::Masking | Noise::SaltPepper => {
-            let u: Output = ops::RandomUniform::new()
-                .dtype(DataType::Float)
-                .seed(seeds.0)
-                .seed2(seeds.1)
-                .build(shape, s)
-                .tf_ctx(ctx)?
-                .into();
+            let u: Output = super::random(s, shape.into(), seed, false)?;
             let lows = ops::zeros_like(x.clone(), s).tf_ctx(ctx)?;
             let lows = ops::add(lows, lo_t.clone(), s).tf_ctx(ctx)?;
             let (p_low, p_high) = if noise == Noise::Masking {
@@ -276,8 +265,7 @@ impl Head for DaeConfig {
         let x = b.input();
         let channels = b.static_dim(&x, 3)?;
         let (lo, hi) = b.range;
-        let seed = b.next_seed();
-        let gseed = b.seed;
+        let seed = b.step_seed()?;
         // View: x + noise, clipped to the pixel range.
         let noisy = corrupt(
             &mut b.scope,
@@ -285,7 +273,7 @@ impl Head for DaeConfig {
             self.noise,
             self.noise_level,
             (lo, hi),
-            (gseed, seed),
+            seed,
         )?;
         let e = b.tower(noisy.clone())?;
         let t = self.target_size;
@@ -322,7 +310,8 @@ mod tests {
         )
         .unwrap()
         .into();
-        let y = corrupt(&mut s, x, noise, level, (0.0, 1.0), (1, 2)).unwrap();
+        let seed: Output = ops::constant(&[1i64, 2][..], &mut s).unwrap().into();
+        let y = corrupt(&mut s, x, noise, level, (0.0, 1.0), seed).unwrap();
         let sess = Session::new(&SessionOptions::new(), &s.graph()).unwrap();
         let mut run = SessionRunArgs::new();
         let t = run.request_fetch(&y.operation, y.index);

@@ -67,14 +67,16 @@ impl InpaintConfig {
     }
 }
 
-/// A [N, h, w, 1] float mask (1 = hidden) for a batch shaped like `x`, drawn with `seeds`.
+/// A [N, h, w, 1] float mask (1 = hidden) for a batch shaped like `x`, drawn statelessly from
+/// the int64[2] `seed` (`seed2` for the block's second coordinate).
 pub fn mask(
     s: &mut Scope,
     x: &Output,
     cfg: &InpaintConfig,
     h: i64,
     w: i64,
-    seeds: (i64, i64),
+    seed: Output,
+    seed2: Output,
 ) -> Result<Output> {
     let ctx = || "building the inpainting mask".to_string();
     let n = super::batch_dims(s, x.clone())?;
@@ -87,18 +89,8 @@ pub fn mask(
             let side_h = ((cfg.mask_ratio.sqrt() * h as f32).round() as i64).clamp(1, h);
             let side_w = ((cfg.mask_ratio.sqrt() * w as f32).round() as i64).clamp(1, w);
             let d = dims(s, &[1, 1, 1])?;
-            let u = ops::RandomUniform::new()
-                .dtype(DataType::Float)
-                .seed(seeds.0)
-                .seed2(seeds.1)
-                .build(d.clone(), s)
-                .tf_ctx(ctx)?;
-            let v = ops::RandomUniform::new()
-                .dtype(DataType::Float)
-                .seed(seeds.0)
-                .seed2(seeds.1 + 1)
-                .build(d, s)
-                .tf_ctx(ctx)?;
+            let u = super::random(s, d.clone(), seed, false)?;
+            let v = super::random(s, d, seed2, false)?;
             let y0 = ops::floor(
                 ops::mul(u, ops::constant((h - side_h + 1) as f32, s).tf_ctx(ctx)?, s)
                     .tf_ctx(ctx)?,
@@ -147,12 +139,7 @@ pub fn mask(
                 ((w + cfg.patch - 1) / cfg.patch) as i32,
             );
             let d = dims(s, &[gh, gw, 1])?;
-            let u = ops::RandomUniform::new()
-                .dtype(DataType::Float)
-                .seed(seeds.0)
-                .seed2(seeds.1)
-                .build(d, s)
-                .tf_ctx(ctx)?;
+            let u = super::random(s, d, seed, false)?;
             let hidden =
                 ops::less(u, ops::constant(cfg.mask_ratio, s).tf_ctx(ctx)?, s).tf_ctx(ctx)?;
             let m = ops::Cast::new()
@@ -180,10 +167,10 @@ impl Head for InpaintConfig {
             b.static_dim(&x, 3)?,
         );
         let (lo, hi) = b.range;
-        let seeds = (b.seed, b.next_seed());
+        let (seed, seed2) = (b.step_seed()?, b.step_seed()?);
         let (masked, m) = {
             let s = &mut b.scope;
-            let m = mask(s, &x, self, h, w, seeds)?;
+            let m = mask(s, &x, self, h, w, seed, seed2)?;
             let keep = ops::sub(ops::constant(1.0f32, s).tf_ctx(ctx)?, m.clone(), s).tf_ctx(ctx)?;
             let fill = ops::mul(m.clone(), ops::constant((lo + hi) / 2.0, s).tf_ctx(ctx)?, s)
                 .tf_ctx(ctx)?;
@@ -236,7 +223,9 @@ mod tests {
         )
         .unwrap()
         .into();
-        let m = mask(&mut s, &x, cfg, 32, 32, (3, 4)).unwrap();
+        let seed: Output = ops::constant(&[3i64, 4][..], &mut s).unwrap().into();
+        let seed2: Output = ops::constant(&[3i64, 5][..], &mut s).unwrap().into();
+        let m = mask(&mut s, &x, cfg, 32, 32, seed, seed2).unwrap();
         let sess = Session::new(&SessionOptions::new(), &s.graph()).unwrap();
         let mut run = SessionRunArgs::new();
         let t = run.request_fetch(&m.operation, m.index);

@@ -98,6 +98,25 @@ pub(crate) fn activate(
     })
 }
 
+/// Stateless uniform [0, 1) (`normal`: standard normal) draws of `shape` from an int64[2] seed
+/// tensor: the same seed gives the same draw in any session, so a resumed run repeats them.
+pub fn random(s: &mut Scope, shape: Output, seed: Output, normal: bool) -> Result<Output> {
+    let ctx = || "stateless random draw".to_string();
+    Ok(if normal {
+        ops::StatelessRandomNormal::new()
+            .dtype(tensorflow::DataType::Float)
+            .build(shape, seed, s)
+            .tf_ctx(ctx)?
+            .into()
+    } else {
+        ops::StatelessRandomUniform::new()
+            .dtype(tensorflow::DataType::Float)
+            .build(shape, seed, s)
+            .tf_ctx(ctx)?
+            .into()
+    })
+}
+
 /// Layer activations heads use.
 #[derive(Debug, Clone, Copy)]
 pub enum Activation {

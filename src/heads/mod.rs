@@ -21,7 +21,7 @@ pub use byol::ByolConfig;
 pub use dae::DaeConfig;
 pub use inpaint::InpaintConfig;
 use layers::activate;
-pub use layers::{batch_dims, concat, normalize, xent_mean, Activation};
+pub use layers::{batch_dims, concat, normalize, random, xent_mean, Activation};
 pub use moco::MocoConfig;
 pub use multi::{MultiConfig, WeightedHead};
 pub use rotation::RotationConfig;
@@ -124,6 +124,8 @@ pub struct HeadBuilder<'m> {
     pub init_ops: Vec<Operation>,
     pub scope: Scope,
     seeds: i64,
+    /// int64[2] `[seed, step]`, fed each step: per-step random draws are a pure function of it.
+    step_seed: Output,
 }
 
 impl<'m> HeadBuilder<'m> {
@@ -135,6 +137,7 @@ impl<'m> HeadBuilder<'m> {
         range: (f32, f32),
         seed: i64,
         device: Option<String>,
+        step_seed: Output,
     ) -> Self {
         let scope = model.scope.new_sub_scope("pretext/head");
         HeadBuilder {
@@ -150,6 +153,7 @@ impl<'m> HeadBuilder<'m> {
             init_ops: Vec::new(),
             scope,
             seeds: 0,
+            step_seed,
         }
     }
 
@@ -189,6 +193,17 @@ impl<'m> HeadBuilder<'m> {
         let gamma = self.variable(&format!("{name}/gamma"), &[width], None)?;
         let beta = self.variable(&format!("{name}/beta"), &[width], None)?;
         normalize(&mut self.scope, x, gamma, beta)
+    }
+
+    /// The seed tensor of a per-step random op: `[seed + k, step]` for this op's own k, so
+    /// every op draws differently and every step anew, reproducibly across sessions.
+    pub fn step_seed(&mut self) -> Result<Output> {
+        let k = self.next_seed();
+        let s = &mut self.scope;
+        let off = ops::constant(&[k, 0i64][..], s).tf_ctx(|| "op seed".into())?;
+        Ok(ops::add(self.step_seed.clone(), off, s)
+            .tf_ctx(|| "op seed".into())?
+            .into())
     }
 
     /// A fresh op-level seed (deterministic given the experiment seed).

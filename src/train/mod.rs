@@ -1,5 +1,6 @@
 //! The training loop: inline the backbone, attach a pretext head, differentiate, optimize,
 //! and step the session with batches of unlabeled images.
+mod build;
 pub mod checkpoint;
 mod config;
 mod inspect;
@@ -20,47 +21,6 @@ use crate::graph::{self, inline_signature, FlatGraph};
 use crate::heads::{HeadBuilder, HeadVar};
 use crate::optim::{Optimizer, Param};
 use crate::savedmodel::{Loaded, SavedModelInfo, Signature};
-
-/// Ops run after the optimizer's update each step: EMA of momentum targets, heads' assignments.
-fn post_step_ops(
-    model: &mut Loaded,
-    opt: &Optimizer,
-    ema: &[crate::heads::momentum::Ema],
-    assign: &[(Output, Output)],
-) -> Result<Vec<tensorflow::Operation>> {
-    let ctx = || "post-step updates".to_string();
-    let mut s = model
-        .scope
-        .new_sub_scope("pretext/post_step")
-        .with_control_dependencies(std::slice::from_ref(&opt.train_op));
-    let mut ops_out = Vec::new();
-    for e in ema {
-        let m: Output = ops::constant(e.momentum, &mut s).tf_ctx(ctx)?.into();
-        let one_m: Output = ops::constant(1.0 - e.momentum, &mut s).tf_ctx(ctx)?.into();
-        for (target, online) in &e.pairs {
-            let dt = target.operation.get_attr_type("dtype").tf_ctx(ctx)?;
-            let t = ops::ReadVariableOp::new()
-                .dtype(dt)
-                .build(target.clone(), &mut s)
-                .tf_ctx(ctx)?;
-            let o = ops::ReadVariableOp::new()
-                .dtype(dt)
-                .build(online.clone(), &mut s)
-                .tf_ctx(ctx)?;
-            let v = ops::add(
-                ops::mul(t, m.clone(), &mut s).tf_ctx(ctx)?,
-                ops::mul(o, one_m.clone(), &mut s).tf_ctx(ctx)?,
-                &mut s,
-            )
-            .tf_ctx(ctx)?;
-            ops_out.push(ops::assign_variable_op(target.clone(), v, &mut s).tf_ctx(ctx)?);
-        }
-    }
-    for (h, v) in assign {
-        ops_out.push(ops::assign_variable_op(h.clone(), v.clone(), &mut s).tf_ctx(ctx)?);
-    }
-    Ok(ops_out)
-}
 
 /// A model with a pretext head and an optimizer, ready to step.
 pub struct Trainer {
@@ -90,6 +50,9 @@ pub struct Trainer {
     batch: usize,
     /// Optimizer steps taken (continued across a resume).
     pub step: u64,
+    /// Fed `[seed, step]` each step (per-step random draws of the heads).
+    step_seed: Output,
+    seed: i64,
     /// Scalars the head reports (e.g. each head's loss in a multi-task sum), by tag.
     pub summaries: Vec<(String, Output)>,
     /// Global L2 norm of the gradients.
@@ -98,69 +61,7 @@ pub struct Trainer {
     pub saver: checkpoint::Saver,
 }
 
-/// Global L2 norm of `grads`.
-fn global_norm(s: &mut tensorflow::Scope, grads: &[Output]) -> Result<Output> {
-    let ctx = || "gradient norm".to_string();
-    let mut total: Option<Output> = None;
-    for g in grads {
-        let sq = ops::square(g.clone(), s).tf_ctx(ctx)?;
-        let r = ops::rank(sq.clone(), s).tf_ctx(ctx)?;
-        let axes = ops::range(
-            ops::constant(0i32, s).tf_ctx(ctx)?,
-            r,
-            ops::constant(1i32, s).tf_ctx(ctx)?,
-            s,
-        )
-        .tf_ctx(ctx)?;
-        let part: Output = ops::sum(sq, axes, s).tf_ctx(ctx)?.into();
-        total = Some(match total {
-            None => part,
-            Some(t) => ops::add(t, part, s).tf_ctx(ctx)?.into(),
-        });
-    }
-    let t = match total {
-        Some(t) => t,
-        None => ops::constant(0.0f32, s).tf_ctx(ctx)?.into(),
-    };
-    Ok(ops::sqrt(t, s).tf_ctx(ctx)?.into())
-}
-
-/// Every variable a run changes or depends on: the model's (those its signatures use) and
-/// everything pretext created (head, momentum targets, queues, optimizer slots and step).
-fn checkpoint_vars(model: &Loaded) -> Result<Vec<(String, Output, DataType)>> {
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for v in model.info.variables() {
-        if seen.insert(v.handle.clone()) {
-            let h = model.output(&v.handle)?;
-            let dt = h
-                .operation
-                .get_attr_type("dtype")
-                .tf_ctx(|| format!("dtype of {}", v.handle))?;
-            out.push((v.handle.clone(), h, dt));
-        }
-    }
-    let g = model.scope.graph();
-    for op in g.operation_iter() {
-        let (Ok(name), Ok(t)) = (op.name(), op.op_type()) else {
-            continue;
-        };
-        if t == "VarHandleOp" && name.starts_with("pretext/") && seen.insert(name.clone()) {
-            let dt = op
-                .get_attr_type("dtype")
-                .tf_ctx(|| format!("dtype of {name}"))?;
-            out.push((
-                name,
-                Output {
-                    operation: op,
-                    index: 0,
-                },
-                dt,
-            ));
-        }
-    }
-    Ok(out)
-}
+use build::{checkpoint_vars, global_norm, post_step_ops};
 
 impl Trainer {
     /// Loads the model, builds towers, head, gradients and optimizer, initialises new variables.
@@ -207,6 +108,18 @@ impl Trainer {
                 .into())
         };
         let input = placeholder("images")?;
+        // [seed, step] for the heads' per-step random draws (fed each step; 0 otherwise).
+        let step_seed: Output = {
+            let mut s = model.scope.new_sub_scope("pretext");
+            let d =
+                ops::constant(&[cfg.seed as i64, 0][..], &mut s).tf_ctx(|| "step seed".into())?;
+            ops::PlaceholderWithDefault::new()
+                .dtype(DataType::Int64)
+                .shape(Shape::from(Some(vec![Some(2)])))
+                .build(d, &mut s.with_op_name("step_seed"))
+                .tf_ctx(|| "step seed".into())?
+                .into()
+        };
         let views = (0..augmented)
             .map(|i| placeholder(&format!("view{i}")))
             .collect::<Result<Vec<_>>>()?;
@@ -249,6 +162,7 @@ impl Trainer {
                 cfg.range,
                 cfg.seed as i64,
                 cfg.device.clone(),
+                step_seed.clone(),
             );
             let out = head.build(&mut b)?;
             (
@@ -364,6 +278,8 @@ impl Trainer {
             trained_vars,
             batch: cfg.batch,
             step: 0,
+            step_seed,
+            seed: cfg.seed as i64,
             summaries,
             grad_norm,
             saver,
@@ -405,6 +321,9 @@ impl Trainer {
         feeds: &[(Output, Tensor<i64>)],
         fetch: &[&Output],
     ) -> Result<Vec<f32>> {
+        let seed = Tensor::new(&[2])
+            .with_values(&[self.seed, self.step as i64 + 1])
+            .tf_ctx(|| "step seed".into())?;
         let mut run = SessionRunArgs::new();
         for (f, x) in self.feeds.iter().zip(xs) {
             run.add_feed(&f.operation, f.index, x);
@@ -412,6 +331,7 @@ impl Trainer {
         for (f, x) in feeds {
             run.add_feed(&f.operation, f.index, x);
         }
+        run.add_feed(&self.step_seed.operation, self.step_seed.index, &seed);
         run.add_target(&self.optimizer.train_op);
         for u in self.bn_updates.iter().chain(extra.iter().copied()) {
             run.add_target(u);

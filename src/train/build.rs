@@ -1,0 +1,116 @@
+//! Graph pieces the trainer adds around a head: post-step updates (EMA targets, queues), the
+//! gradient norm, and the list of variables a checkpoint must hold.
+use tensorflow::{ops, DataType, Output};
+
+use crate::error::{Result, TfContext};
+use crate::optim::Optimizer;
+use crate::savedmodel::Loaded;
+
+/// Ops run after the optimizer's update each step: EMA of momentum targets, heads' assignments.
+pub(super) fn post_step_ops(
+    model: &mut Loaded,
+    opt: &Optimizer,
+    ema: &[crate::heads::momentum::Ema],
+    assign: &[(Output, Output)],
+) -> Result<Vec<tensorflow::Operation>> {
+    let ctx = || "post-step updates".to_string();
+    let mut s = model
+        .scope
+        .new_sub_scope("pretext/post_step")
+        .with_control_dependencies(std::slice::from_ref(&opt.train_op));
+    let mut ops_out = Vec::new();
+    for e in ema {
+        let m: Output = ops::constant(e.momentum, &mut s).tf_ctx(ctx)?.into();
+        let one_m: Output = ops::constant(1.0 - e.momentum, &mut s).tf_ctx(ctx)?.into();
+        for (target, online) in &e.pairs {
+            let dt = target.operation.get_attr_type("dtype").tf_ctx(ctx)?;
+            let t = ops::ReadVariableOp::new()
+                .dtype(dt)
+                .build(target.clone(), &mut s)
+                .tf_ctx(ctx)?;
+            let o = ops::ReadVariableOp::new()
+                .dtype(dt)
+                .build(online.clone(), &mut s)
+                .tf_ctx(ctx)?;
+            let v = ops::add(
+                ops::mul(t, m.clone(), &mut s).tf_ctx(ctx)?,
+                ops::mul(o, one_m.clone(), &mut s).tf_ctx(ctx)?,
+                &mut s,
+            )
+            .tf_ctx(ctx)?;
+            ops_out.push(ops::assign_variable_op(target.clone(), v, &mut s).tf_ctx(ctx)?);
+        }
+    }
+    for (h, v) in assign {
+        ops_out.push(ops::assign_variable_op(h.clone(), v.clone(), &mut s).tf_ctx(ctx)?);
+    }
+    Ok(ops_out)
+}
+
+/// Global L2 norm of `grads`.
+pub(super) fn global_norm(s: &mut tensorflow::Scope, grads: &[Output]) -> Result<Output> {
+    let ctx = || "gradient norm".to_string();
+    let mut total: Option<Output> = None;
+    for g in grads {
+        let sq = ops::square(g.clone(), s).tf_ctx(ctx)?;
+        let r = ops::rank(sq.clone(), s).tf_ctx(ctx)?;
+        let axes = ops::range(
+            ops::constant(0i32, s).tf_ctx(ctx)?,
+            r,
+            ops::constant(1i32, s).tf_ctx(ctx)?,
+            s,
+        )
+        .tf_ctx(ctx)?;
+        let part: Output = ops::sum(sq, axes, s).tf_ctx(ctx)?.into();
+        total = Some(match total {
+            None => part,
+            Some(t) => ops::add(t, part, s).tf_ctx(ctx)?.into(),
+        });
+    }
+    let t = match total {
+        Some(t) => t,
+        None => ops::constant(0.0f32, s).tf_ctx(ctx)?.into(),
+    };
+    Ok(ops::sqrt(t, s).tf_ctx(ctx)?.into())
+}
+
+/// Every variable a run changes or depends on: the model's (those its signatures use) and
+/// everything pretext created (head, momentum targets, queues, optimizer slots and step).
+pub(super) fn checkpoint_vars(model: &Loaded) -> Result<Vec<(String, Output, DataType)>> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for v in model.info.variables() {
+        if seen.insert(v.handle.clone()) {
+            let h = model.output(&v.handle)?;
+            let dt = h
+                .operation
+                .get_attr_type("dtype")
+                .tf_ctx(|| format!("dtype of {}", v.handle))?;
+            out.push((v.handle.clone(), h, dt));
+        }
+    }
+    // Variables pretext created: every VarHandleOp the SavedModel's own graph does not have
+    // (scopes get uniquified, e.g. `pretext_1/optimizer/…`, so names are no guide).
+    let original: std::collections::HashSet<&str> =
+        model.info.nodes().iter().map(|n| n.name.as_str()).collect();
+    let g = model.scope.graph();
+    for op in g.operation_iter() {
+        let (Ok(name), Ok(t)) = (op.name(), op.op_type()) else {
+            continue;
+        };
+        if t == "VarHandleOp" && !original.contains(name.as_str()) && seen.insert(name.clone()) {
+            let dt = op
+                .get_attr_type("dtype")
+                .tf_ctx(|| format!("dtype of {name}"))?;
+            out.push((
+                name,
+                Output {
+                    operation: op,
+                    index: 0,
+                },
+                dt,
+            ));
+        }
+    }
+    Ok(out)
+}
