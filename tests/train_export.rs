@@ -152,6 +152,19 @@ fn multi_task_feeds_the_union_of_views_and_its_loss_falls() {
         3,
         "clean batch + two augmented views"
     );
+    // Online backbone passes are shared where the inputs are the same: SimCLR and BYOL embed
+    // one stack of both views once (BYOL's momentum tower is its own); DAE's noisy input is not
+    // shared.
+    let towers = |spec: &str| {
+        let mut c = cfg("tiny_cnn", 1);
+        c.head =
+            pretext::heads::HeadConfig::Multi(pretext::heads::MultiConfig::parse(spec).unwrap());
+        Trainer::new(&c).unwrap().towers
+    };
+    assert_eq!(towers("simclr=1"), 1);
+    assert_eq!(towers("byol=1"), 1);
+    assert_eq!(towers("simclr=1,byol=1"), 1, "one shared online pass");
+    assert_eq!(towers("dae=1,simclr=1"), 2);
     let multi = pretext::heads::HeadConfig::Multi(
         pretext::heads::MultiConfig::parse("dae=1,rotation=0.5").unwrap(),
     );

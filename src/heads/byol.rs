@@ -6,7 +6,7 @@ use tensorflow::{ops, DataType, Output, Scope};
 
 use super::momentum::Ema;
 use super::simclr::l2_normalize;
-use super::{concat, normalize, Head, HeadBuilder, HeadOutput};
+use super::{normalize, Head, HeadBuilder, HeadOutput};
 use crate::error::{Error, Result, TfContext};
 
 /// BYOL settings.
@@ -110,8 +110,7 @@ impl Head for ByolConfig {
     fn build(&self, b: &mut HeadBuilder) -> Result<HeadOutput> {
         self.validate()?;
         let ctx = || "building the BYOL head".to_string();
-        let views = [b.view(0)?, b.view(1)?];
-        let x = concat(&mut b.scope, &views, 0)?;
+        let x = b.stacked_views(&[0, 1])?;
         let h = b.tower(x.clone())?;
         let h = b.pooled(h)?;
         let d = b.static_dim(&h, 1)?;

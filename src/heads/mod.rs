@@ -126,6 +126,8 @@ pub struct HeadBuilder<'m> {
     seeds: i64,
     /// int64[2] `[seed, step]`, fed each step: per-step random draws are a pure function of it.
     step_seed: Output,
+    tower_cache: std::collections::HashMap<(String, i32), Output>,
+    stack_cache: std::collections::HashMap<Vec<usize>, Output>,
 }
 
 impl<'m> HeadBuilder<'m> {
@@ -154,6 +156,8 @@ impl<'m> HeadBuilder<'m> {
             scope,
             seeds: 0,
             step_seed,
+            tower_cache: Default::default(),
+            stack_cache: Default::default(),
         }
     }
 
@@ -214,7 +218,14 @@ impl<'m> HeadBuilder<'m> {
 
     /// A tower of the backbone fed from `x`; returns its first output (the signature's
     /// first output key), sharing the model's variables with every other tower.
+    /// A head asking for a tower on an input another head already embedded gets the same
+    /// pass (multi-task heads share backbone passes where their views allow).
     pub fn tower(&mut self, x: Output) -> Result<Output> {
+        let key = (x.operation.name().unwrap_or_default(), x.index);
+        if let Some(out) = self.tower_cache.get(&key) {
+            log::debug!("sharing the backbone pass on '{}'", key.0);
+            return Ok(out.clone());
+        }
         let prefix = format!("pretext/tower{}", self.towers.len());
         let t = Tower::import(
             self.model,
@@ -225,7 +236,23 @@ impl<'m> HeadBuilder<'m> {
         )?;
         let out = t.outputs[0].clone();
         self.towers.push(t);
+        self.tower_cache.insert(key, out.clone());
         Ok(out)
+    }
+
+    /// The augmented views `idx` stacked along the batch axis (one op per distinct list, so
+    /// heads embedding the same stack share one tower pass).
+    pub fn stacked_views(&mut self, idx: &[usize]) -> Result<Output> {
+        if let Some(x) = self.stack_cache.get(idx) {
+            return Ok(x.clone());
+        }
+        let views = idx
+            .iter()
+            .map(|&i| self.view(i))
+            .collect::<Result<Vec<_>>>()?;
+        let x = concat(&mut self.scope, &views, 0)?;
+        self.stack_cache.insert(idx.to_vec(), x.clone());
+        Ok(x)
     }
 
     /// A new float variable initialised Glorot-uniform (or zeros when `fan` is None).

@@ -1,6 +1,6 @@
 //! Multi-task: a weighted sum of heads trained together. Heads share the step's view batches
-//! (a head asking for two augmented views gets the same two as any other); each head still runs
-//! its own backbone pass.
+//! (a head asking for two augmented views gets the same two as any other) and the backbone
+//! passes over the same input (e.g. SimCLR and BYOL embed one stack of both views once).
 use serde::{Deserialize, Serialize};
 use tensorflow::{ops, Output};
 

@@ -116,8 +116,7 @@ impl Head for SimclrConfig {
     fn build(&self, b: &mut HeadBuilder) -> Result<HeadOutput> {
         self.validate()?;
         let ctx = || "building the SimCLR head".to_string();
-        let (v1, v2) = (b.view(0)?, b.view(1)?);
-        let x = concat(&mut b.scope, &[v1, v2], 0)?;
+        let x = b.stacked_views(&[0, 1])?;
         let h = b.tower(x)?;
         let mut h = b.pooled(h)?;
         let mut d = b.static_dim(&h, 1)?;

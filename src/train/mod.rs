@@ -47,6 +47,8 @@ pub struct Trainer {
     /// Names of the variables the optimizer updates (model handles, `head/…`).
     pub param_names: Vec<String>,
     pub trained_vars: usize,
+    /// Online backbone passes in the graph (momentum copies not counted).
+    pub towers: usize,
     batch: usize,
     /// Optimizer steps taken (continued across a resume).
     pub step: u64,
@@ -276,6 +278,7 @@ impl Trainer {
             bn_updates,
             param_names,
             trained_vars,
+            towers: towers.len(),
             batch: cfg.batch,
             step: 0,
             step_seed,
