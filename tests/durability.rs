@@ -10,18 +10,30 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-/// Where the untouched original must be after an in-place run was cut at any moment: the
-/// backup once the swap completed, the swap directory between exchange and rename, else the
-/// model directory itself.
-fn original_of(trial: &Path) -> PathBuf {
-    let (orig, swap) = (trial.join("model.orig"), trial.join(".model.pretext-swap"));
-    if orig.exists() {
-        orig
-    } else if swap.exists() {
-        swap
-    } else {
-        trial.join("model")
-    }
+/// Where the untouched original is, found by the inode it had before the run (ground truth,
+/// independent of pretext's own bookkeeping): the model directory, its backup, or the swap
+/// directory of an interrupted in-place export.
+fn original_of(trial: &Path, ino: u64) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let candidates = [
+        trial.join("model"),
+        trial.join("model.orig"),
+        trial.join("model.orig-2"),
+        trial.join(".model.pretext-swap"),
+    ];
+    candidates
+        .into_iter()
+        .find(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.ino() == ino)
+                .unwrap_or(false)
+        })
+        .unwrap_or_else(|| panic!("{}: the original directory is gone", trial.display()))
+}
+
+fn inode(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().ino()
 }
 
 fn experiment_in(trial: &Path) -> PathBuf {
@@ -31,11 +43,12 @@ fn experiment_in(trial: &Path) -> PathBuf {
 }
 
 #[test]
-fn sigkill_at_20_random_moments_never_damages_the_original_and_resume_works() {
+fn sigkill_at_30_moments_never_damages_the_original_and_resume_works() {
     let tmp = tempfile::tempdir().unwrap();
     // One uninterrupted run gives the span the kill moments are drawn from.
     let probe = tmp.path().join("probe");
     copy_dir(&fixture("tiny_cnn"), &probe.join("model"));
+    let probe_ino = inode(&probe.join("model"));
     let exp = experiment_in(&probe);
     let t0 = Instant::now();
     let (code, _, err) = pretext(&[
@@ -51,16 +64,19 @@ fn sigkill_at_20_random_moments_never_damages_the_original_and_resume_works() {
     // Snapshots of where the original must be, taken at the moment (a later resume swaps
     // the model directory again).
     let snaps = tmp.path().join("snapshots");
-    let snapshot = |trial: &Path, tag: &str| -> PathBuf {
+    let snapshot = |trial: &Path, ino: u64, tag: &str| -> PathBuf {
         let d = snaps.join(tag);
-        copy_dir(&original_of(trial), &d);
+        copy_dir(&original_of(trial, ino), &d);
         d
     };
-    let mut to_check = vec![snapshot(&probe, "probe")];
-    let (mut resumed, mut no_ckpt, mut finished) = (0, 0, 0);
-    for i in 0..20 {
+    let mut to_check = vec![snapshot(&probe, probe_ino, "probe")];
+    let (mut resumed, mut no_ckpt, mut finished, mut in_export) = (0, 0, 0, 0);
+    // 20 moments drawn over the whole run, then 10 aimed at the in-place export: a random
+    // 0–25 ms after the final checkpoint is logged (export follows it at once).
+    for i in 0..30 {
         let trial = tmp.path().join(format!("trial{i}"));
         copy_dir(&fixture("tiny_cnn"), &trial.join("model"));
+        let ino = inode(&trial.join("model"));
         let exp = experiment_in(&trial);
         let run = trial.join("run");
         let mut child = pretext_cmd()
@@ -71,14 +87,35 @@ fn sigkill_at_20_random_moments_never_damages_the_original_and_resume_works() {
                 run.to_str().unwrap(),
             ])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let at = Duration::from_secs_f64(rng.gen_range(0.05..1.1) * span.as_secs_f64());
-        std::thread::sleep(at);
+        let stderr = child.stderr.take().unwrap();
+        let at = if i < 20 {
+            // Drain stderr in the background so the child never blocks on it.
+            std::thread::spawn(move || std::io::copy(&mut { stderr }, &mut std::io::sink()));
+            let at = Duration::from_secs_f64(rng.gen_range(0.05..1.1) * span.as_secs_f64());
+            std::thread::sleep(at);
+            at
+        } else {
+            use std::io::BufRead;
+            let t0 = Instant::now();
+            let mut lines = std::io::BufReader::new(stderr).lines();
+            while let Some(Ok(l)) = lines.next() {
+                if l.contains("ckpt-150") {
+                    break;
+                }
+            }
+            std::thread::spawn(move || lines.for_each(drop));
+            std::thread::sleep(Duration::from_micros(rng.gen_range(0..25_000)));
+            t0.elapsed()
+        };
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        to_check.push(snapshot(&trial, &format!("trial{i}-killed")));
+        to_check.push(snapshot(&trial, ino, &format!("trial{i}-killed")));
+        if trial.join(".model.pretext-swap.json").exists() {
+            in_export += 1;
+        }
         let done = std::fs::read_to_string(run.join("report.json"))
             .map(|r| r.contains("\"status\": \"finished\""))
             .unwrap_or(false);
@@ -98,14 +135,14 @@ fn sigkill_at_20_random_moments_never_damages_the_original_and_resume_works() {
             );
             assert_eq!(report(&run)["status"], "finished", "trial {i}");
             resumed += 1;
-            to_check.push(snapshot(&trial, &format!("trial{i}-resumed")));
+            to_check.push(snapshot(&trial, ino, &format!("trial{i}-resumed")));
         } else {
             let (code, _, err) = pretext(&["resume", run.to_str().unwrap()]);
             assert_eq!(code, 2, "trial {i}: {err}");
             no_ckpt += 1;
         }
     }
-    println!("20 SIGKILL trials over a {span:?} run: {resumed} resumed from a checkpoint, {no_ckpt} killed before the first checkpoint, {finished} killed after the end");
+    println!("30 SIGKILL trials (20 over a {span:?} run, 10 aimed at the in-place export): {resumed} resumed from a checkpoint, {no_ckpt} killed before the first checkpoint, {finished} killed after the end; {in_export} of them inside the in-place export");
     let o = std::process::Command::new(python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -35,6 +35,10 @@ pub struct Report {
     pub batch: usize,
     pub build_seconds: f64,
     pub train_seconds: f64,
+    /// Of which: decoding and augmenting batches (this session) …
+    pub data_seconds: f64,
+    /// … and TF session steps (this session).
+    pub session_seconds: f64,
     pub images_per_second: f64,
     pub loss_first10: f32,
     pub loss_last10: f32,
@@ -75,6 +79,8 @@ impl Report {
             steps: 0,
             build_seconds: build,
             train_seconds: 0.0,
+            data_seconds: 0.0,
+            session_seconds: 0.0,
             images_per_second: 0.0,
             loss_first10: f32::NAN,
             loss_last10: f32::NAN,
@@ -120,6 +126,10 @@ impl Report {
         s += &format!(
             "- steps: {} of {} planned, batch {}; {:.1} s training ({:.1} images/s), graph built in {:.1} s\n",
             r.steps, r.steps_planned, r.batch, r.train_seconds, r.images_per_second, r.build_seconds
+        );
+        s += &format!(
+            "- time in this session: {:.1} s decoding + augmenting batches (Rust), {:.1} s in TF session steps\n",
+            r.data_seconds, r.session_seconds
         );
         s += &format!(
             "- loss: first-10 mean {:.5}, last-10 mean {:.5}\n",

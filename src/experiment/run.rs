@@ -253,13 +253,17 @@ fn drive(
             report.status = Status::TimeBudget;
             break;
         }
+        let td = Instant::now();
         let xs = t.next_batch()?;
+        report.data_seconds += td.elapsed().as_secs_f64();
+        let ts = Instant::now();
         let log_step = (t.step + 1) % every == 0;
         let (extra, feeds): (Vec<&tensorflow::Operation>, Vec<_>) = match (&tb, log_step) {
             (Some(s), true) => (s.step_ops.iter().collect(), vec![s.step_feed(t.step + 1)]),
             _ => (Vec::new(), Vec::new()),
         };
         let vals = t.step_with(&xs, &extra, &feeds, &fetch)?;
+        report.session_seconds += ts.elapsed().as_secs_f64();
         let loss = vals[0];
         if !vals.iter().all(|v| v.is_finite()) {
             let culprit = heads

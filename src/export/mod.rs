@@ -145,7 +145,8 @@ pub fn backup_path(target: &Path) -> PathBuf {
 /// was loaded from), swaps it in atomically and keeps the original as `<target>.orig[-n]`.
 /// At every moment `target` is either the complete original or the complete new model; if the
 /// process dies after the swap but before the final rename, the original is in
-/// `.<name>.pretext-swap` beside it. Returns (target, backup).
+/// `.<name>.pretext-swap` beside it, and the next in-place export (e.g. by `resume`) moves it to
+/// the backup name (a journal records the original's inode). Returns (target, backup).
 pub fn export_in_place(model: &Loaded, target: &Path) -> Result<(PathBuf, PathBuf)> {
     let name = target
         .file_name()
@@ -156,12 +157,15 @@ pub fn export_in_place(model: &Loaded, target: &Path) -> Result<(PathBuf, PathBu
         })?;
     let parent = target.parent().unwrap_or(Path::new("."));
     let tmp = parent.join(format!(".{name}.pretext-swap"));
-    if tmp.exists() {
-        return Err(Error::Export {
-            path: tmp,
-            msg: "left over from an interrupted in-place export (it may hold the original model): move it away first".into(),
-        });
-    }
+    let journal = parent.join(format!(".{name}.pretext-swap.json"));
+    recover(target, &tmp, &journal)?;
+    // The journal names the original by inode: after the exchange the original directory is
+    // at `tmp`, and a crash at any point can be told apart from a half-written new model.
+    let ino = inode(target)?;
+    let j = format!("{{\"original_inode\": {ino}}}");
+    let jt = journal.with_extension("json.tmp");
+    std::fs::write(&jt, j).map_err(|e| Error::io(&jt, e))?;
+    std::fs::rename(&jt, &journal).map_err(|e| Error::io(&journal, e))?;
     if let Err(e) = write_version(model, &tmp).and_then(|_| sync_tree(&tmp)) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -185,7 +189,43 @@ pub fn export_in_place(model: &Loaded, target: &Path) -> Result<(PathBuf, PathBu
             return Err(Error::io(target, e));
         }
     }
+    std::fs::remove_file(&journal).map_err(|e| Error::io(&journal, e))?;
     Ok((target.to_path_buf(), backup))
+}
+
+fn inode(p: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(p).map_err(|e| Error::io(p, e))?.ino())
+}
+
+/// Cleans up after an in-place export cut short: if `tmp` is the original (by the journal's
+/// inode: the process died between the exchange and the rename) it becomes the backup; else it
+/// is a new model that never replaced anything, and is removed.
+fn recover(target: &Path, tmp: &Path, journal: &Path) -> Result<()> {
+    let original = std::fs::read_to_string(journal)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["original_inode"].as_u64());
+    if tmp.exists() {
+        if original.is_some() && original == inode(tmp).ok() {
+            let backup = backup_path(target);
+            log::warn!(
+                "an earlier in-place export was interrupted after the swap: keeping the original in {}",
+                backup.display()
+            );
+            std::fs::rename(tmp, &backup).map_err(|e| Error::io(&backup, e))?;
+        } else {
+            log::warn!(
+                "removing {} (a new model from an interrupted in-place export; the original was never replaced)",
+                tmp.display()
+            );
+            std::fs::remove_dir_all(tmp).map_err(|e| Error::io(tmp, e))?;
+        }
+    }
+    if journal.exists() {
+        std::fs::remove_file(journal).map_err(|e| Error::io(journal, e))?;
+    }
+    Ok(())
 }
 
 fn sync_tree(dir: &Path) -> Result<()> {
