@@ -13,7 +13,7 @@ use pretext::Error;
     name = "pretext",
     version,
     about = "Retrain TensorFlow SavedModels without labels",
-    after_help = "Examples:\n  pretext inspect models/mobilenet\n  pretext train --model models/mobilenet --images photos/ --steps 200 --batch 32 --export out/"
+    after_help = "Examples:\n  pretext validate experiments/default.yaml\n  pretext run experiments/default.yaml --set train.steps=500 --set head.kind=simclr\n  pretext resume runs/default-1\n  pretext export runs/default-1 --to served/\n  pretext inspect models/mobilenet\n  pretext eval --model models/mobilenet --labeled labeled/\n  pretext train --model models/mobilenet --images photos/ --steps 200 --batch 32 --export out/\n\nExit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 130 interrupted (resume continues).\nExperiment files: docs/EXPERIMENTS.md"
 )]
 struct Cli {
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.

@@ -176,6 +176,12 @@ fn a_run_writes_config_report_checkpoints_and_tensorboard_events() {
         images.keys().any(|k| k.starts_with("input/0")),
         "{images:?}"
     );
+    assert!(
+        images.keys().any(|k| k.starts_with("dae/reconstruction")),
+        "{images:?}"
+    );
+    let hs = r["head_scalars"].as_array().unwrap();
+    assert!(hs.iter().any(|h| h["tag"] == "loss/dae"), "{hs:?}");
 }
 
 /// Starts a run, sends SIGINT once it logs step `at`, returns (exit code, stderr).

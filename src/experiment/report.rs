@@ -42,6 +42,9 @@ pub struct Report {
     pub images_per_second: f64,
     pub loss_first10: f32,
     pub loss_last10: f32,
+    /// Each scalar the head reports (e.g. `loss/dae`, `rotation/accuracy`): first-10 and
+    /// last-10 means over this session's steps.
+    pub head_scalars: Vec<HeadScalar>,
     /// Loss of every step.
     pub losses: Vec<f32>,
     pub eval_before: Option<Scores>,
@@ -49,6 +52,16 @@ pub struct Report {
     pub export: Option<PathBuf>,
     /// In-place retraining: where the original model was kept.
     pub backup: Option<PathBuf>,
+}
+
+/// One head scalar over a session's steps.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadScalar {
+    pub tag: String,
+    pub first10: f32,
+    pub last10: f32,
+    #[serde(skip)]
+    values: Vec<f32>,
 }
 
 /// Writes `text` to `path` through a temp file and a rename.
@@ -84,12 +97,34 @@ impl Report {
             images_per_second: 0.0,
             loss_first10: f32::NAN,
             loss_last10: f32::NAN,
+            head_scalars: Vec::new(),
             losses: Vec::new(),
             eval_before: before,
             eval_after: None,
             export: None,
             backup: None,
         }
+    }
+
+    /// Records a step's value of a head scalar.
+    pub fn scalar(&mut self, tag: &str, v: f32) {
+        let i = match self.head_scalars.iter().position(|h| h.tag == tag) {
+            Some(i) => i,
+            None => {
+                self.head_scalars.push(HeadScalar {
+                    tag: tag.to_string(),
+                    first10: f32::NAN,
+                    last10: f32::NAN,
+                    values: Vec::new(),
+                });
+                self.head_scalars.len() - 1
+            }
+        };
+        let h = &mut self.head_scalars[i];
+        h.values.push(v);
+        let k = h.values.len().min(10);
+        h.first10 = mean(&h.values[..k]);
+        h.last10 = mean(&h.values[h.values.len() - k..]);
     }
 
     /// Takes the trainer's counters and the losses so far.
@@ -135,6 +170,12 @@ impl Report {
             "- loss: first-10 mean {:.5}, last-10 mean {:.5}\n",
             r.loss_first10, r.loss_last10
         );
+        for h in &r.head_scalars {
+            s += &format!(
+                "  - {}: first-10 mean {:.5}, last-10 mean {:.5}\n",
+                h.tag, h.first10, h.last10
+            );
+        }
         s += &format!(
             "- images read: {}, skipped: {}\n",
             r.images_read,

@@ -218,12 +218,19 @@ fn drive(
     let steps = exp.train.steps.unwrap_or(1);
     let every = exp.logging.every;
     let tb = if exp.logging.tensorboard {
-        let images: Vec<(String, tensorflow::Output)> = t
+        let mut images: Vec<(String, tensorflow::Output)> = t
             .feeds
             .iter()
             .enumerate()
             .map(|(i, f)| (format!("input/{i}"), f.clone()))
             .collect();
+        // Reconstructions (autoencoders, inpainting) beside their targets, both in [0, 1].
+        images.extend(
+            t.tensors
+                .iter()
+                .filter(|(k, _)| k.ends_with("/reconstruction") || k.ends_with("/target"))
+                .cloned(),
+        );
         Some(Summaries::new(t, &dir.join("tensorboard"), &images)?)
     } else {
         None
@@ -289,6 +296,9 @@ fn drive(
             ));
         }
         losses.push(loss);
+        for ((k, _), v) in heads.iter().zip(&vals[1..]) {
+            report.scalar(k, *v);
+        }
         window_n += xs.first().map(|x| x.dims()[0] as usize).unwrap_or(0);
         if log_step || t.step == steps {
             rate = window_n as f64 / window_t.elapsed().as_secs_f64().max(1e-9);
