@@ -104,3 +104,16 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// A training config on fixture `model` over the bundled images (batch 16; nsfwjs at 96 px).
+pub fn cfg(model: &str, steps: u64) -> pretext::train::TrainConfig {
+    let mut c = pretext::train::TrainConfig::new(fixture(model), images());
+    c.steps = steps;
+    c.batch = 16;
+    c.size = if model == "nsfwjs_mobilenet_v2" {
+        Some(96)
+    } else {
+        None
+    };
+    c
+}
