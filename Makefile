@@ -60,12 +60,15 @@ $(IMAGES)/.ok: $(VENV)/.ok scripts/make_images.py
 	$(PY) scripts/make_images.py --downloads $(CACHE)/downloads --out $(IMAGES) --count 256
 	touch $@
 
-# A small labeled set (Fashion-MNIST from Debian's dataset-fashion-mnist) for evaluation.
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist (installed when missing).
+FMNIST_PKG  := dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
+
+# A small labeled set (Fashion-MNIST) for evaluation.
 LABELED     := $(CACHE)/labeled
 labeled: $(LABELED)/.ok
 $(LABELED)/.ok: $(VENV)/.ok scripts/make_labeled.py
-	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
+	$(FMNIST_PKG)
 	rm -rf $(LABELED)
 	$(PY) scripts/make_labeled.py --out $(LABELED) --train 500 --test 200
 	touch $@
@@ -75,8 +78,7 @@ $(LABELED)/.ok: $(VENV)/.ok scripts/make_labeled.py
 FMNIST      := $(CACHE)/fmnist10k
 fmnist: $(FMNIST)/.ok
 $(FMNIST)/.ok: $(VENV)/.ok scripts/make_labeled.py
-	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
+	$(FMNIST_PKG)
 	rm -rf $(FMNIST) $(CACHE)/fmnist_unl50k
 	$(PY) scripts/make_labeled.py --out $(FMNIST) --train 10000 --test 10000 \
 	  --unlabeled $(CACHE)/fmnist_unl50k --unlabeled-count 50000

@@ -118,13 +118,7 @@ fn a_run_writes_config_report_checkpoints_and_tensorboard_events() {
         &experiment(&fixture("tiny_cnn"), &imgs, "dae", 20, &extra),
     );
     let run = tmp.path().join("run");
-    let (code, stdout, err) = pretext(&[
-        "run",
-        p.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let stdout = run_ok(&p, &run);
     assert!(stdout.contains("exported:"), "{stdout}");
     let r = report(&run);
     assert_eq!(r["status"], "finished");
@@ -227,9 +221,7 @@ fn ctrl_c_checkpoints_and_resume_reproduces_the_uninterrupted_losses() {
             tmp.path().join(format!("{head}-a")),
             tmp.path().join(format!("{head}-b")),
         );
-        let (code, _, err) =
-            pretext(&["run", p.to_str().unwrap(), "--run-dir", a.to_str().unwrap()]);
-        assert_eq!(code, 0, "{err}");
+        run_ok(&p, &a);
         let (code, err) = interrupt_at(&p, &b, 13);
         assert_eq!(code, 130, "{err}");
         assert!(

@@ -78,3 +78,15 @@ pub fn copy_dir(src: &Path, dst: &Path) {
         }
     }
 }
+
+/// `pretext run EXP --run-dir RUN`, which must succeed; returns its stdout.
+pub fn run_ok(exp: &Path, run: &Path) -> String {
+    let (code, stdout, err) = pretext(&[
+        "run",
+        exp.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    stdout
+}
