@@ -17,7 +17,7 @@ CARGO_ENV   := PKG_CONFIG_PATH=$(CURDIR)/$(TF_LIB) TF_CPP_MIN_LOG_LEVEL=2 TF_ENA
 BIN         := target/release/pretext
 WHEEL_GLOB  := $(CACHE)/wheels/$(subst -,_,$(TF_PIP))-$(TF_VERSION)-*.whl
 
-.PHONY: setup build fixtures images labeled fmnist test run bench bench-quality clean distclean
+.PHONY: setup build fixtures images labeled datafix fmnist test run bench bench-quality clean distclean
 .DEFAULT_GOAL := build
 
 setup: $(TF_LIB)/.ok $(VENV)/.ok
@@ -73,6 +73,14 @@ $(LABELED)/.ok: $(VENV)/.ok scripts/make_labeled.py
 	$(PY) scripts/make_labeled.py --out $(LABELED) --train 500 --test 200
 	touch $@
 
+# Data-format fixtures (TFRecord by TF's writer, odd image modes, TF's decodes as the oracle;
+# Fashion-MNIST's IDX file from the package the labeled set installs).
+DATAFIX     := $(FIX)/data
+datafix: $(DATAFIX)/.ok
+$(DATAFIX)/.ok: $(VENV)/.ok $(IMAGES)/.ok $(LABELED)/.ok scripts/make_data_fixtures.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_data_fixtures.py --images $(IMAGES) --out $(DATAFIX)
+	touch $@
+
 # The quality benchmark's data: 10k/10k labeled Fashion-MNIST (kNN bank / queries) and 50k
 # unlabeled train images disjoint from the bank.
 FMNIST      := $(CACHE)/fmnist10k
@@ -84,7 +92,7 @@ $(FMNIST)/.ok: $(VENV)/.ok scripts/make_labeled.py
 	  --unlabeled $(CACHE)/fmnist_unl50k --unlabeled-count 50000
 	touch $@
 
-test: setup fixtures images labeled
+test: setup fixtures images labeled datafix
 	$(CARGO_ENV) PRETEXT_FIXTURES=$(CURDIR)/$(FIX) PRETEXT_IMAGES=$(CURDIR)/$(IMAGES) \
 	  PRETEXT_LABELED=$(CURDIR)/$(LABELED) \
 	  PRETEXT_PYTHON=$(CURDIR)/$(PY) cargo test --release -- --test-threads=1

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use pretext::data::augment::AugmentConfig;
-use pretext::data::{Batches, ImageFolder, ImageSpec, ViewPlan};
+use pretext::data::{Batches, Dataset, ImageFolder, ImageSpec, ViewPlan};
 
 fn main() -> Result<(), pretext::Error> {
     let a: Vec<String> = std::env::args().skip(1).collect();
@@ -32,7 +32,7 @@ fn main() -> Result<(), pretext::Error> {
         channels: 3,
         range: (0.0, 1.0),
     };
-    let mut b = Batches::new(folder, spec, 0);
+    let mut b = Batches::new(std::sync::Arc::new(Dataset::from_folder(folder)), spec, 0);
     let plan = ViewPlan {
         clean: false,
         augmented: 2,

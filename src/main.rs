@@ -82,8 +82,33 @@ enum Cmd {
 struct TrainArgs {
     #[arg(long)]
     model: PathBuf,
+    /// A folder of images (repeat for several).
+    #[arg(long, required_unless_present_any = ["tfrecords", "idx"])]
+    images: Vec<PathBuf>,
+    /// A TFRecord file of tf.train.Examples, or a folder of them (repeat for several).
     #[arg(long)]
-    images: PathBuf,
+    tfrecords: Vec<PathBuf>,
+    /// The Example feature holding the encoded image.
+    #[arg(long, default_value = pretext::data::DEFAULT_IMAGE_KEY)]
+    image_key: String,
+    /// An IDX image file, gzip-compressed or not (repeat for several).
+    #[arg(long)]
+    idx: Vec<PathBuf>,
+    /// Batches prepared ahead of the step on the input threads (0: none).
+    #[arg(long, default_value_t = 2)]
+    prefetch: usize,
+    /// Decoding threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Write timings (images/s after --warmup-steps, first-step time, peak RSS) as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Make one batch and feed it every step (the step's cost without the input pipeline).
+    #[arg(long)]
+    from_memory: bool,
+    /// Steps left out of the steady-state images/s.
+    #[arg(long, default_value_t = 2)]
+    warmup_steps: u64,
     #[arg(long, default_value_t = 100)]
     steps: u64,
     #[arg(long, default_value_t = 16)]
@@ -213,7 +238,15 @@ fn parse_range(s: &str) -> Result<(f32, f32), Error> {
 }
 
 fn train(a: TrainArgs) -> Result<(), Error> {
-    let mut cfg = pretext::train::TrainConfig::new(a.model, a.images);
+    let mut cfg = pretext::train::TrainConfig::new(a.model, PathBuf::new());
+    cfg.images = a.images;
+    cfg.tfrecords = a.tfrecords;
+    cfg.image_key = a.image_key;
+    cfg.idx = a.idx;
+    cfg.loader = pretext::data::LoaderOptions {
+        prefetch: a.prefetch,
+        workers: a.workers,
+    };
     cfg.steps = a.steps;
     cfg.batch = a.batch;
     cfg.signature = a.signature;
@@ -302,6 +335,35 @@ fn train(a: TrainArgs) -> Result<(), Error> {
         pretext::eval::evaluate(&t.model, &t.signature, &t.spec, set, 32)
     };
     let before = labeled.as_ref().map(|set| score(&t, set)).transpose()?;
+    if a.json.is_some() || a.from_memory {
+        let tm = t.timed_run(cfg.steps, a.warmup_steps, a.from_memory)?;
+        println!(
+            "{} steps of batch {}{}: {:.1} images/s after {} warm-up step(s) ({:.3} s/step); graph built in {build:.1}s; input waited {:.1}s, session {:.1}s, input threads {:.1}s",
+            tm.steps,
+            tm.batch,
+            if tm.from_memory { " from memory" } else { "" },
+            tm.images_per_second,
+            tm.warmup_steps,
+            tm.step_seconds,
+            tm.wait_seconds,
+            tm.session_seconds,
+            tm.data_seconds
+        );
+        if let Some(out) = &a.json {
+            let mut v =
+                serde_json::to_value(&tm).map_err(|e| Error::config("--json", e.to_string()))?;
+            v["engine"] = "pretext".into();
+            v["size"] = t.spec.height.into();
+            v["graph_build_seconds"] = build.into();
+            v["peak_rss_mb"] = pretext::train::timing::peak_rss_mb().into();
+            v["images_read"] = t.input.images_read().into();
+            v["images_skipped"] = t.input.skipped().len().into();
+            v["dataset_images"] = t.input.len().into();
+            let text = serde_json::to_string_pretty(&v).expect("JSON of numbers");
+            std::fs::write(out, text).map_err(|e| Error::io(out, e))?;
+        }
+        return Ok(());
+    }
     let t0 = std::time::Instant::now();
     let losses = t.run(cfg.steps)?;
     let secs = t0.elapsed().as_secs_f64();
@@ -315,11 +377,11 @@ fn train(a: TrainArgs) -> Result<(), Error> {
     );
     println!(
         "images read {}, skipped {}",
-        t.batches.images_read,
-        t.batches.skipped.len()
+        t.input.images_read(),
+        t.input.skipped().len()
     );
-    for (p, why) in &t.batches.skipped {
-        println!("  skipped {}: {why}", p.display());
+    for (p, why) in t.input.skipped() {
+        println!("  skipped {p}: {why}");
     }
     if let (Some(set), Some(b)) = (labeled.as_ref(), before) {
         let after = score(&t, set)?;

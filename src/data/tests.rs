@@ -5,6 +5,10 @@ fn write_png(p: &Path, w: u32, h: u32, v: u8) {
     img.save(p).unwrap();
 }
 
+fn ds(f: &ImageFolder) -> std::sync::Arc<Dataset> {
+    std::sync::Arc::new(Dataset::from_folder(f.clone()))
+}
+
 fn spec() -> ImageSpec {
     ImageSpec {
         height: 8,
@@ -24,7 +28,7 @@ fn corrupt_files_are_skipped_and_counted() {
     let f = ImageFolder::scan(d.path(), false).unwrap();
     assert_eq!(f.files.len(), 3);
     assert_eq!(f.ignored, 1);
-    let mut b = Batches::new(f, spec(), 1);
+    let mut b = Batches::new(ds(&f), spec(), 1);
     let x = b.next_batch(5).unwrap();
     assert_eq!(x.len(), 5 * 8 * 8 * 3);
     assert_eq!(b.skipped.len(), 1);
@@ -37,7 +41,7 @@ fn folder_without_readable_images_is_an_error_naming_it() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("x.png"), b"garbage").unwrap();
     let f = ImageFolder::scan(d.path(), false).unwrap();
-    let mut b = Batches::new(f, spec(), 1);
+    let mut b = Batches::new(ds(&f), spec(), 1);
     let e = b.next_batch(2).unwrap_err().to_string();
     assert!(
         e.contains(&d.path().display().to_string()) && e.contains("no readable image"),
@@ -54,9 +58,9 @@ fn order_is_deterministic_under_a_seed() {
         write_png(&d.path().join(format!("{i}.png")), 8, 8, i * 20);
     }
     let f = ImageFolder::scan(d.path(), false).unwrap();
-    let a = Batches::new(f.clone(), spec(), 42).next_batch(7).unwrap();
-    let b = Batches::new(f.clone(), spec(), 42).next_batch(7).unwrap();
-    let c = Batches::new(f, spec(), 43).next_batch(7).unwrap();
+    let a = Batches::new(ds(&f), spec(), 42).next_batch(7).unwrap();
+    let b = Batches::new(ds(&f), spec(), 42).next_batch(7).unwrap();
+    let c = Batches::new(ds(&f), spec(), 43).next_batch(7).unwrap();
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
@@ -72,7 +76,7 @@ fn grayscale_and_value_range() {
         channels: 1,
         range: (-1.0, 1.0),
     };
-    let x = Batches::new(f, s, 0).next_batch(1).unwrap();
+    let x = Batches::new(ds(&f), s, 0).next_batch(1).unwrap();
     assert_eq!(x.len(), 16);
     assert!(x.iter().all(|v| (-1.0..=1.0).contains(v)));
 }
@@ -92,10 +96,12 @@ fn views_are_deterministic_and_differ_from_each_other() {
         augmented: 2,
         augment: augment::AugmentConfig::default(),
     };
-    let a = Batches::new(f.clone(), spec(), 5)
+    let a = Batches::new(ds(&f), spec(), 5)
         .next_views(3, &plan)
         .unwrap();
-    let b = Batches::new(f, spec(), 5).next_views(3, &plan).unwrap();
+    let b = Batches::new(ds(&f), spec(), 5)
+        .next_views(3, &plan)
+        .unwrap();
     assert_eq!(a.views, b.views);
     assert_eq!(a.clean.as_ref().unwrap().len(), 3 * 8 * 8 * 3);
     assert_eq!(a.views.len(), 2);

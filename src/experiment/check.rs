@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{Experiment, Source};
-use crate::data::ImageFolder;
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::LabeledSet;
 use crate::savedmodel::SavedModelInfo;
@@ -40,8 +40,17 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
         .signature(&m.signature)
         .map_err(|e| at("model.signature", e))?;
     let spec = image_spec(&sig, m.size, m.range).map_err(|e| at("model.size", e))?;
-    let folder = ImageFolder::scan_all(&exp.data.folders, exp.data.recursive, &exp.data.extensions)
-        .map_err(|e| at("data.folders", e))?;
+    let data = Dataset::open(&exp.train_config(1).sources()).map_err(|e| {
+        let d = &exp.data;
+        let key = match &e {
+            Error::Io { path, .. } if d.tfrecords.iter().any(|t| path.starts_with(t)) => {
+                "data.tfrecords"
+            }
+            Error::Io { path, .. } if d.idx.contains(path) => "data.idx",
+            _ => "data.folders",
+        };
+        at(key, e)
+    })?;
     let labeled = match &exp.eval {
         Some(ev) => {
             let set = LabeledSet::scan(&ev.labeled).map_err(|e| at("eval.labeled", e))?;
@@ -71,9 +80,9 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
     Ok(Checked {
         signature: sig.name.clone(),
         input: format!("{}×{}×{}", spec.height, spec.width, spec.channels),
-        images: folder.files.len(),
+        images: data.len(),
         labeled,
-        steps: exp.steps(folder.files.len()),
+        steps: exp.steps(data.len()),
     })
 }
 

@@ -72,7 +72,18 @@ pub struct ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
+    /// Folders of image files.
+    #[serde(default)]
     pub folders: Vec<PathBuf>,
+    /// TFRecord files of `tf.train.Example`s, or folders of them.
+    #[serde(default)]
+    pub tfrecords: Vec<PathBuf>,
+    /// The Example feature holding the encoded image.
+    #[serde(default = "default_image_key")]
+    pub image_key: String,
+    /// IDX image files (MNIST's format; gzip-compressed or not).
+    #[serde(default)]
+    pub idx: Vec<PathBuf>,
     #[serde(default = "crate::data::default_extensions")]
     pub extensions: Vec<String>,
     #[serde(default = "yes")]
@@ -82,6 +93,20 @@ pub struct DataSection {
     /// Seed of the data order and the augmentations.
     #[serde(default)]
     pub seed: u64,
+    /// Batches prepared ahead of the step on the input threads (0: none, prepared in turn).
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+    /// Decoding threads (0: one per core).
+    #[serde(default)]
+    pub workers: usize,
+}
+
+fn default_image_key() -> String {
+    crate::data::DEFAULT_IMAGE_KEY.into()
+}
+
+fn default_prefetch() -> usize {
+    crate::data::LoaderOptions::default().prefetch
 }
 
 /// How long and how big.
@@ -237,10 +262,17 @@ impl Experiment {
                 ));
             }
         }
-        if self.data.folders.is_empty() {
+        let d = &self.data;
+        if d.folders.is_empty() && d.tfrecords.is_empty() && d.idx.is_empty() {
             return Err(Error::config(
                 "data.folders",
-                "list at least one folder of images",
+                "list at least one folder of images (or data.tfrecords / data.idx files)",
+            ));
+        }
+        if d.image_key.is_empty() {
+            return Err(Error::config(
+                "data.image_key",
+                "empty; the Example feature with the encoded image, e.g. image/encoded",
             ));
         }
         if self.data.extensions.is_empty() {
@@ -290,6 +322,13 @@ impl Experiment {
         c.recursive = self.data.recursive;
         c.shuffle = self.data.shuffle;
         c.data_seed = Some(self.data.seed);
+        c.tfrecords = self.data.tfrecords.clone();
+        c.image_key = self.data.image_key.clone();
+        c.idx = self.data.idx.clone();
+        c.loader = crate::data::LoaderOptions {
+            prefetch: self.data.prefetch,
+            workers: self.data.workers,
+        };
         c.signature = m.signature.clone();
         c.size = m.size;
         c.range = m.range;
@@ -321,6 +360,8 @@ impl Experiment {
         };
         abs(&mut self.model.path);
         self.data.folders.iter_mut().for_each(abs);
+        self.data.tfrecords.iter_mut().for_each(abs);
+        self.data.idx.iter_mut().for_each(abs);
         if let Some(e) = &mut self.eval {
             abs(&mut e.labeled);
         }

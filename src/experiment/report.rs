@@ -29,14 +29,17 @@ pub struct Report {
     pub status: Status,
     pub config: Experiment,
     pub images_read: u64,
-    pub images_skipped: Vec<(PathBuf, String)>,
+    pub images_skipped: Vec<(String, String)>,
     pub steps: u64,
     pub steps_planned: u64,
     pub batch: usize,
     pub build_seconds: f64,
     pub train_seconds: f64,
-    /// Of which: decoding and augmenting batches (this session) …
+    /// Decoding and augmenting the batches consumed (this session, on the input threads, which
+    /// overlap the steps) …
     pub data_seconds: f64,
+    /// … of which the step loop waited for (input not hidden behind the previous step) …
+    pub wait_seconds: f64,
     /// … and TF session steps (this session).
     pub session_seconds: f64,
     pub images_per_second: f64,
@@ -93,6 +96,7 @@ impl Report {
             build_seconds: build,
             train_seconds: 0.0,
             data_seconds: 0.0,
+            wait_seconds: 0.0,
             session_seconds: 0.0,
             images_per_second: 0.0,
             loss_first10: f32::NAN,
@@ -129,8 +133,16 @@ impl Report {
 
     /// Takes the trainer's counters and the losses so far.
     pub fn fill(&mut self, t: &Trainer, losses: &[f32], seconds: f64) {
-        self.images_read = t.batches.images_read;
-        self.images_skipped = t.batches.skipped.clone();
+        self.images_read = t.input.images_read();
+        self.images_skipped = t
+            .input
+            .dataset()
+            .scan_skipped
+            .iter()
+            .chain(t.input.skipped())
+            .cloned()
+            .collect();
+        self.data_seconds = t.input.data_seconds;
         self.steps = t.step;
         self.train_seconds = seconds;
         self.images_per_second = (t.step as usize * self.batch) as f64 / seconds.max(1e-9);
@@ -163,8 +175,8 @@ impl Report {
             r.steps, r.steps_planned, r.batch, r.train_seconds, r.images_per_second, r.build_seconds
         );
         s += &format!(
-            "- time in this session: {:.1} s decoding + augmenting batches (Rust), {:.1} s in TF session steps\n",
-            r.data_seconds, r.session_seconds
+            "- time in this session: {:.1} s in TF session steps; {:.1} s decoding + augmenting batches on the input threads, of which the steps waited {:.1} s\n",
+            r.session_seconds, r.data_seconds, r.wait_seconds
         );
         s += &format!(
             "- loss: first-10 mean {:.5}, last-10 mean {:.5}\n",
@@ -182,7 +194,7 @@ impl Report {
             r.images_skipped.len()
         );
         for (p, why) in &r.images_skipped {
-            s += &format!("  - {}: {why}\n", p.display());
+            s += &format!("  - {p}: {why}\n");
         }
         let cell = |x: &Option<Scores>, f: fn(&Scores) -> f32| {
             x.as_ref()

@@ -262,7 +262,7 @@ fn drive(
         }
         let td = Instant::now();
         let xs = t.next_batch()?;
-        report.data_seconds += td.elapsed().as_secs_f64();
+        report.wait_seconds += td.elapsed().as_secs_f64();
         let ts = Instant::now();
         let log_step = (t.step + 1) % every == 0;
         let (extra, feeds): (Vec<&tensorflow::Operation>, Vec<_>) = match (&tb, log_step) {

@@ -25,6 +25,14 @@ pub struct TrainConfig {
     pub shuffle: bool,
     /// Seed of the data order and augmentations (None: `seed`).
     pub data_seed: Option<u64>,
+    /// TFRecord files (or folders of them) of `tf.train.Example`s.
+    pub tfrecords: Vec<PathBuf>,
+    /// The Example feature holding the encoded image.
+    pub image_key: String,
+    /// IDX image files (e.g. Fashion-MNIST's, gzip or not).
+    pub idx: Vec<PathBuf>,
+    /// Prefetch depth and decoding threads.
+    pub loader: crate::data::LoaderOptions,
     pub steps: u64,
     pub batch: usize,
     /// Input side when the signature leaves it free.
@@ -56,6 +64,10 @@ impl TrainConfig {
             extensions: crate::data::default_extensions(),
             shuffle: true,
             data_seed: None,
+            tfrecords: Vec::new(),
+            image_key: crate::data::DEFAULT_IMAGE_KEY.into(),
+            idx: Vec::new(),
+            loader: Default::default(),
             steps: 100,
             batch: 16,
             size: None,
@@ -68,6 +80,18 @@ impl TrainConfig {
             bn_momentum: 0.99,
             seed: 0,
             device: None,
+        }
+    }
+
+    /// The data sources to read.
+    pub fn sources(&self) -> crate::data::DataSources {
+        crate::data::DataSources {
+            folders: self.images.clone(),
+            recursive: self.recursive,
+            extensions: self.extensions.clone(),
+            tfrecords: self.tfrecords.clone(),
+            image_key: self.image_key.clone(),
+            idx: self.idx.clone(),
         }
     }
 

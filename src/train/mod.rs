@@ -6,6 +6,7 @@ mod config;
 mod inspect;
 pub mod select;
 pub mod summary;
+pub mod timing;
 
 pub use config::{image_spec, TrainConfig};
 use std::time::Instant;
@@ -13,7 +14,7 @@ use std::time::Instant;
 use tensorflow::{ops, DataType, Output, SessionRunArgs, Shape, Tensor};
 
 use crate::autodiff;
-use crate::data::{Batches, ImageFolder, ImageSpec};
+use crate::data::{Batches, Dataset, ImageSpec, Loader};
 use crate::data::{ViewBatch, ViewPlan};
 use crate::error::{Error, Result, TfContext};
 use crate::graph::bn::BnMode;
@@ -28,11 +29,11 @@ pub struct Trainer {
     pub signature: Signature,
     pub flat: FlatGraph,
     pub spec: ImageSpec,
-    pub batches: Batches,
+    /// The input pipeline (prefetching batches of views on worker threads).
+    pub input: Loader,
     /// Placeholders fed each step, in `ViewBatch` order: the clean batch (if the head uses it),
     /// then each augmented view.
     pub feeds: Vec<Output>,
-    plan: ViewPlan,
     pub loss: Output,
     /// The head's named intermediate tensors (see `HeadOutput::tensors`; `Trainer::evaluate`).
     pub tensors: Vec<(String, Output)>,
@@ -72,7 +73,7 @@ impl Trainer {
         let info = SavedModelInfo::read(&cfg.model)?;
         let signature = info.signature(&cfg.signature)?;
         let spec = image_spec(&signature, cfg.size, cfg.range)?;
-        let folder = ImageFolder::scan_all(&cfg.images, cfg.recursive, &cfg.extensions)?;
+        let data = std::sync::Arc::new(Dataset::open(&cfg.sources())?);
         let mut model = Loaded::load(&cfg.model)?;
         let mut flat = inline_signature(&model.info, &signature, &model.scope.graph())?;
         let rewritten = autodiff::fallback::apply(&mut flat.graph_def);
@@ -258,18 +259,18 @@ impl Trainer {
             .session
             .run(&mut run)
             .tf_ctx(|| "initialising head and optimizer variables".into())?;
-        let mut batches = Batches::new(folder, spec.clone(), cfg.data_seed.unwrap_or(cfg.seed));
+        let mut batches = Batches::new(data, spec.clone(), cfg.data_seed.unwrap_or(cfg.seed));
         if !cfg.shuffle {
             batches = batches.sequential();
         }
+        let input = Loader::new(batches, plan.clone(), cfg.batch, cfg.loader)?;
         Ok(Trainer {
             model,
             signature,
             flat,
             spec,
-            batches,
+            input,
             feeds,
-            plan,
             loss,
             tensors,
             head_vars,
@@ -291,7 +292,7 @@ impl Trainer {
 
     /// The next step's input tensors, in `feeds` order.
     pub fn next_batch(&mut self) -> Result<Vec<Tensor<f32>>> {
-        let ViewBatch { clean, views } = self.batches.next_views(self.batch, &self.plan)?;
+        let ViewBatch { clean, views } = self.input.next()?;
         let s = &self.spec;
         let dims = [
             self.batch as u64,
@@ -366,7 +367,7 @@ impl Trainer {
     ) -> Result<std::path::PathBuf> {
         let state = checkpoint::RunState {
             step: self.step,
-            data: self.batches.state(),
+            data: self.input.state().clone(),
             losses: losses.to_vec(),
             seconds,
         };
@@ -377,7 +378,7 @@ impl Trainer {
     pub fn restore(&mut self, ckpt: &std::path::Path) -> Result<checkpoint::RunState> {
         let state = checkpoint::read_state(ckpt)?;
         self.saver.restore(&self.model, &ckpt.join("variables"))?;
-        self.batches.restore(&state.data)?;
+        self.input.restore(&state.data)?;
         self.step = state.step;
         Ok(state)
     }

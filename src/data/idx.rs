@@ -1,0 +1,139 @@
+//! IDX files (MNIST / Fashion-MNIST's format): a big-endian header of dimensions, then unsigned
+//! bytes. Gzip-compressed files (how the datasets ship) are unpacked once into a temporary file
+//! so every image stays a positioned read and memory stays flat in the dataset's size.
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// An opened IDX image file: `count` images of `rows × cols × channels` bytes.
+#[derive(Debug)]
+pub struct IdxFile {
+    pub path: PathBuf,
+    pub count: usize,
+    pub rows: u32,
+    pub cols: u32,
+    /// 1 (grayscale, 3-dimensional files) or 3 (4-dimensional files ending in 3).
+    pub channels: u32,
+    data_offset: u64,
+    /// The unpacked copy of a gzip file (removed on drop).
+    file: File,
+    _unpacked: Option<tempfile::NamedTempFile>,
+}
+
+/// Why an IDX file cannot be used (the caller names the file).
+fn bad(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
+}
+
+impl IdxFile {
+    /// Opens `path`, unpacking it first if it is gzip-compressed; checks header and size.
+    pub fn open(path: &Path) -> std::io::Result<(Self, Option<String>)> {
+        let mut f = File::open(path)?;
+        let mut magic = [0u8; 2];
+        f.read_exact(&mut magic)
+            .map_err(|_| bad("too short for an IDX header"))?;
+        let (file, unpacked) = if magic == [0x1F, 0x8B] {
+            let mut tmp = tempfile::NamedTempFile::new()?;
+            let src = BufReader::new(File::open(path)?);
+            std::io::copy(
+                &mut flate2::read::MultiGzDecoder::new(src),
+                tmp.as_file_mut(),
+            )
+            .map_err(|e| bad(format!("gzip data is corrupt: {e}")))?;
+            (tmp.reopen()?, Some(tmp))
+        } else {
+            (File::open(path)?, None)
+        };
+        let size = file.metadata()?.len();
+        let mut head = [0u8; 4];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|_| bad("too short for an IDX header"))?;
+        if head[0] != 0 || head[1] != 0 {
+            return Err(bad(format!(
+                "not an IDX file (magic {:02x}{:02x}{:02x}{:02x})",
+                head[0], head[1], head[2], head[3]
+            )));
+        }
+        if head[2] != 0x08 {
+            return Err(bad(format!(
+                "IDX element type 0x{:02x}; pretext reads unsigned-byte (0x08) images",
+                head[2]
+            )));
+        }
+        let nd = head[3] as usize;
+        let mut dims = vec![0u8; 4 * nd];
+        file.read_exact_at(&mut dims, 4)
+            .map_err(|_| bad("truncated IDX header"))?;
+        let dims: Vec<u64> = dims
+            .chunks(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64)
+            .collect();
+        let (rows, cols, channels) = match dims[..] {
+            [_, r, c] => (r, c, 1),
+            [_, r, c, ch] if ch == 1 || ch == 3 => (r, c, ch),
+            [_] => {
+                return Err(bad(
+                    "a 1-dimensional IDX file holds labels, not images; give the images file",
+                ))
+            }
+            _ => {
+                return Err(bad(format!(
+                    "IDX dimensions {dims:?}; images need [count, rows, cols] or [count, rows, cols, 1|3]"
+                )))
+            }
+        };
+        if rows == 0 || cols == 0 {
+            return Err(bad(format!("IDX images of {rows}×{cols} pixels")));
+        }
+        let data_offset = 4 + 4 * nd as u64;
+        let per = rows * cols * channels;
+        let declared = dims[0];
+        let present = size.saturating_sub(data_offset) / per;
+        let note = (present < declared).then(|| {
+            format!(
+                "the header declares {declared} images, the file holds {present} whole ones; the rest is skipped (truncated file)"
+            )
+        });
+        Ok((
+            IdxFile {
+                path: path.to_path_buf(),
+                count: present.min(declared) as usize,
+                rows: rows as u32,
+                cols: cols as u32,
+                channels: channels as u32,
+                data_offset,
+                file,
+                _unpacked: unpacked,
+            },
+            note,
+        ))
+    }
+
+    /// Image `i` as a decoded image.
+    pub fn image(&self, i: usize) -> Result<image::DynamicImage, String> {
+        let per = (self.rows * self.cols * self.channels) as usize;
+        let mut buf = vec![0u8; per];
+        self.file
+            .read_exact_at(&mut buf, self.data_offset + (i * per) as u64)
+            .map_err(|e| e.to_string())?;
+        let img = if self.channels == 1 {
+            image::GrayImage::from_raw(self.cols, self.rows, buf).map(image::DynamicImage::from)
+        } else {
+            image::RgbImage::from_raw(self.cols, self.rows, buf).map(image::DynamicImage::from)
+        };
+        img.ok_or_else(|| "image buffer of the wrong size".to_string())
+    }
+}
+
+/// An IDX image file's bytes (tests and fixtures): `images` of `rows × cols` grayscale.
+pub fn encode(rows: u32, cols: u32, images: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, 3];
+    for d in [images.len() as u32, rows, cols] {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    for im in images {
+        out.extend_from_slice(im);
+    }
+    out
+}

@@ -1,0 +1,236 @@
+//! Overlaps input with the session's step: a producer thread runs `Batches` ahead into a bounded
+//! queue of ready batches (decoding on its own rayon pool), while the step loop takes them. Each
+//! batch carries the position *after* it, so the position a checkpoint records is that of the
+//! last batch consumed, however far the producer has run ahead.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::batches::{Batches, BatchesState};
+use super::source::Dataset;
+use super::{ViewBatch, ViewPlan};
+use crate::error::{Error, Result};
+
+/// How the loader runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoaderOptions {
+    /// Batches prepared ahead of the step (0: prepare each batch when asked, on the caller's
+    /// thread).
+    pub prefetch: usize,
+    /// Decoding threads (0: rayon's default, one per core).
+    pub workers: usize,
+}
+
+impl Default for LoaderOptions {
+    fn default() -> Self {
+        LoaderOptions {
+            prefetch: 2,
+            workers: 0,
+        }
+    }
+}
+
+struct Ready {
+    batch: ViewBatch,
+    after: BatchesState,
+    seconds: f64,
+}
+
+struct Producer {
+    rx: Receiver<Result<Ready>>,
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Batches>,
+}
+
+/// Batches of views, prepared ahead on worker threads.
+pub struct Loader {
+    data: Arc<Dataset>,
+    idle: Option<Batches>,
+    producer: Option<Producer>,
+    consumed: BatchesState,
+    plan: ViewPlan,
+    batch: usize,
+    opts: LoaderOptions,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    /// Seconds spent preparing the batches consumed so far (on the producer's threads).
+    pub data_seconds: f64,
+    /// Seconds the caller waited for a batch (what the step loop lost to input).
+    pub wait_seconds: f64,
+}
+
+impl Loader {
+    pub fn new(
+        batches: Batches,
+        plan: ViewPlan,
+        batch: usize,
+        opts: LoaderOptions,
+    ) -> Result<Self> {
+        let pool = if opts.workers > 0 {
+            let p = rayon::ThreadPoolBuilder::new()
+                .num_threads(opts.workers)
+                .thread_name(|i| format!("pretext-data-{i}"))
+                .build()
+                .map_err(|e| {
+                    Error::config(
+                        "data.workers",
+                        format!("cannot start {} threads: {e}", opts.workers),
+                    )
+                })?;
+            Some(Arc::new(p))
+        } else {
+            None
+        };
+        Ok(Loader {
+            data: batches.dataset().clone(),
+            consumed: batches.state(),
+            idle: Some(batches),
+            producer: None,
+            plan,
+            batch,
+            opts,
+            pool,
+            data_seconds: 0.0,
+            wait_seconds: 0.0,
+        })
+    }
+
+    /// The position after the last batch handed out (what a checkpoint records).
+    pub fn state(&self) -> &BatchesState {
+        &self.consumed
+    }
+
+    /// Images decoded into the batches handed out.
+    pub fn images_read(&self) -> u64 {
+        self.consumed.images_read
+    }
+
+    /// (image, reason) of every image skipped in the batches handed out.
+    pub fn skipped(&self) -> &[(String, String)] {
+        &self.consumed.skipped
+    }
+
+    /// The dataset read (its index, scan notes).
+    pub fn dataset(&self) -> &Arc<Dataset> {
+        &self.data
+    }
+
+    /// Images in the dataset.
+    pub fn len(&self) -> usize {
+        self.consumed.files
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.consumed.files == 0
+    }
+
+    fn make(
+        b: &mut Batches,
+        n: usize,
+        plan: &ViewPlan,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Result<Ready> {
+        let t = Instant::now();
+        let batch = match pool {
+            Some(p) => p.install(|| b.next_views(n, plan))?,
+            None => b.next_views(n, plan)?,
+        };
+        Ok(Ready {
+            batch,
+            after: b.state(),
+            seconds: t.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The next batch of views.
+    pub fn next(&mut self) -> Result<ViewBatch> {
+        let t = Instant::now();
+        let ready = if self.opts.prefetch == 0 {
+            let b = self
+                .idle
+                .as_mut()
+                .expect("a synchronous loader keeps its batches");
+            Self::make(b, self.batch, &self.plan, self.pool.as_deref())?
+        } else {
+            if self.producer.is_none() {
+                self.start();
+            }
+            let p = self.producer.as_ref().expect("started");
+            match p.rx.recv() {
+                Ok(r) => r?,
+                Err(_) => {
+                    // The producer ended without a message: it panicked.
+                    let p = self.producer.take().expect("started");
+                    return Err(match p.handle.join() {
+                        Ok(b) => {
+                            self.idle = Some(b);
+                            Error::graph("pretext/data", "the input thread stopped unexpectedly")
+                        }
+                        Err(_) => Error::graph("pretext/data", "the input thread panicked"),
+                    });
+                }
+            }
+        };
+        self.wait_seconds += t.elapsed().as_secs_f64();
+        self.data_seconds += ready.seconds;
+        self.consumed = ready.after;
+        Ok(ready.batch)
+    }
+
+    fn start(&mut self) {
+        let mut b = self.idle.take().expect("an idle loader keeps its batches");
+        let (tx, rx) = sync_channel(self.opts.prefetch);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (n, plan, pool, flag) = (
+            self.batch,
+            self.plan.clone(),
+            self.pool.clone(),
+            stop.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name("pretext-input".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    let r = Self::make(&mut b, n, &plan, pool.as_deref());
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        break;
+                    }
+                }
+                b
+            })
+            .expect("spawning the input thread");
+        self.producer = Some(Producer { rx, stop, handle });
+    }
+
+    /// Stops the producer and returns to the consumed position (batches prepared ahead are
+    /// dropped; they will be prepared again, identically).
+    fn halt(&mut self) -> Result<()> {
+        if let Some(p) = self.producer.take() {
+            p.stop.store(true, Ordering::Relaxed);
+            drop(p.rx); // unblocks a producer waiting on a full queue
+            let mut b = p
+                .handle
+                .join()
+                .map_err(|_| Error::graph("pretext/data", "the input thread panicked"))?;
+            b.restore(&self.consumed)?;
+            self.idle = Some(b);
+        }
+        Ok(())
+    }
+
+    /// Continues from a recorded position.
+    pub fn restore(&mut self, st: &BatchesState) -> Result<()> {
+        self.halt()?;
+        self.idle.as_mut().expect("halted").restore(st)?;
+        self.consumed = st.clone();
+        Ok(())
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        let _ = self.halt();
+    }
+}
