@@ -1,7 +1,6 @@
 //! SimCLR-style augmentations in Rust, applied to the decoded full-resolution image before it is
 //! resized: random resized crop, horizontal flip, colour jitter, grayscale, Gaussian blur.
 //! Each draw comes from its own seeded RNG, so a view is a pure function of (seed, sample, view).
-use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -195,39 +194,149 @@ fn jitter(px: &mut [f32], s: f32, rng: &mut impl Rng) {
     }
 }
 
-/// One pass of a 1-D kernel over an HWC RGB image along x (`horizontal`) or y, edges clamped.
-fn conv1d(src: &[f32], dst: &mut [f32], w: usize, h: usize, k: &[f32], horizontal: bool) {
-    let r = (k.len() / 2) as isize;
-    for y in 0..h as isize {
-        for x in 0..w as isize {
-            for c in 0..3 {
-                let mut acc = 0.0;
-                for (j, kv) in k.iter().enumerate() {
-                    let o = j as isize - r;
-                    let (xx, yy) = if horizontal {
-                        ((x + o).clamp(0, w as isize - 1), y)
-                    } else {
-                        (x, (y + o).clamp(0, h as isize - 1))
-                    };
-                    acc += kv * src[(yy as usize * w + xx as usize) * 3 + c];
-                }
-                dst[(y as usize * w + x as usize) * 3 + c] = acc;
+/// Separable Gaussian blur of an HWC RGB image in place: a horizontal pass over an
+/// edge-padded copy of each row, then a vertical pass that sums whole rows (both vectorise).
+fn blur(px: &mut [f32], w: usize, h: usize, sigma: f32) {
+    let r = (3.0 * sigma).ceil().max(1.0) as usize;
+    let k: Vec<f32> = (0..=2 * r)
+        .map(|i| {
+            let d = i as f32 - r as f32;
+            (-d * d / (2.0 * sigma * sigma)).exp()
+        })
+        .collect();
+    let sum: f32 = k.iter().sum();
+    let k: Vec<f32> = k.iter().map(|v| v / sum).collect();
+    let row = w * 3;
+    let mut tmp = vec![0.0f32; px.len()];
+    let mut pad = vec![0.0f32; (w + 2 * r) * 3];
+    for y in 0..h {
+        let src = &px[y * row..(y + 1) * row];
+        for x in 0..w + 2 * r {
+            let sx = x.saturating_sub(r).min(w - 1);
+            pad[x * 3..x * 3 + 3].copy_from_slice(&src[sx * 3..sx * 3 + 3]);
+        }
+        let dst = &mut tmp[y * row..(y + 1) * row];
+        for (j, &kv) in k.iter().enumerate() {
+            for (d, s) in dst.iter_mut().zip(&pad[j * 3..j * 3 + row]) {
+                *d += kv * s;
+            }
+        }
+    }
+    for y in 0..h {
+        let dst = &mut px[y * row..(y + 1) * row];
+        dst.iter_mut().for_each(|v| *v = 0.0);
+        for (j, &kv) in k.iter().enumerate() {
+            let sy = (y + j).saturating_sub(r).min(h - 1);
+            for (d, s) in dst.iter_mut().zip(&tmp[sy * row..(sy + 1) * row]) {
+                *d += kv * s;
             }
         }
     }
 }
 
-/// Separable Gaussian blur of an HWC RGB image in place.
-fn blur(px: &mut [f32], w: usize, h: usize, sigma: f32) {
-    let r = (3.0 * sigma).ceil().max(1.0) as isize;
-    let k: Vec<f32> = (-r..=r)
-        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let sum: f32 = k.iter().sum();
-    let k: Vec<f32> = k.iter().map(|v| v / sum).collect();
-    let mut tmp = vec![0.0; px.len()];
-    conv1d(px, &mut tmp, w, h, &k, true);
-    conv1d(&tmp, px, w, h, &k, false);
+/// Triangle-filter weights mapping `n_in` source samples starting at `start` onto `n_out`
+/// outputs (support widened by the scale when shrinking, as an antialiasing filter does):
+/// (first source index, weights) per output.
+fn weights(start: u32, n_in: u32, n_out: u32, limit: u32) -> Vec<(usize, Vec<f32>)> {
+    let scale = n_in as f32 / n_out as f32;
+    let support = scale.max(1.0);
+    (0..n_out)
+        .map(|o| {
+            let center = start as f32 + (o as f32 + 0.5) * scale;
+            let lo = ((center - support).floor().max(0.0) as u32).min(limit - 1);
+            let hi = ((center + support).ceil() as u32).min(limit);
+            let mut ws: Vec<f32> = (lo..hi.max(lo + 1))
+                .map(|i| (1.0 - ((i as f32 + 0.5 - center) / support).abs()).max(0.0))
+                .collect();
+            let sum: f32 = ws.iter().sum();
+            if sum > 0.0 {
+                ws.iter_mut().for_each(|v| *v /= sum);
+            } else {
+                ws.iter_mut().for_each(|v| *v = 0.0);
+                ws[0] = 1.0;
+            }
+            (lo as usize, ws)
+        })
+        .collect()
+}
+
+/// The crop (x, y, cw, ch) of an 8-bit gray (`c` = 1) or RGB (`c` = 3) image of `w` × `h`,
+/// resized to `ow` × `oh` (triangle filter), optionally mirrored, as HWC RGB f32 in [0, 1]: the
+/// rows the crop spans are filtered horizontally once, then the output rows are weighted sums
+/// of those.
+#[allow(clippy::too_many_arguments)]
+fn crop_resize(
+    raw: &[u8],
+    w: u32,
+    h: u32,
+    c: usize,
+    (x, y, cw, ch): (u32, u32, u32, u32),
+    ow: u32,
+    oh: u32,
+    flip: bool,
+) -> Vec<f32> {
+    let hx = weights(x, cw, ow, w);
+    let vy = weights(y, ch, oh, h);
+    let (row_lo, row_hi) = (
+        vy.first().map(|v| v.0).unwrap_or(0),
+        vy.iter().map(|(s, ws)| s + ws.len()).max().unwrap_or(0),
+    );
+    let orow = ow as usize * 3;
+    let mut mid = vec![0.0f32; (row_hi - row_lo) * orow];
+    for sy in row_lo..row_hi {
+        let src = &raw[sy * w as usize * c..(sy + 1) * w as usize * c];
+        let dst = &mut mid[(sy - row_lo) * orow..(sy - row_lo + 1) * orow];
+        for (o, (s0, ws)) in hx.iter().enumerate() {
+            let ox = if flip { ow as usize - 1 - o } else { o };
+            let mut acc = [0.0f32; 3];
+            if c == 1 {
+                let g: f32 = ws
+                    .iter()
+                    .zip(&src[*s0..])
+                    .map(|(&wv, &p)| wv * p as f32)
+                    .sum();
+                acc = [g; 3];
+            } else {
+                for (k, &wv) in ws.iter().enumerate() {
+                    let p = &src[(s0 + k) * 3..(s0 + k) * 3 + 3];
+                    acc[0] += wv * p[0] as f32;
+                    acc[1] += wv * p[1] as f32;
+                    acc[2] += wv * p[2] as f32;
+                }
+            }
+            dst[ox * 3..ox * 3 + 3].copy_from_slice(&acc);
+        }
+    }
+    let mut out = vec![0.0f32; oh as usize * orow];
+    for (oy, (s0, ws)) in vy.iter().enumerate() {
+        let dst = &mut out[oy * orow..(oy + 1) * orow];
+        for (k, &wv) in ws.iter().enumerate() {
+            let r = s0 + k - row_lo;
+            for (d, s) in dst.iter_mut().zip(&mid[r * orow..(r + 1) * orow]) {
+                *d += wv * s;
+            }
+        }
+        dst.iter_mut()
+            .for_each(|v| *v = (*v / 255.0).clamp(0.0, 1.0));
+    }
+    out
+}
+
+/// `img` resized to fill `ow` × `oh` and center-cropped (the clean view), HWC RGB f32 in [0, 1].
+pub fn fill(img: &DynamicImage, ow: u32, oh: u32) -> Vec<f32> {
+    let (w, h) = img.dimensions();
+    // The largest centered box with the output's aspect ratio.
+    let (cw, ch) = if w as u64 * oh as u64 > h as u64 * ow as u64 {
+        (((h as u64 * ow as u64) / oh as u64).max(1) as u32, h)
+    } else {
+        (w, ((w as u64 * oh as u64) / ow as u64).max(1) as u32)
+    };
+    let b = ((w - cw) / 2, (h - ch) / 2, cw, ch);
+    match img {
+        DynamicImage::ImageRgb8(i) => crop_resize(i.as_raw(), w, h, 3, b, ow, oh, false),
+        DynamicImage::ImageLuma8(i) => crop_resize(i.as_raw(), w, h, 1, b, ow, oh, false),
+        other => crop_resize(other.to_rgb8().as_raw(), w, h, 3, b, ow, oh, false),
+    }
 }
 
 /// One augmented view of `img` as HWC RGB f32 in [0, 1] of size `side_w`×`side_h`.
@@ -239,19 +348,22 @@ pub fn augment(
     rng: &mut impl Rng,
 ) -> Vec<f32> {
     let (w, h) = img.dimensions();
-    let (x, y, cw, ch) = crop_box(w, h, cfg, rng);
-    let mut view = img
-        .crop_imm(x, y, cw, ch)
-        .resize_exact(side_w, side_h, FilterType::Triangle);
-    if rng.gen::<f32>() < cfg.flip_p {
-        view = view.fliph();
-    }
-    let mut px: Vec<f32> = view
-        .to_rgb8()
-        .into_raw()
-        .into_iter()
-        .map(|v| v as f32 / 255.0)
-        .collect();
+    let crop = crop_box(w, h, cfg, rng);
+    let flip = rng.gen::<f32>() < cfg.flip_p;
+    let mut px = match img {
+        DynamicImage::ImageRgb8(i) => crop_resize(i.as_raw(), w, h, 3, crop, side_w, side_h, flip),
+        DynamicImage::ImageLuma8(i) => crop_resize(i.as_raw(), w, h, 1, crop, side_w, side_h, flip),
+        other => crop_resize(
+            other.to_rgb8().as_raw(),
+            w,
+            h,
+            3,
+            crop,
+            side_w,
+            side_h,
+            flip,
+        ),
+    };
     if rng.gen::<f32>() < cfg.jitter_p {
         jitter(&mut px, cfg.jitter_strength, rng);
     }

@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::decode::Need;
 use super::source::Dataset;
 use super::{augment, clean_view_into, to_layout_into, ImageSpec, ViewBatch, ViewPlan};
 use crate::error::{Error, Result};
@@ -44,6 +45,8 @@ pub struct Batches {
     /// Samples served so far (seeds each sample's augmentations).
     served: u64,
     shuffled: bool,
+    /// Decode large JPEGs at a reduced IDCT scale (see `decode`).
+    jpeg_scaling: bool,
 }
 
 impl Batches {
@@ -61,6 +64,7 @@ impl Batches {
             images_read: 0,
             served: 0,
             shuffled: true,
+            jpeg_scaling: true,
         };
         b.shuffle();
         b
@@ -114,6 +118,12 @@ impl Batches {
         }
         self.skipped = st.skipped.clone();
         Ok(())
+    }
+
+    /// Decode every image at full size (no reduced-scale JPEG decoding).
+    pub fn full_size_decoding(mut self) -> Self {
+        self.jpeg_scaling = false;
+        self
     }
 
     /// Images in index order every epoch instead of a seeded shuffle.
@@ -184,6 +194,15 @@ impl Batches {
         while got < n {
             let idx = self.take(n - got)?;
             let (spec, seed, base, data) = (&self.spec, self.seed, self.served, &self.data);
+            let need = self.jpeg_scaling.then(|| {
+                let aug = (plan.augmented > 0).then_some(&plan.augment);
+                let mut n = Need::new(spec.width, spec.height, aug);
+                if plan.clean && aug.is_some() {
+                    // The clean view needs no more than the smallest crop does.
+                    n.crop = aug.map(|a| (a.crop_area.0, a.crop_ratio));
+                }
+                n
+            });
             // Image k of this round writes its views into slot got + k of every buffer.
             let mut slots: Vec<Vec<&mut [f32]>> =
                 idx.iter().map(|_| Vec::with_capacity(bufs)).collect();
@@ -197,7 +216,7 @@ impl Batches {
                 .zip(slots.into_par_iter())
                 .enumerate()
                 .map(|(k, (&i, mut dst))| {
-                    let img = data.load(i)?;
+                    let img = data.load_scaled(i, need.as_ref())?;
                     let mut dst = dst.iter_mut();
                     if plan.clean {
                         clean_view_into(&img, spec, dst.next().expect("clean slot"));

@@ -6,18 +6,18 @@ use std::path::Path;
 
 pub mod augment;
 mod batches;
+mod decode;
 pub mod idx;
 mod prefetch;
 mod source;
 pub mod tfrecord;
 
 pub use batches::{Batches, BatchesState};
+pub use decode::{decode_bytes, decode_scaled, Need};
 pub use prefetch::{Loader, LoaderOptions};
 pub use source::{
     default_extensions, DataSources, Dataset, ImageFolder, DEFAULT_IMAGE_KEY, EXTENSIONS,
 };
-
-use image::imageops::FilterType;
 
 /// How images become input tensors.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,13 +34,6 @@ pub struct ImageSpec {
 pub fn load(path: &Path) -> std::result::Result<image::DynamicImage, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     decode_bytes(&bytes)
-}
-
-/// Decodes an encoded image (JPEG, PNG, WebP, BMP, GIF; the format is sniffed from the bytes).
-/// Every mode the codecs know is accepted: 8/16-bit, grayscale, alpha (dropped when RGB is
-/// asked for, as TF's `decode_image(channels=3)` does), CMYK JPEG (converted to RGB).
-pub fn decode_bytes(bytes: &[u8]) -> std::result::Result<image::DynamicImage, String> {
-    image::load_from_memory(bytes).map_err(|e| e.to_string())
 }
 
 /// Writes RGB pixels in [0, 1] (HWC) into `dst` in `spec`'s channels and value range.
@@ -63,16 +56,7 @@ fn to_layout_into(rgb: &[f32], spec: &ImageSpec, dst: &mut [f32]) {
 
 /// The clean view written into `dst`: resized to fill `spec`'s size and center-cropped (HWC).
 fn clean_view_into(img: &image::DynamicImage, spec: &ImageSpec, dst: &mut [f32]) {
-    let img = img.resize_to_fill(spec.width, spec.height, FilterType::Triangle);
-    let (lo, hi) = spec.range;
-    let scale = (hi - lo) / 255.0;
-    let px: Vec<u8> = match spec.channels {
-        1 => img.to_luma8().into_raw(),
-        _ => img.to_rgb8().into_raw(),
-    };
-    for (d, v) in dst.iter_mut().zip(px) {
-        *d = v as f32 * scale + lo;
-    }
+    to_layout_into(&augment::fill(img, spec.width, spec.height), spec, dst);
 }
 
 /// The clean view: resized to fill `spec`'s size and center-cropped (HWC, f32).

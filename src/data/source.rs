@@ -3,6 +3,7 @@
 //! them; each image is read and decoded only when a batch needs it.
 use std::path::{Path, PathBuf};
 
+use super::decode::{decode_bytes, decode_scaled, Need};
 use super::idx::IdxFile;
 use super::tfrecord::{self, RecordRef};
 use crate::error::{Error, Result};
@@ -260,15 +261,31 @@ impl Dataset {
         }
     }
 
-    /// Reads and decodes image `i`; the error is the reason it is skipped.
+    /// Reads and decodes image `i` at full size; the error is the reason it is skipped.
     pub fn load(&self, i: usize) -> std::result::Result<image::DynamicImage, String> {
+        self.load_scaled(i, None)
+    }
+
+    /// Reads and decodes image `i`, a large JPEG at the reduced scale `need` allows.
+    pub fn load_scaled(
+        &self,
+        i: usize,
+        need: Option<&Need>,
+    ) -> std::result::Result<image::DynamicImage, String> {
+        let decode = |bytes: &[u8]| match need {
+            Some(n) => decode_scaled(bytes, n),
+            None => decode_bytes(bytes),
+        };
         match self.items[i] {
-            Item::File(f) => super::load(&self.files[f as usize]),
+            Item::File(f) => {
+                let bytes = std::fs::read(&self.files[f as usize]).map_err(|e| e.to_string())?;
+                decode(&bytes)
+            }
             Item::Record { file, at } => {
                 let rec = tfrecord::read(&self.records[file as usize], at)?;
                 let bytes = tfrecord::example_image(&rec, &self.image_key)
                     .map_err(|e| format!("offset {}: {e}", at.offset))?;
-                super::decode_bytes(&bytes).map_err(|e| format!("offset {}: {e}", at.offset))
+                decode(&bytes).map_err(|e| format!("offset {}: {e}", at.offset))
             }
             Item::Idx { file, index } => self.idx[file as usize].image(index as usize),
         }

@@ -1,0 +1,146 @@
+//! Encoded bytes to pixels. JPEGs much larger than a batch needs are decoded at 1/2, 1/4 or 1/8
+//! scale in the IDCT (the cheapest way to shrink a JPEG: most of the decoding work is skipped),
+//! never below the resolution the smallest possible view needs; everything else goes through the
+//! `image` crate's decoders at full size.
+use image::DynamicImage;
+
+use super::augment::AugmentConfig;
+
+/// The smallest fraction of an image's full size that still gives every view it will be cut
+/// into at least the output's resolution (so shrinking at decode never loses detail a view uses).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Need {
+    pub width: u32,
+    pub height: u32,
+    /// Smallest crop area fraction and the aspect-ratio range of augmented views (None: only
+    /// the clean view, resized to fill).
+    pub crop: Option<(f32, (f32, f32))>,
+}
+
+impl Need {
+    /// The views of `plan`-like settings at `width` × `height`.
+    pub fn new(width: u32, height: u32, augment: Option<&AugmentConfig>) -> Self {
+        Need {
+            width,
+            height,
+            crop: augment.map(|a| (a.crop_area.0, a.crop_ratio)),
+        }
+    }
+
+    /// The fraction of a `w` × `h` image's side that must be kept (≤ 1).
+    pub fn fraction(&self, w: u32, h: u32) -> f32 {
+        let (w, h) = (w.max(1) as f32, h.max(1) as f32);
+        let (ow, oh) = (self.width as f32, self.height as f32);
+        let mut f = (ow / w).max(oh / h);
+        if let Some((area, (r0, r1))) = self.crop {
+            // The narrowest and the flattest of the smallest crops.
+            let a = area * w * h;
+            let min_w = (a * r0).sqrt().min(w);
+            let min_h = (a / r1).sqrt().min(h);
+            f = f.max(ow / min_w).max(oh / min_h);
+        }
+        f.min(1.0)
+    }
+}
+
+/// Decodes an encoded image (JPEG, PNG, WebP, BMP, GIF; the format is sniffed from the bytes).
+/// Every mode the codecs know is accepted: 8/16-bit, grayscale, alpha (dropped when RGB is
+/// asked for, as TF's `decode_image(channels=3)` does), palette, CMYK JPEG (converted to RGB).
+pub fn decode_bytes(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+    image::load_from_memory(bytes).map_err(|e| e.to_string())
+}
+
+/// Like `decode_bytes`, but a JPEG at least twice as large as `need` asks for is decoded at a
+/// reduced scale (grayscale and RGB JPEGs; CMYK and 16-bit ones decode at full size).
+pub fn decode_scaled(bytes: &[u8], need: &Need) -> std::result::Result<DynamicImage, String> {
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        if let Some(img) = scaled_jpeg(bytes, need) {
+            return Ok(img);
+        }
+    }
+    decode_bytes(bytes)
+}
+
+/// None when scaling would not pay or the JPEG is of a kind left to the full decoder.
+fn scaled_jpeg(bytes: &[u8], need: &Need) -> Option<DynamicImage> {
+    use jpeg_decoder::{Decoder, PixelFormat};
+    let mut d = Decoder::new(bytes);
+    d.read_info().ok()?;
+    let info = d.info()?;
+    if !matches!(info.pixel_format, PixelFormat::L8 | PixelFormat::RGB24) {
+        return None;
+    }
+    let f = need.fraction(info.width as u32, info.height as u32);
+    if f > 0.5 {
+        return None;
+    }
+    let rw = (info.width as f32 * f).ceil().max(1.0) as u16;
+    let rh = (info.height as f32 * f).ceil().max(1.0) as u16;
+    let (w, h) = d.scale(rw, rh).ok()?;
+    if (w as u32) < need.width.min(info.width as u32)
+        || (h as u32) < need.height.min(info.height as u32)
+    {
+        return None;
+    }
+    let px = d.decode().ok()?;
+    match info.pixel_format {
+        PixelFormat::L8 => {
+            image::GrayImage::from_raw(w as u32, h as u32, px).map(DynamicImage::from)
+        }
+        _ => image::RgbImage::from_raw(w as u32, h as u32, px).map(DynamicImage::from),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+        });
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn the_fraction_keeps_the_smallest_crop_at_output_resolution() {
+        let clean = Need::new(64, 64, None);
+        assert_eq!(clean.fraction(640, 480), 64.0 / 480.0);
+        assert_eq!(clean.fraction(32, 32), 1.0);
+        let aug = Need::new(64, 64, Some(&AugmentConfig::default()));
+        // area 0.08 of 640×480 at ratio 3/4 is ~135×… wide, so ~0.47 of the side must stay.
+        let f = aug.fraction(640, 480);
+        assert!(f > 0.4 && f < 0.55, "{f}");
+    }
+
+    #[test]
+    fn large_jpegs_decode_smaller_but_never_below_need() {
+        let bytes = jpeg(800, 600);
+        let need = Need::new(96, 96, None);
+        let img = decode_scaled(&bytes, &need).unwrap();
+        assert_eq!(
+            (img.width(), img.height()),
+            (200, 150),
+            "1/4 scale: 150 ≥ 96 > 75"
+        );
+        let full = decode_bytes(&bytes).unwrap();
+        assert_eq!((full.width(), full.height()), (800, 600));
+        // Scaled decoding is a downsample of the same picture.
+        let small = full
+            .resize_exact(200, 150, image::imageops::FilterType::Triangle)
+            .to_rgb8();
+        let d: f64 = small
+            .as_raw()
+            .iter()
+            .zip(img.to_rgb8().as_raw())
+            .map(|(&a, &b)| (a as f64 - b as f64).abs())
+            .sum::<f64>()
+            / small.as_raw().len() as f64;
+        assert!(d < 6.0, "mean difference {d}");
+        // Too small to pay: decoded at full size by the image crate.
+        let img = decode_scaled(&jpeg(150, 120), &need).unwrap();
+        assert_eq!((img.width(), img.height()), (150, 120));
+    }
+}
