@@ -101,9 +101,33 @@ run: setup fixtures images labeled build
 	$(BIN) inspect $(FIX)/nsfwjs_mobilenet_v2
 	$(BIN) run experiments/default.yaml
 
-# Benchmarks are not tests: steps/s of the thin train path on the pretrained MobileNetV2, 224 px.
-bench: setup fixtures images build
-	$(BIN) train --model $(FIX)/nsfwjs_mobilenet_v2 --images $(IMAGES) --steps 30 --batch 32
+# Benchmarks are not tests. `make bench` (~15-20 min on 2 cores, run it on an idle machine):
+# SimCLR images/s, time to first step and peak RSS of pretext vs the Python TF reference
+# (scripts/reference/simclr_train.py), one process at a time; pretext end to end vs fed from
+# memory; peak RSS on 1k vs 70k images; step time vs batch, model and input size. Prints the
+# report and writes it into docs/BENCHMARKS.md (raw JSON: .cache/bench/). Smoke test:
+# `$(PY) scripts/bench.py --quick` (3 steps, batch 8; docs untouched).
+BENCH_IMAGES := $(CACHE)/bench_images
+BENCH_FIX   := $(CACHE)/bench_fixtures
+.PHONY: bench-images bench-fixtures
+bench: setup fixtures fmnist build bench-images bench-fixtures
+	$(PY) scripts/bench.py
+
+# 1000 photo-sized JPEG crops (sides 256-640 px; RGB or grayscale as the source photo).
+bench-images: $(BENCH_IMAGES)/.ok
+$(BENCH_IMAGES)/.ok: $(VENV)/.ok scripts/make_images.py
+	mkdir -p $(CACHE)/downloads
+	$(PY) -m pip download -q --no-deps -d $(CACHE)/downloads scikit-image==0.25.2
+	$(PY) scripts/make_images.py --downloads $(CACHE)/downloads --out $(BENCH_IMAGES) --count 1000 \
+	  --min-side 256 --max-side 640 --format jpeg
+	touch $@
+
+# MobileNetV2 alpha 0.5/0.75/1.0 at 96 px, random weights: step time vs model size.
+bench-fixtures: $(BENCH_FIX)/.ok
+$(BENCH_FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_fixtures.py --downloads $(CACHE)/downloads --out $(BENCH_FIX) \
+	  --only mobilenet_v2_050 mobilenet_v2_075 mobilenet_v2_100
+	touch $@
 
 # Quality benchmark (not a test, ~40 min): 15 minutes of SimCLR on 50k unlabeled Fashion-MNIST
 # images with pretext, then the same recipe with the Python TF reference; kNN top-1 (10k bank,

@@ -2,14 +2,18 @@
 """Unlabeled training images for self-supervised runs, cut from scikit-image's sample photos.
 
     make_images.py --downloads DIR --out OUTDIR --count N [--seed S]
+                   [--min-side PX] [--max-side PX] [--format mixed|jpeg]
 
 DIR holds a scikit-image wheel (scikit_image-*.whl, from `pip download --no-deps`). The real
 photographs in its skimage/data/ (colour and grayscale; see SOURCES and graphs/README.md for
 their licenses) are decoded, and N deterministic random crops are written to OUTDIR as
 img_00000.jpg, img_00001.png, ... (even indices JPEG quality 90, odd indices PNG). Each crop:
 a random source, a crop whose longer side is 25-100% of the source's shorter side, random
-horizontal/vertical flips, resized (bicubic) to a random size with both sides in 64..160 px.
-Same wheel, N and seed -> identical files.
+horizontal/vertical flips, resized (bicubic) to a random size with both sides in 64..160 px
+(--min-side/--max-side). Colour photos stay RGB, grayscale ones stay grayscale.
+`--format jpeg` writes every crop as JPEG quality 90 (img_00000.jpg, img_00001.jpg, ...): the
+photo-sized benchmark set of `make bench` is `--count 1000 --min-side 256 --max-side 640
+--format jpeg`. Same wheel, options and seed -> identical files.
 """
 import argparse
 import glob
@@ -68,12 +72,12 @@ def load_sources(wheel):
     return out
 
 
-def crop_one(img, rng):
+def crop_one(img, rng, min_side=MIN_SIDE, max_side=MAX_SIDE):
     W, H = img.size
     short = min(W, H)
-    ow = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
+    ow = int(rng.integers(min_side, max_side + 1))
     aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))  # output h / w
-    oh = int(np.clip(round(ow * aspect), MIN_SIDE, MAX_SIDE))
+    oh = int(np.clip(round(ow * aspect), min_side, max_side))
     longer = rng.uniform(0.25, 1.0) * short  # the crop's longer side
     if ow >= oh:
         cw, ch = longer, longer * oh / ow
@@ -97,7 +101,13 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-side", type=int, default=MIN_SIDE, help="px, both output sides")
+    ap.add_argument("--max-side", type=int, default=MAX_SIDE, help="px, both output sides")
+    ap.add_argument("--format", choices=["mixed", "jpeg"], default="mixed",
+                    help="mixed: even indices JPEG, odd PNG; jpeg: all JPEG quality 90")
     a = ap.parse_args()
+    if not 1 <= a.min_side <= a.max_side:
+        sys.exit("need 1 <= --min-side <= --max-side")
 
     wheel = find_wheel(a.downloads)
     sources = load_sources(wheel)
@@ -110,8 +120,8 @@ def main():
     for i in range(a.count):
         name, img = sources[int(rng.integers(len(sources)))]
         used[name] = used.get(name, 0) + 1
-        out = crop_one(img, rng)
-        if i % 2 == 0:
+        out = crop_one(img, rng, a.min_side, a.max_side)
+        if i % 2 == 0 or a.format == "jpeg":
             out.save(os.path.join(a.out, "img_%05d.jpg" % i), "JPEG", quality=90)
         else:
             out.save(os.path.join(a.out, "img_%05d.png" % i), "PNG")

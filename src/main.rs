@@ -100,6 +100,9 @@ struct TrainArgs {
     /// Decoding threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Niceness of the input threads (0-19; higher: they run in the CPU time the step leaves).
+    #[arg(long, default_value_t = 19)]
+    nice: i32,
     /// Write timings (images/s after --warmup-steps, first-step time, peak RSS) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -133,6 +136,10 @@ struct TrainArgs {
     bn: Bn,
     #[arg(long, default_value_t = 0.99)]
     bn_momentum: f32,
+    /// Recompute batch-norm outputs in the backward pass (less memory): auto (when oneDNN is
+    /// off), on or off.
+    #[arg(long, value_enum, default_value = "auto")]
+    recompute: Recompute,
     /// Which variables train: all, regex:PATTERN (on variable names) or last:N (layers).
     #[arg(long, default_value = "all")]
     train_vars: String,
@@ -196,6 +203,13 @@ enum HeadKind {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum Recompute {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum Bn {
     Frozen,
     Train,
@@ -246,6 +260,7 @@ fn train(a: TrainArgs) -> Result<(), Error> {
     cfg.loader = pretext::data::LoaderOptions {
         prefetch: a.prefetch,
         workers: a.workers,
+        nice: a.nice,
     };
     cfg.steps = a.steps;
     cfg.batch = a.batch;
@@ -259,6 +274,11 @@ fn train(a: TrainArgs) -> Result<(), Error> {
         Bn::Train => pretext::graph::bn::BnMode::Train,
     };
     cfg.bn_momentum = a.bn_momentum;
+    cfg.recompute = match a.recompute {
+        Recompute::Auto => pretext::graph::recompute::Recompute::Auto,
+        Recompute::On => pretext::graph::recompute::Recompute::On,
+        Recompute::Off => pretext::graph::recompute::Recompute::Off,
+    };
     cfg.train_vars = pretext::train::select::VarSelection::parse(&a.train_vars)?;
     cfg.optimizer.kind = match a.optimizer {
         Opt::Sgd => OptimizerKind::Sgd,

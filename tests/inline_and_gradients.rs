@@ -102,3 +102,32 @@ fn gradients_equal_gradient_tape() {
         assert!(compared > 0);
     }
 }
+
+/// Recomputing batch norm in the backward pass (grappler's memory optimizer on the nodes
+/// `graph::recompute` marks) saves memory and changes no number: the same losses, step by step,
+/// with batch norm frozen and in train mode.
+#[test]
+fn recomputing_batch_norm_changes_no_loss() {
+    use pretext::graph::bn::BnMode;
+    for bn in [BnMode::Frozen, BnMode::Train] {
+        use pretext::graph::recompute::Recompute;
+        let losses = |recompute: Recompute| {
+            let mut c = common::cfg("mobilenet_v2_035", 4);
+            c.bn = bn;
+            c.recompute = recompute;
+            c.head = pretext::heads::HeadConfig::Simclr(Default::default());
+            c.batch = 8;
+            let mut t = pretext::train::Trainer::new(&c).unwrap();
+            t.run(4).unwrap()
+        };
+        let (a, b) = (losses(Recompute::On), losses(Recompute::Off));
+        eprintln!("{bn:?}: recompute {a:?}, keep {b:?}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 1e-5 * y.abs().max(1.0),
+                "{bn:?}: {a:?} vs {b:?}"
+            );
+        }
+        assert!(a[3] != a[0], "the steps changed the weights");
+    }
+}

@@ -10,7 +10,15 @@ Reproduce (the Fashion-MNIST benchmark; data first, then a 15-minute run at 96 p
         --labeled .cache/fmnist10k --size 96 --batch 64 --lr 1e-4 --temperature 0.2 \\
         --minutes 15 --seed 0 --out results.json
 
-`--steps 0` only evaluates (baseline kNN and embedding time).
+`--steps 0` only evaluates (baseline kNN and embedding time). Without `--labeled` nothing is
+evaluated (no embedding passes): a pure training-throughput run, as `make bench` does
+(scripts/bench.py). `--images` may be given several times; each folder is searched recursively
+for *.png / *.jpg / *.jpeg (any case), decoded to RGB (grayscale replicated).
+
+Timing keys of the result JSON (--out), shared with `pretext train --json`: "engine",
+"steps", "batch", "size", "images_per_second" (steady state: the steps after the first
+`--warmup-steps`), "first_step_unix" (time.time() when the first train step finished),
+"peak_rss_mb" (this process's ru_maxrss).
 
 Model: `tf.saved_model.load(MODEL)`; the forward pass is the signature `--signature` (its input
 is the single image tensor, NHWC float32 in [0, 1]; its first output the embedding). Trained
@@ -35,7 +43,6 @@ normalise; bank = LABELED/train, queries = LABELED/test; cosine similarity; the 
 similar bank entries vote with weight exp(sim / 0.07); prediction = argmax of summed votes.
 """
 import argparse
-import glob
 import json
 import math
 import os
@@ -52,10 +59,31 @@ T0 = time.time()
 
 # ----------------------------------------------------------------------------- data
 
-def load_resized(path, size):
-    img = tf.image.decode_png(tf.io.read_file(path), channels=3)  # gray -> RGB (replicated)
-    img = tf.cast(img, tf.float32) / 255.0
-    return tf.image.resize(img, [size, size], method="bilinear", antialias=True)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+def image_files(root):
+    """Every *.png / *.jpg / *.jpeg (any case) under root, recursively, sorted."""
+    out = []
+    for d, _, names in os.walk(root, followlinks=True):
+        out += [os.path.join(d, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(out)
+
+
+def decode_rgb(path):
+    """PNG or JPEG -> HxWx3 float32 in [0, 1] (grayscale replicated to RGB)."""
+    img = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False)
+    return tf.cast(img, tf.float32) / 255.0
+
+
+def to_model_channels(img, channels):
+    """RGB views -> the model's input channels (luma for a 1-channel input)."""
+    return tf.image.rgb_to_grayscale(img) if channels == 1 else img
+
+
+def load_resized(path, size, channels=3):
+    img = tf.image.resize(decode_rgb(path), [size, size], method="bilinear", antialias=True)
+    return to_model_channels(img, channels)
 
 
 def labeled_split(root):
@@ -63,15 +91,15 @@ def labeled_split(root):
     files, labels = {}, {}
     for split in ("train", "test"):
         f = [(p, c) for c, name in enumerate(classes)
-             for p in sorted(glob.glob(os.path.join(root, split, name, "*.png")))]
+             for p in image_files(os.path.join(root, split, name))]
         files[split] = [p for p, _ in f]
         labels[split] = np.array([c for _, c in f], np.int32)
     return classes, files, labels
 
 
-def embed(files, forward, size, batch=250):
+def embed(files, forward, size, batch=250, channels=3):
     ds = (tf.data.Dataset.from_tensor_slices(files)
-          .map(lambda p: load_resized(p, size), num_parallel_calls=tf.data.AUTOTUNE)
+          .map(lambda p: load_resized(p, size, channels), num_parallel_calls=tf.data.AUTOTUNE)
           .batch(batch).prefetch(2))
     return np.concatenate([forward(x).numpy() for x in ds])
 
@@ -88,10 +116,10 @@ def knn_top1(bank, bank_y, query, query_y, n_classes, k=20, tau=0.07):
     return correct / len(query_y)
 
 
-def evaluate(forward, files, labels, n_classes, size):
+def evaluate(forward, files, labels, n_classes, size, channels=3):
     t = time.time()
-    bank = embed(files["train"], forward, size)
-    query = embed(files["test"], forward, size)
+    bank = embed(files["train"], forward, size, channels=channels)
+    query = embed(files["test"], forward, size, channels=channels)
     secs = time.time() - t
     return knn_top1(bank, labels["train"], query, labels["test"], n_classes), secs
 
@@ -165,13 +193,17 @@ def augment(img, seed, a):
 
 
 def view_pairs(a):
-    files = sorted(glob.glob(os.path.join(a.images, "*.png")))
-    assert files, f"no *.png in {a.images}"
+    """Batches of two views per image from a.images (a folder or a list of folders). Views are made
+    in RGB and converted to the model's channels (a.channels, default 3) at the end."""
+    roots = [a.images] if isinstance(a.images, str) else list(a.images)
+    files = sorted(set(f for r in roots for f in image_files(r)))
+    assert files, f"no *.png/*.jpg/*.jpeg under {', '.join(roots)}"
+    channels = getattr(a, "channels", 3)
 
     def two_views(i, path):
-        img = tf.cast(tf.image.decode_png(tf.io.read_file(path), channels=3), tf.float32) / 255.0
-        return (augment(img, tf.stack([a.seed, 2 * i]), a),
-                augment(img, tf.stack([a.seed, 2 * i + 1]), a))
+        img = decode_rgb(path)
+        return (to_model_channels(augment(img, tf.stack([a.seed, 2 * i]), a), channels),
+                to_model_channels(augment(img, tf.stack([a.seed, 2 * i + 1]), a), channels))
 
     ds = (tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=a.seed).repeat()
           .enumerate().map(two_views, num_parallel_calls=tf.data.AUTOTUNE)
@@ -230,14 +262,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--signature", default="serving_default")
-    ap.add_argument("--images", required=True, help="folder of unlabeled *.png")
-    ap.add_argument("--labeled", required=True, help="DIR with train/<class>/*.png, test/<class>/*.png")
+    ap.add_argument("--images", required=True, action="append",
+                    help="folder of unlabeled *.png/*.jpg/*.jpeg (searched recursively; repeatable)")
+    ap.add_argument("--labeled", help="DIR with train/<class>/*.png, test/<class>/*.png; "
+                    "without it nothing is evaluated (throughput runs)")
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--temperature", type=float, default=0.2)
     ap.add_argument("--minutes", type=float, default=15.0, help="training time budget")
     ap.add_argument("--steps", type=int, default=10**9, help="step cap (0: evaluate only)")
+    ap.add_argument("--warmup-steps", type=int, default=2,
+                    help="images_per_second is measured over the steps after the first K")
     ap.add_argument("--crop-area", type=pair, default=(0.08, 1.0))
     ap.add_argument("--flip", type=float, default=0.5)
     ap.add_argument("--jitter", type=float, default=1.0, help="colour jitter strength s (p 0.8)")
@@ -253,6 +289,8 @@ def main():
     loaded = tf.saved_model.load(a.model)
     sig = loaded.signatures[a.signature]
     in_key = list(sig.structured_input_signature[1])[0]
+    in_shape = sig.structured_input_signature[1][in_key].shape
+    a.channels = int(in_shape[-1]) if in_shape.rank and in_shape[-1] is not None else 3
     out_key = sorted(sig.structured_outputs)[0]
     embed_fn = lambda x: sig(**{in_key: x})[out_key]  # noqa: E731
     if getattr(loaded, "trainable_variables", None):
@@ -266,10 +304,14 @@ def main():
     else:
         forward = embed_fn
 
-    classes, files, labels = labeled_split(a.labeled)
-    knn_before, embed_before = evaluate(embed_fn, files, labels, len(classes), a.size)
-    print(f"kNN top-1 before: {knn_before:.4f}  (embedding {len(files['train']) + len(files['test'])} "
-          f"images at {a.size}px: {embed_before:.1f}s)", flush=True)
+    if a.labeled:
+        classes, files, labels = labeled_split(a.labeled)
+        knn_before, embed_before = evaluate(embed_fn, files, labels, len(classes), a.size, a.channels)
+        print(f"kNN top-1 before: {knn_before:.4f}  (embedding {len(files['train']) + len(files['test'])} "
+              f"images at {a.size}px: {embed_before:.1f}s)", flush=True)
+    else:
+        classes, files, labels = [], {"train": [], "test": []}, {}
+        knn_before, embed_before = None, 0.0
 
     ds, n_images = view_pairs(a)
     proj = Projector(int(sig.structured_outputs[out_key].shape[-1]), a.seed)
@@ -284,20 +326,33 @@ def main():
         opt.apply_gradients(zip(tape.gradient(loss, all_vars), all_vars))
         return loss
 
-    steps, losses, first_step, t_train = 0, [], None, time.time()
+    steps, losses, first_step, first_step_unix, t_train = 0, [], None, None, time.time()
+    step_end = []  # time.time() when each step finished (the loss fetched)
     it = iter(ds)
     while steps < a.steps and time.time() - t_train < 60 * a.minutes:
         v1, v2 = next(it)
         losses.append(float(train_step(v1, v2)))
         steps += 1
+        step_end.append(time.time())
         if first_step is None:
-            first_step = time.time() - t_train
+            first_step_unix = step_end[0]
+            first_step = first_step_unix - t_train
         if steps % 20 == 0:
             print(f"step {steps}  loss {np.mean(losses[-20:]):.4f}  {time.time() - t_train:.0f}s", flush=True)
     train_secs = time.time() - t_train
+    k = max(0, a.warmup_steps)
+    if steps > k:  # steady state: the steps after the first k (all of them for k = 0)
+        t_from = step_end[k - 1] if k else t_train
+        steady = round((steps - k) * a.batch / (step_end[-1] - t_from), 2)
+    else:
+        steady = None
 
-    knn_after, embed_after = evaluate(embed_fn, files, labels, len(classes), a.size) if steps else (knn_before, 0.0)
+    if a.labeled and steps:
+        knn_after, embed_after = evaluate(embed_fn, files, labels, len(classes), a.size, a.channels)
+    else:
+        knn_after, embed_after = knn_before, 0.0
     result = {
+        "engine": "python",
         "model": a.model, "signature": a.signature, "size": a.size, "batch": a.batch, "lr": a.lr,
         "temperature": a.temperature, "seed": a.seed, "bn": a.bn, "unlabeled_images": n_images,
         "augment": {"crop_area": a.crop_area, "flip": a.flip, "jitter": a.jitter, "gray": a.gray,
@@ -305,10 +360,13 @@ def main():
         "knn_top1_before": knn_before, "knn_top1_after": knn_after,
         "bank": len(files["train"]), "queries": len(files["test"]),
         "steps": steps, "train_seconds": round(train_secs, 1),
-        "images_per_second": round(steps * a.batch / train_secs, 2) if steps else None,
+        "warmup_steps": k,
+        "images_per_second": steady,
+        "images_per_second_overall": round(steps * a.batch / train_secs, 2) if steps else None,
         "images_per_second_after_first_step":
             round((steps - 1) * a.batch / (train_secs - first_step), 2) if steps > 1 else None,
         "time_to_first_step_seconds": round(first_step, 1) if first_step else None,
+        "first_step_unix": first_step_unix,
         "loss_first": losses[0] if losses else None,
         "loss_last20_mean": float(np.mean(losses[-20:])) if losses else None,
         "embed_seconds_before": round(embed_before, 1), "embed_seconds_after": round(embed_after, 1),

@@ -19,8 +19,11 @@ pub struct LoaderOptions {
     /// Batches prepared ahead of the step (0: prepare each batch when asked, on the caller's
     /// thread).
     pub prefetch: usize,
-    /// Decoding threads (0: rayon's default, one per core).
+    /// Decoding threads (0: one per core).
     pub workers: usize,
+    /// Scheduling niceness of the input threads (0–19): above the session's threads' 0, the
+    /// input runs in the CPU time the step leaves idle instead of competing with it.
+    pub nice: i32,
 }
 
 impl Default for LoaderOptions {
@@ -28,6 +31,19 @@ impl Default for LoaderOptions {
         LoaderOptions {
             prefetch: 2,
             workers: 0,
+            nice: 19,
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (Linux: niceness is per thread).
+fn renice(nice: i32) {
+    if nice > 0 {
+        // SAFETY: gettid and setpriority act on the calling thread only; a failure leaves it
+        // as it was.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice);
         }
     }
 }
@@ -67,21 +83,25 @@ impl Loader {
         batch: usize,
         opts: LoaderOptions,
     ) -> Result<Self> {
-        let pool = if opts.workers > 0 {
-            let p = rayon::ThreadPoolBuilder::new()
-                .num_threads(opts.workers)
-                .thread_name(|i| format!("pretext-data-{i}"))
-                .build()
-                .map_err(|e| {
-                    Error::config(
-                        "data.workers",
-                        format!("cannot start {} threads: {e}", opts.workers),
-                    )
-                })?;
-            Some(Arc::new(p))
-        } else {
-            None
-        };
+        if !(0..=19).contains(&opts.nice) {
+            return Err(Error::config(
+                "data.nice",
+                format!("{} is outside 0..=19", opts.nice),
+            ));
+        }
+        let nice = opts.nice;
+        let p = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.workers)
+            .thread_name(|i| format!("pretext-data-{i}"))
+            .start_handler(move |_| renice(nice))
+            .build()
+            .map_err(|e| {
+                Error::config(
+                    "data.workers",
+                    format!("cannot start {} threads: {e}", opts.workers),
+                )
+            })?;
+        let pool = Some(Arc::new(p));
         Ok(Loader {
             data: batches.dataset().clone(),
             consumed: batches.state(),
@@ -188,9 +208,11 @@ impl Loader {
             self.pool.clone(),
             stop.clone(),
         );
+        let nice = self.opts.nice;
         let handle = std::thread::Builder::new()
             .name("pretext-input".into())
             .spawn(move || {
+                renice(nice);
                 while !flag.load(Ordering::Relaxed) {
                     let r = Self::make(&mut b, n, &plan, pool.as_deref());
                     let failed = r.is_err();

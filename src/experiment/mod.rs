@@ -63,6 +63,10 @@ pub struct ModelSection {
     /// `all`, `{regex: PATTERN}` or `{last_layers: N}`.
     #[serde(default)]
     pub train_vars: VarSelection,
+    /// Recompute batch-norm outputs in the backward pass instead of keeping them in memory:
+    /// auto (when oneDNN is off), on, off.
+    #[serde(default)]
+    pub recompute: crate::graph::recompute::Recompute,
     /// Device of the training tower (e.g. `/device:GPU:0`).
     #[serde(default)]
     pub device: Option<String>,
@@ -99,6 +103,13 @@ pub struct DataSection {
     /// Decoding threads (0: one per core).
     #[serde(default)]
     pub workers: usize,
+    /// Niceness of the input threads (0–19; higher: they use the CPU the step leaves idle).
+    #[serde(default = "default_nice")]
+    pub nice: i32,
+}
+
+fn default_nice() -> i32 {
+    crate::data::LoaderOptions::default().nice
 }
 
 fn default_image_key() -> String {
@@ -269,6 +280,12 @@ impl Experiment {
                 "list at least one folder of images (or data.tfrecords / data.idx files)",
             ));
         }
+        if !(0..=19).contains(&d.nice) {
+            return Err(Error::config(
+                "data.nice",
+                format!("{} is outside 0..=19", d.nice),
+            ));
+        }
         if d.image_key.is_empty() {
             return Err(Error::config(
                 "data.image_key",
@@ -328,12 +345,14 @@ impl Experiment {
         c.loader = crate::data::LoaderOptions {
             prefetch: self.data.prefetch,
             workers: self.data.workers,
+            nice: self.data.nice,
         };
         c.signature = m.signature.clone();
         c.size = m.size;
         c.range = m.range;
         c.bn = m.bn;
         c.bn_momentum = m.bn_momentum;
+        c.recompute = m.recompute;
         c.train_vars = m.train_vars.clone();
         c.device = m.device.clone();
         c.steps = steps;

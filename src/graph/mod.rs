@@ -3,6 +3,7 @@
 pub mod bn;
 mod inline;
 mod opdefs;
+pub mod recompute;
 
 pub use inline::{dtype_code, inline_signature, FlatGraph};
 pub use opdefs::OpDefs;

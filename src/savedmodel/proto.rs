@@ -346,4 +346,24 @@ pub struct ConfigProto {
     pub inter_op_parallelism_threads: i32,
     #[prost(bool, tag = "7")]
     pub allow_soft_placement: bool,
+    #[prost(message, optional, tag = "10")]
+    pub graph_options: Option<GraphOptions>,
 }
+
+/// tensorflow.GraphOptions: only the grappler settings.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GraphOptions {
+    #[prost(message, optional, tag = "10")]
+    pub rewrite_options: Option<RewriterConfig>,
+}
+
+/// tensorflow.RewriterConfig: only the memory optimizer's level (`MemOptType`; 2 = MANUAL:
+/// recompute the nodes marked `_recompute_hint` for their gradient consumers).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RewriterConfig {
+    #[prost(int32, tag = "4")]
+    pub memory_optimization: i32,
+}
+
+/// `RewriterConfig.MemOptType.MANUAL`.
+pub const MEM_OPT_MANUAL: i32 = 2;

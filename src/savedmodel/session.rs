@@ -29,6 +29,12 @@ pub fn session_options() -> Result<SessionOptions> {
         intra_op_parallelism_threads: env("PRETEXT_INTRA_THREADS"),
         inter_op_parallelism_threads: env("PRETEXT_INTER_THREADS"),
         allow_soft_placement: true,
+        // Recompute the nodes `graph::recompute` marks; otherwise grappler's defaults.
+        graph_options: Some(proto::GraphOptions {
+            rewrite_options: Some(proto::RewriterConfig {
+                memory_optimization: proto::MEM_OPT_MANUAL,
+            }),
+        }),
     };
     opts.set_config(&cfg.encode_to_vec())
         .tf_ctx(|| "setting session config".into())?;

@@ -48,6 +48,8 @@ pub struct TrainConfig {
     /// Batch norm: frozen (inference statistics) or train (batch statistics, moving ones updated).
     pub bn: BnMode,
     pub bn_momentum: f32,
+    /// Recompute batch-norm outputs in the backward pass instead of keeping them (less memory).
+    pub recompute: crate::graph::recompute::Recompute,
     pub seed: u64,
     /// Device for the tower (e.g. `/device:GPU:0`); None lets TF place it.
     pub device: Option<String>,
@@ -78,6 +80,7 @@ impl TrainConfig {
             train_vars: select::VarSelection::All,
             bn: BnMode::Frozen,
             bn_momentum: 0.99,
+            recompute: Default::default(),
             seed: 0,
             device: None,
         }

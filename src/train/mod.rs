@@ -88,6 +88,10 @@ impl Trainer {
             BnMode::Frozen => Vec::new(),
             BnMode::Train => graph::bn::set_training(&mut flat.graph_def, cfg.bn_momentum)?,
         };
+        if cfg.recompute.enabled() {
+            let n = graph::recompute::mark_batch_norms(&mut flat.graph_def);
+            log::debug!("{n} batch-norm node(s) recomputed in the backward pass");
+        }
         let head = cfg.head.head();
         let (clean, augmented) = head.views();
         let plan = ViewPlan {
