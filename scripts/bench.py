@@ -130,6 +130,13 @@ class Runner:
         name = f"{tag}_{model}_{size}px_b{batch}_{data}_{steps}steps"
         jpath = os.path.join(self.out, name + ".json")
         log = os.path.join(self.out, name + ".log")
+        saved = os.path.join(self.out, name + ".run.json")
+        if self.a.reuse and os.path.exists(saved):
+            rec = json.load(open(saved))
+            if "json" in rec and "error" not in rec:
+                print(f"[reused] {name}: {rec['images_per_second']:.1f} images/s", flush=True)
+                self.cache[key] = rec
+                return rec
         if os.path.exists(jpath):
             os.remove(jpath)
         mdir = rel(MODELS[model][0])
@@ -199,6 +206,8 @@ class Runner:
             if "unexpected argument" in logtext or "unrecognized arguments" in logtext:
                 hint = " (the program rejected an argument: does this build have " + \
                        ", ".join(PRETEXT_FLAGS if engine == "pretext" else ["--warmup-steps"]) + "?)"
+            if rc == -9 and not timed_out:
+                hint += " (SIGKILL: here, the kernel's out-of-memory killer)"
             return fail(f"exit code {rc}{hint}")
         if not os.path.exists(jpath):
             return fail(f"exited 0 but wrote no JSON at {rel(jpath)}"
@@ -502,6 +511,8 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "pretext"))
     ap.add_argument("--python", default=sys.executable, help="interpreter for the Python reference")
     ap.add_argument("--images", default=BENCH_IMAGES, help="photo folder for the main comparison")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the successful runs recorded in --out (.run.json) instead of running them again")
     ap.add_argument("--pretext-args", default="", help="extra arguments for every pretext run, e.g. '--workers 2'")
     a = ap.parse_args()
     a.bin, a.images = os.path.abspath(a.bin), os.path.abspath(a.images)

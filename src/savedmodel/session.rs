@@ -32,7 +32,10 @@ pub fn session_options() -> Result<SessionOptions> {
         // Recompute the nodes `graph::recompute` marks; otherwise grappler's defaults.
         graph_options: Some(proto::GraphOptions {
             rewrite_options: Some(proto::RewriterConfig {
-                memory_optimization: proto::MEM_OPT_MANUAL,
+                memory_optimization: std::env::var("PRETEXT_MEM_OPT")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(proto::MEM_OPT_MANUAL),
             }),
         }),
     };
