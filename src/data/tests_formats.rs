@@ -249,7 +249,17 @@ fn prefetching_serves_the_same_stream_and_resumes_exactly() {
     };
     let make = |prefetch, workers| {
         let b = Batches::new(ds.clone(), spec(8), 9);
-        Loader::new(b, plan.clone(), 5, LoaderOptions { prefetch, workers }).unwrap()
+        Loader::new(
+            b,
+            plan.clone(),
+            5,
+            LoaderOptions {
+                prefetch,
+                workers,
+                nice: 19,
+            },
+        )
+        .unwrap()
     };
     let mut sync = make(0, 0);
     let mut ahead = make(3, 2);
