@@ -135,6 +135,7 @@ class Runner:
             rec = json.load(open(saved))
             if "json" in rec and "error" not in rec:
                 print(f"[reused] {name}: {rec['images_per_second']:.1f} images/s", flush=True)
+                self.commands.append(rec["command"] + "   # reused from an earlier pass")
                 self.cache[key] = rec
                 return rec
         if os.path.exists(jpath):
