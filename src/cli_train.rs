@@ -182,10 +182,10 @@ pub fn parse_range(s: &str) -> Result<(f32, f32), Error> {
 
 pub fn train(a: TrainArgs) -> Result<(), Error> {
     let mut cfg = pretext::train::TrainConfig::new(a.model, PathBuf::new());
-    cfg.images = a.images;
-    cfg.tfrecords = a.tfrecords;
-    cfg.image_key = a.image_key;
-    cfg.idx = a.idx;
+    cfg.data.folders = a.images;
+    cfg.data.tfrecords = a.tfrecords;
+    cfg.data.image_key = a.image_key;
+    cfg.data.idx = a.idx;
     cfg.loader = pretext::data::LoaderOptions {
         prefetch: a.prefetch,
         workers: a.workers,

@@ -194,14 +194,10 @@ impl Batches {
         while got < n {
             let idx = self.take(n - got)?;
             let (spec, seed, base, data) = (&self.spec, self.seed, self.served, &self.data);
+            // The clean view never needs more resolution than the smallest crop does.
             let need = self.jpeg_scaling.then(|| {
                 let aug = (plan.augmented > 0).then_some(&plan.augment);
-                let mut n = Need::new(spec.width, spec.height, aug);
-                if plan.clean && aug.is_some() {
-                    // The clean view needs no more than the smallest crop does.
-                    n.crop = aug.map(|a| (a.crop_area.0, a.crop_ratio));
-                }
-                n
+                Need::new(spec.width, spec.height, aug)
             });
             // Image k of this round writes its views into slot got + k of every buffer.
             let mut slots: Vec<Vec<&mut [f32]>> =

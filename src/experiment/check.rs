@@ -40,7 +40,7 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
         .signature(&m.signature)
         .map_err(|e| at("model.signature", e))?;
     let spec = image_spec(&sig, m.size, m.range).map_err(|e| at("model.size", e))?;
-    let data = Dataset::open(&exp.train_config(1).sources()).map_err(|e| {
+    let data = Dataset::open(&exp.train_config(1).data).map_err(|e| {
         let d = &exp.data;
         let key = match &e {
             Error::Io { path, .. } if d.tfrecords.iter().any(|t| path.starts_with(t)) => {

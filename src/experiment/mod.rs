@@ -334,14 +334,16 @@ impl Experiment {
     pub fn train_config(&self, steps: u64) -> TrainConfig {
         let m = &self.model;
         let mut c = TrainConfig::new(m.path.clone(), PathBuf::new());
-        c.images = self.data.folders.clone();
-        c.extensions = self.data.extensions.clone();
-        c.recursive = self.data.recursive;
+        c.data = crate::data::DataSources {
+            folders: self.data.folders.clone(),
+            recursive: self.data.recursive,
+            extensions: self.data.extensions.clone(),
+            tfrecords: self.data.tfrecords.clone(),
+            image_key: self.data.image_key.clone(),
+            idx: self.data.idx.clone(),
+        };
         c.shuffle = self.data.shuffle;
         c.data_seed = Some(self.data.seed);
-        c.tfrecords = self.data.tfrecords.clone();
-        c.image_key = self.data.image_key.clone();
-        c.idx = self.data.idx.clone();
         c.loader = crate::data::LoaderOptions {
             prefetch: self.data.prefetch,
             workers: self.data.workers,

@@ -16,21 +16,12 @@ use crate::savedmodel::Signature;
 pub struct TrainConfig {
     pub model: PathBuf,
     pub signature: String,
-    /// Folders of unlabeled images (their union).
-    pub images: Vec<PathBuf>,
-    pub recursive: bool,
-    /// File extensions read as images (case-insensitive).
-    pub extensions: Vec<String>,
+    /// Where the unlabeled images are: folders, TFRecord files, IDX files (their union).
+    pub data: crate::data::DataSources,
     /// Seeded shuffle each epoch (else sorted order).
     pub shuffle: bool,
     /// Seed of the data order and augmentations (None: `seed`).
     pub data_seed: Option<u64>,
-    /// TFRecord files (or folders of them) of `tf.train.Example`s.
-    pub tfrecords: Vec<PathBuf>,
-    /// The Example feature holding the encoded image.
-    pub image_key: String,
-    /// IDX image files (e.g. Fashion-MNIST's, gzip or not).
-    pub idx: Vec<PathBuf>,
     /// Prefetch depth and decoding threads.
     pub loader: crate::data::LoaderOptions,
     pub steps: u64,
@@ -61,14 +52,15 @@ impl TrainConfig {
         TrainConfig {
             model,
             signature: "serving_default".into(),
-            images: vec![images],
-            recursive: true,
-            extensions: crate::data::default_extensions(),
+            data: crate::data::DataSources {
+                folders: vec![images],
+                recursive: true,
+                extensions: crate::data::default_extensions(),
+                image_key: crate::data::DEFAULT_IMAGE_KEY.into(),
+                ..Default::default()
+            },
             shuffle: true,
             data_seed: None,
-            tfrecords: Vec::new(),
-            image_key: crate::data::DEFAULT_IMAGE_KEY.into(),
-            idx: Vec::new(),
             loader: Default::default(),
             steps: 100,
             batch: 16,
@@ -83,18 +75,6 @@ impl TrainConfig {
             recompute: Default::default(),
             seed: 0,
             device: None,
-        }
-    }
-
-    /// The data sources to read.
-    pub fn sources(&self) -> crate::data::DataSources {
-        crate::data::DataSources {
-            folders: self.images.clone(),
-            recursive: self.recursive,
-            extensions: self.extensions.clone(),
-            tfrecords: self.tfrecords.clone(),
-            image_key: self.image_key.clone(),
-            idx: self.idx.clone(),
         }
     }
 

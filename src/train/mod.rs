@@ -73,7 +73,7 @@ impl Trainer {
         let info = SavedModelInfo::read(&cfg.model)?;
         let signature = info.signature(&cfg.signature)?;
         let spec = image_spec(&signature, cfg.size, cfg.range)?;
-        let data = std::sync::Arc::new(Dataset::open(&cfg.sources())?);
+        let data = std::sync::Arc::new(Dataset::open(&cfg.data)?);
         let mut model = Loaded::load(&cfg.model)?;
         let mut flat = inline_signature(&model.info, &signature, &model.scope.graph())?;
         let rewritten = autodiff::fallback::apply(&mut flat.graph_def);
