@@ -2,6 +2,7 @@
 //! gradient registry (`TF_AddGradients`); op types TF lacks are first rewritten into
 //! differentiable equivalents by the Rust fallback registry (`fallback`).
 pub mod fallback;
+pub mod relu_mask;
 
 use std::collections::BTreeMap;
 
@@ -52,7 +53,12 @@ pub fn gradients(
         g.add_gradients(Some(prefix), &[loss], &xs, None)
     };
     let grads = match grads {
-        Ok(g) => g,
+        Ok(g) => {
+            let mut graph = scope.graph_mut();
+            let (g, moved) = relu_mask::patch(&mut graph, prefix, g)?;
+            log::debug!("{moved} ReLU gradient mask(s) read from activation outputs");
+            g
+        }
         Err(status) => {
             let msg = status.to_string();
             if let Some(op) = missing_gradient_op(&msg) {

@@ -6,16 +6,20 @@
 //! Python's reads its output; so under `TF_AddGradients` every `BN → Relu6` pair keeps one more
 //! full activation alive until the backward pass. Recomputing the (cheap, elementwise) batch
 //! norm from the convolution output, which its own gradient keeps anyway, frees it.
+//! `autodiff::relu_mask` now removes that cause directly (the gradients read the Relu6 output);
+//! recomputing still gains a little with TF's default kernels (see `Recompute`).
 use serde::{Deserialize, Serialize};
 
 use crate::savedmodel::proto::{attr_value::Value, AttrValue, GraphDef};
 
 /// Whether to recompute batch norm in the backward pass.
 ///
-/// Measured (MobileNetV2 α 1.0, 224 px, batch 32, SimCLR, docs/BENCHMARKS.md): with TF's
-/// default kernels recomputing saves memory *and* time (5.79 → 4.43 GB, 5.34 → 4.65 s/step);
-/// with oneDNN (`TF_ENABLE_ONEDNN_OPTS=1`) it saves memory (6.03 → 4.75 GB) but costs time
-/// (1.51 → 2.18 s/step), so `auto` recomputes only when oneDNN is off.
+/// Measured (MobileNetV2 α 1.0, 224 px, batch 32, SimCLR, from memory), before the ReLU-mask
+/// patch: with TF's default kernels recomputing saved memory *and* time (5.79 → 4.43 GB,
+/// 5.34 → 4.65 s/step); with oneDNN (`TF_ENABLE_ONEDNN_OPTS=1`) it saved memory (6.03 → 4.75 GB)
+/// but cost time (1.51 → 2.18 s/step). With the patch: oneDNN off 4.84 → 4.70 GB and
+/// 3.97 → 3.85 s/step; oneDNN on needs no recomputation (6.06 → 4.89 GB, 1.48 → 1.45 s/step
+/// from the patch alone). So `auto` recomputes only when oneDNN is off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Recompute {

@@ -1,0 +1,177 @@
+//! Activation memory as a gradient-graph patch: TF's C++ gradients of `Relu6` and `Relu` read
+//! the op's *input* (`Relu6Grad(dy, x)`, cc/gradients/nn_grad.cc) where Python's read its
+//! *output*. Both give the same mask (`0 < clip(x, 0, 6) < 6` exactly when `0 < x < 6`), but
+//! reading the input keeps one more full activation per `BN → Relu6` pair alive until the
+//! backward pass. This copies the gradient subgraph with every such read moved to the
+//! activation's output and appends the copy to the graph (the original copy is never run:
+//! sessions prune to what is fetched).
+use std::collections::{HashMap, HashSet};
+
+use prost::Message;
+use tensorflow::{Graph, ImportGraphDefOptions, Output};
+
+use crate::error::{Error, Result, TfContext};
+use crate::savedmodel::parse_tensor_name;
+use crate::savedmodel::proto::{GraphDef, NodeDef};
+
+/// Gradient op → the forward op whose output gives the same mask.
+const MASKS: &[(&str, &str)] = &[("Relu6Grad", "Relu6"), ("ReluGrad", "Relu")];
+
+/// Name scope the patched copy is imported under.
+pub const SCOPE: &str = "pretext/mask_from_output";
+
+/// `name` with a `:0` suffix dropped (how GraphDef inputs spell output 0 either way).
+fn canonical(input: &str) -> String {
+    let (n, i) = parse_tensor_name(input);
+    if i <= 0 {
+        n.to_string()
+    } else {
+        format!("{n}:{i}")
+    }
+}
+
+/// Rewrites, in `nodes` (the gradient subgraph), input 1 of each mask-gradient op whose forward
+/// op is found in `forward` to that op's output. Returns how many were moved.
+pub fn move_mask_reads(nodes: &mut [NodeDef], forward: &[NodeDef]) -> usize {
+    // (forward op type, canonical input) → forward op name
+    let mut by_input: HashMap<(&str, String), &str> = HashMap::new();
+    for n in forward {
+        if let Some((_, fwd)) = MASKS.iter().find(|(_, f)| *f == n.op) {
+            if let Some(x) = n.input.first() {
+                by_input.entry((fwd, canonical(x))).or_insert(&n.name);
+            }
+        }
+    }
+    let mut moved = 0;
+    for n in nodes.iter_mut() {
+        let Some((_, fwd)) = MASKS.iter().find(|(g, _)| *g == n.op) else {
+            continue;
+        };
+        let Some(x) = n.input.get(1) else { continue };
+        if let Some(y) = by_input.get(&(*fwd, canonical(x))) {
+            n.input[1] = y.to_string();
+            moved += 1;
+        }
+    }
+    moved
+}
+
+/// Replaces the gradient subgraph under `prefix` (as `TF_AddGradients` named it) by a copy whose
+/// ReLU masks read activation outputs; `grads` are mapped onto the copy. Returns the new
+/// gradients and how many mask reads moved (0: nothing to do, `grads` returned as they were).
+pub fn patch(
+    graph: &mut Graph,
+    prefix: &str,
+    grads: Vec<Option<Output>>,
+) -> Result<(Vec<Option<Output>>, usize)> {
+    let bytes = graph
+        .graph_def()
+        .tf_ctx(|| "exporting the graph to patch ReLU gradients".into())?;
+    let gd = GraphDef::decode(bytes.as_slice())
+        .map_err(|e| Error::graph(prefix, format!("decoding the exported graph: {e}")))?;
+    let scope = format!("{prefix}/");
+    let (mut ours, forward): (Vec<NodeDef>, Vec<NodeDef>) = gd
+        .node
+        .into_iter()
+        .partition(|n| n.name.starts_with(&scope));
+    let moved = move_mask_reads(&mut ours, &forward);
+    if moved == 0 {
+        return Ok((grads, 0));
+    }
+    let inside: HashSet<String> = ours.iter().map(|n| n.name.clone()).collect();
+    let mut opts = ImportGraphDefOptions::new();
+    opts.set_prefix(SCOPE)
+        .map_err(|e| Error::graph(SCOPE, e.to_string()))?;
+    let mut mapped: HashSet<String> = HashSet::new();
+    for n in ours.iter_mut() {
+        // Colocation with nodes outside the copy cannot be resolved by the importer; these
+        // ops have no placement needs beyond their device field, which is kept.
+        n.attr.remove("_class");
+        for input in &n.input {
+            let control = input.starts_with('^');
+            let (name, index) = parse_tensor_name(input.trim_start_matches('^'));
+            if inside.contains(name) || !mapped.insert(input.clone()) {
+                continue;
+            }
+            let op = graph
+                .operation_by_name_required(name)
+                .map_err(|e| Error::graph(name, format!("gradient input not in the graph: {e}")))?;
+            if control {
+                opts.remap_control_dependency(name, &op)
+                    .map_err(|e| Error::graph(name, e.to_string()))?;
+            } else {
+                let out = Output {
+                    operation: op,
+                    index: index.max(0),
+                };
+                opts.add_input_mapping(name, index.max(0) as usize, &out)
+                    .map_err(|e| Error::graph(name, e.to_string()))?;
+            }
+        }
+    }
+    let sub = GraphDef {
+        node: ours,
+        library: None,
+        versions: gd.versions,
+    };
+    graph
+        .import_graph_def(&sub.encode_to_vec(), &opts)
+        .tf_ctx(|| format!("importing the gradient copy as '{SCOPE}'"))?;
+    let remapped = grads
+        .into_iter()
+        .map(|g| match g {
+            Some(o) => {
+                let name = o.operation.name().unwrap_or_default();
+                if !inside.contains(&name) {
+                    return Ok(Some(o));
+                }
+                let op = graph
+                    .operation_by_name_required(&format!("{SCOPE}/{name}"))
+                    .map_err(|e| Error::graph(&name, format!("patched gradient: {e}")))?;
+                Ok(Some(Output {
+                    operation: op,
+                    index: o.index,
+                }))
+            }
+            None => Ok(None),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((remapped, moved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, op: &str, inputs: &[&str]) -> NodeDef {
+        NodeDef {
+            name: name.into(),
+            op: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mask_reads_move_to_the_matching_activation_only() {
+        let forward = vec![
+            node("bn", "FusedBatchNormV3", &["c", "s", "o", "m", "v"]),
+            node("r6", "Relu6", &["bn:0"]),
+            node("r", "Relu", &["bn"]),
+            node("other", "Relu6", &["z:1"]),
+        ];
+        let mut grads = vec![
+            node("g/a", "Relu6Grad", &["dy", "bn"]),
+            node("g/b", "ReluGrad", &["dy", "bn:0"]),
+            node("g/c", "Relu6Grad", &["dy", "z:1"]),
+            node("g/d", "Relu6Grad", &["dy", "unknown"]),
+            node("g/e", "Mul", &["dy", "bn"]),
+        ];
+        assert_eq!(move_mask_reads(&mut grads, &forward), 3);
+        assert_eq!(grads[0].input[1], "r6");
+        assert_eq!(grads[1].input[1], "r");
+        assert_eq!(grads[2].input[1], "other");
+        assert_eq!(grads[3].input[1], "unknown");
+        assert_eq!(grads[4].input[1], "bn");
+    }
+}
