@@ -174,4 +174,58 @@ mod tests {
         assert_eq!(grads[3].input[1], "unknown");
         assert_eq!(grads[4].input[1], "bn");
     }
+
+    /// On a real graph: the patched gradient equals TF's own, and its `Relu6Grad` reads the
+    /// `Relu6` output instead of the input.
+    #[test]
+    fn patched_gradient_equals_tfs_and_reads_the_output() {
+        use tensorflow::{ops, Scope, Session, SessionOptions, SessionRunArgs, Tensor};
+        let mut s = Scope::new_root_scope();
+        let x: Output = ops::Placeholder::new()
+            .dtype(tensorflow::DataType::Float)
+            .build(&mut s.with_op_name("x"))
+            .unwrap()
+            .into();
+        let w = ops::constant(&[2.0f32, -1.0, 0.5, 3.0, 1.0, -2.0][..], &mut s).unwrap();
+        let pre: Output = ops::mul(x.clone(), w, &mut s.with_op_name("pre"))
+            .unwrap()
+            .into();
+        let y: Output = ops::relu6(pre, &mut s.with_op_name("act")).unwrap().into();
+        let ax = ops::constant(&[0i32][..], &mut s).unwrap();
+        let sq = ops::mul(y.clone(), y, &mut s).unwrap();
+        let loss: Output = ops::sum(sq, ax, &mut s).unwrap().into();
+        let tf_grads = {
+            let mut g = s.graph_mut();
+            g.add_gradients(Some("grads"), &[loss], &[x.clone()], None)
+                .unwrap()
+        };
+        let (patched, moved) = {
+            let mut g = s.graph_mut();
+            patch(&mut g, "grads", tf_grads.clone()).unwrap()
+        };
+        assert_eq!(moved, 1);
+        let (old, new) = (tf_grads[0].clone().unwrap(), patched[0].clone().unwrap());
+        assert!(new.operation.name().unwrap().starts_with(SCOPE));
+        let g = s.graph();
+        let r6g = g
+            .operation_iter()
+            .find(|o| o.op_type().unwrap() == "Relu6Grad" && o.name().unwrap().starts_with(SCOPE))
+            .expect("patched Relu6Grad");
+        assert_eq!(r6g.input(1).0.name().unwrap(), "act");
+        let session = Session::new(&SessionOptions::new(), &g).unwrap();
+        let xv = Tensor::new(&[6])
+            .with_values(&[1.0f32, 1.0, 20.0, -1.0, 5.9, 0.3])
+            .unwrap();
+        let mut run = SessionRunArgs::new();
+        run.add_feed(&x.operation, 0, &xv);
+        let (a, b) = (
+            run.request_fetch(&old.operation, old.index),
+            run.request_fetch(&new.operation, new.index),
+        );
+        session.run(&mut run).unwrap();
+        let (a, b): (Tensor<f32>, Tensor<f32>) = (run.fetch(a).unwrap(), run.fetch(b).unwrap());
+        assert_eq!(&a[..], &b[..]);
+        // pre = [2, -1, 10, -3, 5.9, -0.6]: the mask is open at 2 and 5.9 only.
+        assert_eq!(a.iter().filter(|v| **v != 0.0).count(), 2);
+    }
 }
