@@ -118,35 +118,46 @@ fn gray(p: &[f32]) -> f32 {
     0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
 }
 
-fn rgb_to_hsv(p: [f32; 3]) -> [f32; 3] {
-    let (mx, mn) = (p[0].max(p[1]).max(p[2]), p[0].min(p[1]).min(p[2]));
-    let d = mx - mn;
-    let h = if d == 0.0 {
-        0.0
-    } else if mx == p[0] {
-        ((p[1] - p[2]) / d).rem_euclid(6.0)
-    } else if mx == p[1] {
-        (p[2] - p[0]) / d + 2.0
+/// Rotates one RGB pixel's HSV hue by `dh6` sixths of a turn, in place (inputs clamped to
+/// [0, 1]). Same result as RGB → HSV → hue + dh → RGB (TF's `adjust_hue`), computed without
+/// leaving RGB: the shift keeps the pixel's max and min channel, so only which channel holds
+/// them and the one in between change. Gray pixels (max = min) have no hue and stay.
+fn shift_hue(p: &mut [f32], dh6: f32) {
+    let (r, g, b) = (
+        p[0].clamp(0.0, 1.0),
+        p[1].clamp(0.0, 1.0),
+        p[2].clamp(0.0, 1.0),
+    );
+    let (mx, mn) = (r.max(g).max(b), r.min(g).min(b));
+    let c = mx - mn;
+    if c <= 0.0 {
+        p.copy_from_slice(&[r, g, b]);
+        return;
+    }
+    let h = if mx == r {
+        (g - b) / c
+    } else if mx == g {
+        (b - r) / c + 2.0
     } else {
-        (p[0] - p[1]) / d + 4.0
-    } / 6.0;
-    [h, if mx == 0.0 { 0.0 } else { d / mx }, mx]
-}
-
-fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
-    let h6 = h.rem_euclid(1.0) * 6.0;
-    let c = v * s;
-    let x = c * (1.0 - ((h6 % 2.0) - 1.0).abs());
-    let (r, g, b) = match h6 as u32 {
-        0 => (c, x, 0.0),
-        1 => (x, c, 0.0),
-        2 => (0.0, c, x),
-        3 => (0.0, x, c),
-        4 => (x, 0.0, c),
-        _ => (c, 0.0, x),
+        (r - g) / c + 4.0
+    } + dh6;
+    let h = if (0.0..6.0).contains(&h) {
+        h
+    } else {
+        h.rem_euclid(6.0)
     };
-    let m = v - c;
-    [r + m, g + m, b + m]
+    let sector = (h as u32).min(5);
+    let f = h - sector as f32;
+    let (up, down) = (mn + c * f, mx - c * f);
+    let out = match sector {
+        0 => [mx, up, mn],
+        1 => [down, mx, mn],
+        2 => [mn, mx, up],
+        3 => [mn, down, mx],
+        4 => [up, mn, mx],
+        _ => [mx, mn, down],
+    };
+    p.copy_from_slice(&out);
 }
 
 /// Colour jitter on RGB pixels in [0, 1], the four adjustments in random order.
@@ -179,14 +190,7 @@ fn jitter(px: &mut [f32], s: f32, rng: &mut impl Rng) {
             _ => {
                 let dh = rng.gen_range(-h..=h);
                 if dh != 0.0 {
-                    for p in px.chunks_mut(3) {
-                        let [hh, ss, vv] = rgb_to_hsv([
-                            p[0].clamp(0.0, 1.0),
-                            p[1].clamp(0.0, 1.0),
-                            p[2].clamp(0.0, 1.0),
-                        ]);
-                        p.copy_from_slice(&hsv_to_rgb(hh + dh, ss, vv));
-                    }
+                    px.chunks_mut(3).for_each(|p| shift_hue(p, dh * 6.0));
                 }
             }
         }

@@ -167,3 +167,60 @@ fn crop_resize_matches_the_image_crates_triangle_filter_and_mirrors() {
     let f = fill(&image::DynamicImage::ImageRgb8(img), 20, 20);
     assert_eq!(f.len(), 20 * 20 * 3);
 }
+
+/// The plain HSV round trip (TF's `adjust_hue` formulation): the oracle for `shift_hue`.
+fn hue_via_hsv(p: [f32; 3], dh: f32) -> [f32; 3] {
+    let p = p.map(|v| v.clamp(0.0, 1.0));
+    let (mx, mn) = (p[0].max(p[1]).max(p[2]), p[0].min(p[1]).min(p[2]));
+    let d = mx - mn;
+    let h = if d == 0.0 {
+        0.0
+    } else if mx == p[0] {
+        ((p[1] - p[2]) / d).rem_euclid(6.0)
+    } else if mx == p[1] {
+        (p[2] - p[0]) / d + 2.0
+    } else {
+        (p[0] - p[1]) / d + 4.0
+    } / 6.0;
+    let s = if mx == 0.0 { 0.0 } else { d / mx };
+    let h6 = (h + dh).rem_euclid(1.0) * 6.0;
+    let c = mx * s;
+    let x = c * (1.0 - ((h6 % 2.0) - 1.0).abs());
+    let (r, g, b) = match h6 as u32 {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    let m = mx - c;
+    [r + m, g + m, b + m]
+}
+
+#[test]
+fn hue_shift_equals_the_hsv_round_trip() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut worst = 0.0f32;
+    for i in 0..200_000 {
+        let mut p = [
+            rng.gen_range(-0.2..1.2),
+            rng.gen_range(-0.2..1.2),
+            rng.gen_range(-0.2..1.2),
+        ];
+        if i % 10 == 0 {
+            p[1] = p[0]; // ties between channels
+        }
+        if i % 37 == 0 {
+            p = [p[0]; 3]; // gray
+        }
+        let dh = rng.gen_range(-0.6..0.6f32);
+        let want = hue_via_hsv(p, dh);
+        let mut got = p;
+        shift_hue(&mut got, dh * 6.0);
+        for k in 0..3 {
+            worst = worst.max((got[k] - want[k]).abs());
+        }
+    }
+    assert!(worst < 1e-5, "max |fast - HSV round trip| = {worst}");
+}
