@@ -64,12 +64,22 @@ pub fn patch(
     prefix: &str,
     grads: Vec<Option<Output>>,
 ) -> Result<(Vec<Option<Output>>, usize)> {
+    // Exporting the whole graph costs start-up time: only when there is something to move.
+    let scope = format!("{prefix}/");
+    let has_masks = graph.operation_iter().any(|o| {
+        MASKS
+            .iter()
+            .any(|(g, _)| o.op_type().map(|t| t == *g).unwrap_or(false))
+            && o.name().map(|n| n.starts_with(&scope)).unwrap_or(false)
+    });
+    if !has_masks {
+        return Ok((grads, 0));
+    }
     let bytes = graph
         .graph_def()
         .tf_ctx(|| "exporting the graph to patch ReLU gradients".into())?;
     let gd = GraphDef::decode(bytes.as_slice())
         .map_err(|e| Error::graph(prefix, format!("decoding the exported graph: {e}")))?;
-    let scope = format!("{prefix}/");
     let (mut ours, forward): (Vec<NodeDef>, Vec<NodeDef>) = gd
         .node
         .into_iter()
@@ -90,7 +100,13 @@ pub fn patch(
         for input in &n.input {
             let control = input.starts_with('^');
             let (name, index) = parse_tensor_name(input.trim_start_matches('^'));
-            if inside.contains(name) || !mapped.insert(input.clone()) {
+            // One mapping per tensor ("x" and "x:0" are the same one).
+            let key = if control {
+                format!("^{name}")
+            } else {
+                canonical(input)
+            };
+            if inside.contains(name) || !mapped.insert(key) {
                 continue;
             }
             let op = graph
