@@ -158,8 +158,24 @@ impl Source {
                     .into(),
             ));
         }
-        let exp = if overrides.is_empty() {
-            serde_yaml::from_str::<Experiment>(&self.text).map_err(yaml_error)?
+        let exp: Experiment = if overrides.is_empty() {
+            serde_yaml::from_str::<Experiment>(&self.text).map_err(|e| {
+                // A value refused by a conversion (e.g. `model.train_vars`) is reported by
+                // serde_yaml at its enclosing section; the path tracker names the key itself.
+                let deeper = serde_path_to_error::deserialize::<_, Experiment>(value.clone())
+                    .err()
+                    .map(|p| p.path().to_string());
+                let (key, msg) = split_message(&e.to_string());
+                match deeper {
+                    Some(path)
+                        if path.starts_with(&format!("{key}."))
+                            && !msg.starts_with("unknown field") =>
+                    {
+                        self.error(&path, msg)
+                    }
+                    _ => yaml_error(e),
+                }
+            })?
         } else {
             for spec in overrides {
                 let (key, raw) = spec.split_once('=').ok_or_else(|| Error::Experiment {

@@ -109,3 +109,24 @@ fn steps_from_epochs() {
     let e = parse(&format!("{OK}train:\n  epochs: 2.5\n  batch: 64\n")).unwrap();
     assert_eq!(e.steps(1000), 40);
 }
+
+#[test]
+fn train_vars_take_the_documented_forms_and_name_the_key_when_bad() {
+    let with =
+        |v: &str| format!("model:\n  path: m\n  train_vars: {v}\ndata:\n  folders: [imgs]\n");
+    let e = parse(&with("{regex: \"block_1[0-6]_\"}")).unwrap();
+    assert_eq!(
+        e.model.train_vars,
+        crate::train::select::VarSelection::Regex("block_1[0-6]_".into())
+    );
+    let e = parse(&with("{last_layers: 3}")).unwrap();
+    assert_eq!(
+        e.model.train_vars,
+        crate::train::select::VarSelection::LastLayers(3)
+    );
+    let e = err(&with("{last_layers: 0}"));
+    assert!(
+        e.starts_with("exp.yaml:3:3: model.train_vars: last_layers must be an integer ≥ 1"),
+        "{e}"
+    );
+}

@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::savedmodel::Variable;
 
-/// The selection, as written in experiments (`--train-vars`).
+/// The selection, as written in experiments: `all`, `{regex: PATTERN}` or `{last_layers: N}`
+/// (the command line's `regex:PATTERN` and `last:N` are accepted too).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "serde_yaml::Value", into = "serde_yaml::Value")]
 pub enum VarSelection {
     #[default]
     All,
@@ -18,6 +19,52 @@ pub enum VarSelection {
     /// Variables of the last N layers (a layer: the name up to its last `/`), in the order the
     /// serving path reads them.
     LastLayers(usize),
+}
+
+impl TryFrom<serde_yaml::Value> for VarSelection {
+    type Error = String;
+
+    fn try_from(v: serde_yaml::Value) -> std::result::Result<Self, String> {
+        use serde_yaml::Value;
+        let expected = "one of: all, {regex: PATTERN}, {last_layers: N} (N ≥ 1)";
+        match v {
+            Value::String(s) => {
+                VarSelection::parse(&s).map_err(|_| format!("'{s}' is not {expected}"))
+            }
+            Value::Mapping(m) if m.len() == 1 => {
+                let (k, val) = m.into_iter().next().expect("one entry");
+                match (k.as_str(), val) {
+                    (Some("regex"), Value::String(p)) => Ok(VarSelection::Regex(p)),
+                    (Some("last_layers"), Value::Number(n)) => n
+                        .as_u64()
+                        .filter(|n| *n > 0)
+                        .map(|n| VarSelection::LastLayers(n as usize))
+                        .ok_or_else(|| format!("last_layers must be an integer ≥ 1, not {n}")),
+                    (Some(key @ ("regex" | "last_layers")), other) => Err(format!(
+                        "{key}: unexpected value {other:?}; expected {expected}"
+                    )),
+                    (key, _) => Err(format!("unknown selection {key:?}; expected {expected}")),
+                }
+            }
+            other => Err(format!("unexpected {other:?}; expected {expected}")),
+        }
+    }
+}
+
+impl From<VarSelection> for serde_yaml::Value {
+    fn from(s: VarSelection) -> Self {
+        use serde_yaml::{Mapping, Value};
+        let one = |k: &str, v: Value| {
+            let mut m = Mapping::new();
+            m.insert(Value::String(k.into()), v);
+            Value::Mapping(m)
+        };
+        match s {
+            VarSelection::All => Value::String("all".into()),
+            VarSelection::Regex(p) => one("regex", Value::String(p)),
+            VarSelection::LastLayers(n) => one("last_layers", Value::Number((n as u64).into())),
+        }
+    }
 }
 
 impl VarSelection {
@@ -107,6 +154,38 @@ mod tests {
             trainable,
             dtype: 1,
             shape: vec![1],
+        }
+    }
+
+    #[test]
+    fn yaml_forms_round_trip_and_bad_ones_are_named() {
+        for (text, want) in [
+            ("all", VarSelection::All),
+            (
+                "{regex: \"block_1[0-6]_|Conv_1\"}",
+                VarSelection::Regex("block_1[0-6]_|Conv_1".into()),
+            ),
+            ("{last_layers: 3}", VarSelection::LastLayers(3)),
+            ("\"regex:^conv\"", VarSelection::Regex("^conv".into())),
+            ("last:2", VarSelection::LastLayers(2)),
+        ] {
+            let got: VarSelection = serde_yaml::from_str(text).unwrap();
+            assert_eq!(got, want, "{text}");
+            let back: VarSelection =
+                serde_yaml::from_value(serde_yaml::to_value(&got).unwrap()).unwrap();
+            assert_eq!(back, want, "{text} round trip");
+        }
+        for (text, says) in [
+            ("{last_layers: 0}", "last_layers must be an integer"),
+            ("{last_layers: x}", "last_layers: unexpected value"),
+            ("{layers: 3}", "unknown selection"),
+            ("some", "'some' is not one of"),
+            ("[1]", "expected one of"),
+        ] {
+            let e = serde_yaml::from_str::<VarSelection>(text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{text}: {e}");
         }
     }
 
