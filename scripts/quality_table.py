@@ -8,24 +8,38 @@ import json
 import os
 
 
+def trained(sel):
+    """pretext's model.train_vars as a table cell: all, regex `P` or last N layers."""
+    if isinstance(sel, dict) and "regex" in sel:
+        return f"regex `{sel['regex']}`".replace("|", "\\|")
+    if isinstance(sel, dict) and "last_layers" in sel:
+        return f"last {sel['last_layers']} layers"
+    return str(sel)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pretext", nargs="*", default=[])
     ap.add_argument("--python", nargs="*", default=[])
     a = ap.parse_args()
-    print("| engine | head | size | batch | BN | kNN before | kNN after | linear probe after | minutes | steps |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| engine | head | size | batch | BN | variables trained | kNN before | kNN after | "
+          "linear probe after | minutes | steps | images/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for d in a.pretext:
         r = json.load(open(os.path.join(d, "report.json")))
         c = r["config"]
         print(f"| pretext | {c['head']['kind']} | {c['model']['size']} | {c['train']['batch']} | "
-              f"{c['model']['bn']} | {r['eval_before']['knn_top1']:.4f} | {r['eval_after']['knn_top1']:.4f} | "
-              f"{r['eval_after']['linear_probe']:.4f} | {r['train_seconds'] / 60:.1f} | {r['steps']} |")
+              f"{c['model']['bn']} | {trained(c['model'].get('train_vars', 'all'))} | "
+              f"{r['eval_before']['knn_top1']:.4f} | {r['eval_after']['knn_top1']:.4f} | "
+              f"{r['eval_after']['linear_probe']:.4f} | {r['train_seconds'] / 60:.1f} | {r['steps']} | "
+              f"{r['steps'] * c['train']['batch'] / r['train_seconds']:.1f} |")
     for p in a.python:
         r = json.load(open(p))
+        regex = r.get("train_vars_regex")
         print(f"| Python TF reference | simclr | {r['size']} | {r['batch']} | {r['bn']} | "
+              f"{trained({'regex': regex} if regex else 'all')} | "
               f"{r['knn_top1_before']:.4f} | {r['knn_top1_after']:.4f} | – | "
-              f"{r['train_seconds'] / 60:.1f} | {r['steps']} |")
+              f"{r['train_seconds'] / 60:.1f} | {r['steps']} | {r['images_per_second_overall']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ import argparse
 import json
 import math
 import os
+import re
 import resource
 import time
 
@@ -281,6 +282,9 @@ def main():
     ap.add_argument("--blur", type=float, default=0.5)
     ap.add_argument("--blur-sigma", type=pair, default=(0.1, 2.0), help="px at a 224-px side")
     ap.add_argument("--bn", choices=["frozen", "train"], default="frozen")
+    ap.add_argument("--train-vars", default=None, metavar="REGEX",
+                    help="train only the variables whose names match (re.search), as pretext's "
+                         "model.train_vars {regex: ...}; default: all")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out")
     a = ap.parse_args()
@@ -297,6 +301,10 @@ def main():
         train_vars, var_source = list(loaded.trainable_variables), "loaded.trainable_variables"
     else:
         train_vars, var_source = list(sig.trainable_variables), f"signatures['{a.signature}'].trainable_variables"
+    if a.train_vars:
+        pattern = re.compile(a.train_vars)
+        train_vars = [v for v in train_vars if pattern.search(v.name.split(":")[0])]
+        assert train_vars, f"--train-vars {a.train_vars!r} selects no variable"
     call_name, call_obj = training_call(loaded)
     if a.bn == "train":
         assert call_obj is not None, "the loaded object exposes no training=True call"
@@ -373,7 +381,7 @@ def main():
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "wall_seconds": round(time.time() - T0, 1),
         "trainable_variables": len(train_vars), "trainable_params": int(sum(np.prod(v.shape) for v in train_vars)),
-        "trainable_variables_from": var_source,
+        "trainable_variables_from": var_source, "train_vars_regex": a.train_vars,
         "backbone_bn": ("batch statistics, moving statistics updated (training=True call on "
                         f"{call_name})" if a.bn == "train" else
                         "frozen: the serving signature's inference-mode batch norm"),
