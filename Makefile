@@ -142,7 +142,7 @@ bench-quality: setup fixtures fmnist build
 	    --set "head={kind: $$h}" --run-dir $(QDIR)/pretext-$$h || exit 1; done
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/reference/simclr_train.py \
 	  --model $(FIX)/nsfwjs_mobilenet_v2 --images $(CACHE)/fmnist_unl50k --labeled $(FMNIST) \
-	  --size 64 --batch 128 --lr 6e-4 --temperature 0.2 --bn train --minutes 15 \
+	  --size 64 --batch 256 --lr 6e-4 --temperature 0.2 --bn train --minutes 15 \
 	  --crop-area 0.35,1.0 --flip 0.5 --jitter 0.5 --gray 0 --blur 0 --seed 0 \
 	  --train-vars 'block_(1[0-6])_|Conv_1' \
 	  --out $(QDIR)/python-simclr.json
