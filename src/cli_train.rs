@@ -65,6 +65,10 @@ pub struct TrainArgs {
     bn: Bn,
     #[arg(long, default_value_t = 0.99)]
     bn_momentum: f32,
+    /// With --bn frozen, fold each batch norm into the convolution before it (same values, less
+    /// time and memory); false keeps the batch-norm ops.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    bn_fold: bool,
     /// Recompute batch-norm outputs in the backward pass (less memory): auto (when oneDNN is
     /// off), on or off.
     #[arg(long, value_enum, default_value = "auto")]
@@ -203,6 +207,7 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         Bn::Train => pretext::graph::bn::BnMode::Train,
     };
     cfg.bn_momentum = a.bn_momentum;
+    cfg.bn_fold = a.bn_fold;
     cfg.recompute = match a.recompute {
         Recompute::Auto => pretext::graph::recompute::Recompute::Auto,
         Recompute::On => pretext::graph::recompute::Recompute::On,

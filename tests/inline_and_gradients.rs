@@ -1,5 +1,6 @@
 //! The flat (inlined) tower computes what the original signature computes, on all five
-//! fixtures; its gradients equal tf.GradientTape's (golden values from scripts/golden.py).
+//! fixtures; its gradients equal tf.GradientTape's (golden values from scripts/golden.py); both
+//! also hold with the frozen batch norms folded into their convolutions (`graph::fold`).
 mod common;
 use common::*;
 
@@ -10,35 +11,83 @@ use tensorflow::{ops, Output, Tensor};
 fn inlined_signature_equals_original_on_all_fixtures() {
     for name in ALL {
         let (m, sig, tower) = load_with_tower(name);
-        let x = golden_input(name);
-        let key = output_key(name);
-        let original = m.run_signature(&sig, &x, &key).unwrap();
-        let k = sig.outputs.iter().position(|o| o.key == key).unwrap();
-        let flat = m
-            .run_f32(&[(&tower.inputs[0], &x)], &tower.outputs[k])
-            .unwrap();
-        let err = max_abs_diff(&original, &flat);
-        let tf_python = read_f32(&golden(name).join("output.bin"));
-        let err_py = max_abs_diff(&flat, &tf_python);
-        println!(
-            "{name}: max |inlined - original| = {err:e}, vs TF Python {err_py:e} ({} values)",
-            flat.len()
-        );
-        assert!(
-            err <= 1e-5,
-            "{name}: inlined output differs from the original signature by {err}"
-        );
-        assert!(
-            err_py <= 1e-4,
-            "{name}: inlined output differs from TF Python's by {err_py}"
-        );
+        equals_original(name, &m, &sig, &tower, 1e-5);
     }
+}
+
+/// Folding changes only float rounding: each layer computes conv(x, W·s) instead of
+/// conv(x, W)·s, so the output may differ from the original by more than the inlined copy does
+/// (1e-5) but stays within TF Python's tolerance.
+#[test]
+fn folded_batch_norm_equals_original_on_all_fixtures() {
+    for name in ALL {
+        let (m, sig, tower) = load_with_tower_folded(name, true);
+        let ops = |kind: &str| {
+            m.scope
+                .graph()
+                .operation_iter()
+                .filter(|o| o.name().unwrap().starts_with("t/"))
+                .filter(|o| o.op_type().unwrap().starts_with(kind))
+                .count()
+        };
+        let (bn, bias) = (ops("FusedBatchNorm"), ops("BiasAdd"));
+        println!("{name}: {bn} batch norm(s) left in the tower, {bias} BiasAdd(s)");
+        if name.contains("mobilenet") {
+            assert_eq!(bn, 0, "{name}: every frozen batch norm folds");
+            assert!(bias >= 52, "{name}: {bias} BiasAdds");
+        }
+        equals_original(name, &m, &sig, &tower, 1e-4);
+    }
+}
+
+fn equals_original(
+    name: &str,
+    m: &pretext::savedmodel::Loaded,
+    sig: &pretext::savedmodel::Signature,
+    tower: &pretext::graph::Tower,
+    tol: f32,
+) {
+    let x = golden_input(name);
+    let key = output_key(name);
+    let original = m.run_signature(sig, &x, &key).unwrap();
+    let k = sig.outputs.iter().position(|o| o.key == key).unwrap();
+    let flat = m
+        .run_f32(&[(&tower.inputs[0], &x)], &tower.outputs[k])
+        .unwrap();
+    let err = max_abs_diff(&original, &flat);
+    let tf_python = read_f32(&golden(name).join("output.bin"));
+    let err_py = max_abs_diff(&flat, &tf_python);
+    println!(
+        "{name}: max |inlined - original| = {err:e}, vs TF Python {err_py:e} ({} values)",
+        flat.len()
+    );
+    assert!(
+        err <= tol,
+        "{name}: inlined output differs from the original signature by {err}"
+    );
+    assert!(
+        err_py <= 1e-4,
+        "{name}: inlined output differs from TF Python's by {err_py}"
+    );
 }
 
 #[test]
 fn gradients_equal_gradient_tape() {
-    for name in ["tiny_cnn", "mobilenet_v2_035", "fer_emotion"] {
-        let (mut m, _sig, tower) = load_with_tower(name);
+    gradients_match(&["tiny_cnn", "mobilenet_v2_035", "fer_emotion"], false);
+}
+
+/// Not on the random-init MobileNetV2: its golden input puts one ReLU6 pre-activation of
+/// block 5 within 2e-5 of the kink, and the fold's different rounding (conv(x, W·s) vs
+/// conv(x, W)·s, ~2e-5 there) flips that one mask entry, which moves the heavily cancelling
+/// gradient sums of blocks 0–5 by a few percent. The fold is exact algebra; a kink is not smooth.
+#[test]
+fn folded_gradients_equal_gradient_tape() {
+    gradients_match(&["fer_emotion"], true);
+}
+
+fn gradients_match(fixtures: &[&str], fold: bool) {
+    for &name in fixtures {
+        let (mut m, _sig, tower) = load_with_tower_folded(name, fold);
         let idx = index(name);
         let x = golden_input(name);
         let w = Tensor::new(&dims(&idx["output_shape"]))
@@ -98,7 +147,9 @@ fn gradients_equal_gradient_tape() {
                 v["name"]
             );
         }
-        println!("{name}: {compared} variable gradients, worst max-relative error {worst:e}");
+        println!(
+            "{name} (fold {fold}): {compared} variable gradients, worst max-relative error {worst:e}"
+        );
         assert!(compared > 0);
     }
 }
@@ -114,6 +165,7 @@ fn recomputing_batch_norm_changes_no_loss() {
         let losses = |recompute: Recompute| {
             let mut c = common::cfg("mobilenet_v2_035", 4);
             c.bn = bn;
+            c.bn_fold = false; // a folded frozen batch norm leaves nothing to recompute
             c.recompute = recompute;
             c.head = pretext::heads::HeadConfig::Simclr(Default::default());
             c.batch = 8;

@@ -6,7 +6,7 @@
 //! through their forward inputs, not through the saved gradient function: exact for swish/SiLU.
 use std::collections::HashMap;
 
-use crate::graph::attr_type;
+use crate::graph::{attr_type, node_def as node};
 use crate::savedmodel::proto::{attr_value::Value, AttrValue, GraphDef, NodeDef, TensorProto};
 
 /// A rewrite: new nodes, and for each output index of the old node the tensor replacing it.
@@ -37,16 +37,6 @@ fn type_attr(n: &NodeDef, k: &str) -> Option<i32> {
     match n.attr.get(k)?.value.as_ref()? {
         Value::Type(t) => Some(*t),
         _ => None,
-    }
-}
-
-fn node(name: String, op: &str, input: Vec<String>, attrs: Vec<(&str, AttrValue)>) -> NodeDef {
-    NodeDef {
-        name,
-        op: op.into(),
-        input,
-        device: String::new(),
-        attr: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
     }
 }
 

@@ -60,6 +60,10 @@ pub struct ModelSection {
     pub bn: BnMode,
     #[serde(default = "default_bn_momentum")]
     pub bn_momentum: f32,
+    /// With `bn: frozen`, fold each batch norm into the convolution before it (same values;
+    /// less time and memory per step). `false` keeps the batch-norm ops as exported.
+    #[serde(default = "yes")]
+    pub bn_fold: bool,
     /// `all`, `{regex: PATTERN}` or `{last_layers: N}`.
     #[serde(default)]
     pub train_vars: VarSelection,
@@ -354,6 +358,7 @@ impl Experiment {
         c.range = m.range;
         c.bn = m.bn;
         c.bn_momentum = m.bn_momentum;
+        c.bn_fold = m.bn_fold;
         c.recompute = m.recompute;
         c.train_vars = m.train_vars.clone();
         c.device = m.device.clone();

@@ -1,6 +1,7 @@
 //! Graph rewrites on TF protos: inlining a signature's function calls into a flat, trainable
 //! subgraph ("tower") that reads the model's own resource variables, and importing it once.
 pub mod bn;
+pub mod fold;
 mod inline;
 mod opdefs;
 pub mod recompute;
@@ -28,6 +29,22 @@ pub fn func_attr(n: &NodeDef) -> Option<&str> {
     match n.attr.get("f").and_then(|a| a.value.as_ref()) {
         Some(Value::Func(f)) => Some(f.name.as_str()),
         _ => None,
+    }
+}
+
+/// A NodeDef with no device (patches add these to flat graphs before import).
+pub fn node_def(
+    name: String,
+    op: &str,
+    input: Vec<String>,
+    attrs: Vec<(&str, AttrValue)>,
+) -> NodeDef {
+    NodeDef {
+        name,
+        op: op.into(),
+        input,
+        device: String::new(),
+        attr: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
     }
 }
 

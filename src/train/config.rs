@@ -39,6 +39,8 @@ pub struct TrainConfig {
     /// Batch norm: frozen (inference statistics) or train (batch statistics, moving ones updated).
     pub bn: BnMode,
     pub bn_momentum: f32,
+    /// Fold frozen batch norms into their convolutions (`graph::fold`; same values, less work).
+    pub bn_fold: bool,
     /// Recompute batch-norm outputs in the backward pass instead of keeping them (less memory).
     pub recompute: crate::graph::recompute::Recompute,
     pub seed: u64,
@@ -72,6 +74,7 @@ impl TrainConfig {
             train_vars: select::VarSelection::All,
             bn: BnMode::Frozen,
             bn_momentum: 0.99,
+            bn_fold: true,
             recompute: Default::default(),
             seed: 0,
             device: None,

@@ -85,7 +85,16 @@ impl Trainer {
             );
         }
         let switched = match cfg.bn {
-            BnMode::Frozen => Vec::new(),
+            BnMode::Frozen => {
+                if cfg.bn_fold {
+                    let folded = graph::fold::fold_frozen(&mut flat.graph_def);
+                    log::info!(
+                        "{} frozen batch norm(s) folded into their convolutions",
+                        folded.len()
+                    );
+                }
+                Vec::new()
+            }
             BnMode::Train => graph::bn::set_training(&mut flat.graph_def, cfg.bn_momentum)?,
         };
         if cfg.recompute.enabled() {

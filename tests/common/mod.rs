@@ -89,10 +89,22 @@ pub fn output_key(name: &str) -> String {
 
 /// Loads a fixture and imports its inlined serving signature as tower `t`.
 pub fn load_with_tower(name: &str) -> (Loaded, pretext::savedmodel::Signature, Tower) {
+    load_with_tower_folded(name, false)
+}
+
+/// As `load_with_tower`; with `fold`, the frozen batch norms are folded into their convolutions
+/// (`graph::fold`), as the trainer does by default.
+pub fn load_with_tower_folded(
+    name: &str,
+    fold: bool,
+) -> (Loaded, pretext::savedmodel::Signature, Tower) {
     let mut m = Loaded::load(&fixture(name)).unwrap();
     let sig = m.info.signature("serving_default").unwrap();
     let mut flat = inline_signature(&m.info, &sig, &m.scope.graph()).unwrap();
     pretext::autodiff::fallback::apply(&mut flat.graph_def);
+    if fold {
+        pretext::graph::fold::fold_frozen(&mut flat.graph_def);
+    }
     let t = Tower::import(&mut m, &flat, "t", None, None).unwrap();
     (m, sig, t)
 }
