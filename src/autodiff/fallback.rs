@@ -6,8 +6,8 @@
 //! through their forward inputs, not through the saved gradient function: exact for swish/SiLU.
 use std::collections::HashMap;
 
-use crate::graph::{attr_type, node_def as node};
-use crate::savedmodel::proto::{attr_value::Value, AttrValue, GraphDef, NodeDef, TensorProto};
+use crate::graph::{attr_type, const_node, node_def as node};
+use crate::savedmodel::proto::{attr_value::Value, GraphDef, NodeDef, TensorProto};
 
 /// A rewrite: new nodes, and for each output index of the old node the tensor replacing it.
 pub struct Rewrite {
@@ -61,20 +61,7 @@ fn erfc(n: &NodeDef) -> Option<Rewrite> {
             vec![x],
             vec![("T", attr_type(t))],
         ),
-        node(
-            format!("{p}/one"),
-            "Const",
-            vec![],
-            vec![
-                ("dtype", attr_type(t)),
-                (
-                    "value",
-                    AttrValue {
-                        value: Some(Value::Tensor(one)),
-                    },
-                ),
-            ],
-        ),
+        const_node(format!("{p}/one"), one),
         node(
             format!("{p}/sub"),
             "Sub",
@@ -152,6 +139,7 @@ pub fn apply(gd: &mut GraphDef) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::savedmodel::proto::AttrValue;
     use prost::Message;
     use tensorflow::{
         Graph, ImportGraphDefOptions, Output, Session, SessionOptions, SessionRunArgs, Tensor,

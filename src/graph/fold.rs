@@ -11,7 +11,7 @@
 //! convolution, bias and activation into one kernel (oneDNN) in the forward pass.
 use std::collections::HashMap;
 
-use super::{attr_type, node_def};
+use super::{attr_type, const_node, node_def};
 use crate::savedmodel::proto::{
     attr_value::Value, AttrValue, Dim, GraphDef, NodeDef, TensorProto, TensorShapeProto,
 };
@@ -91,24 +91,6 @@ fn foldable(
         _ => 1e-4,
     };
     Some((bi, ci, eps))
-}
-
-fn const_node(name: String, t: TensorProto) -> NodeDef {
-    let dtype = t.dtype;
-    node_def(
-        name,
-        "Const",
-        vec![],
-        vec![
-            ("dtype", attr_type(dtype)),
-            (
-                "value",
-                AttrValue {
-                    value: Some(Value::Tensor(t)),
-                },
-            ),
-        ],
-    )
 }
 
 fn float_op(name: String, op: &str, inputs: Vec<String>) -> NodeDef {

@@ -15,7 +15,7 @@ use prost::Message;
 use tensorflow::{ImportGraphDefOptions, Operation, Output};
 
 use crate::error::{Error, Result, TfContext};
-use crate::savedmodel::proto::{attr_value::Value, AttrValue, NodeDef};
+use crate::savedmodel::proto::{attr_value::Value, AttrValue, NodeDef, TensorProto};
 use crate::savedmodel::Loaded;
 
 /// Op types that call a library function through their `f` attribute.
@@ -46,6 +46,25 @@ pub fn node_def(
         device: String::new(),
         attr: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
     }
+}
+
+/// A Const node holding `t`.
+pub fn const_node(name: String, t: TensorProto) -> NodeDef {
+    let dtype = t.dtype;
+    node_def(
+        name,
+        "Const",
+        vec![],
+        vec![
+            ("dtype", attr_type(dtype)),
+            (
+                "value",
+                AttrValue {
+                    value: Some(Value::Tensor(t)),
+                },
+            ),
+        ],
+    )
 }
 
 /// Builds an AttrValue holding a type.
