@@ -6,7 +6,7 @@
 //! through their forward inputs, not through the saved gradient function: exact for swish/SiLU.
 use std::collections::HashMap;
 
-use crate::graph::{attr_type, const_node, node_def as node};
+use crate::graph::{attr_type, const_node, data_inputs, node_def as node};
 use crate::savedmodel::proto::{attr_value::Value, GraphDef, NodeDef, TensorProto};
 
 /// A rewrite: new nodes, and for each output index of the old node the tensor replacing it.
@@ -25,14 +25,6 @@ pub fn registry() -> HashMap<&'static str, Rule> {
     r
 }
 
-fn data_inputs(n: &NodeDef) -> Vec<String> {
-    n.input
-        .iter()
-        .filter(|i| !i.starts_with('^'))
-        .cloned()
-        .collect()
-}
-
 fn type_attr(n: &NodeDef, k: &str) -> Option<i32> {
     match n.attr.get(k)?.value.as_ref()? {
         Value::Type(t) => Some(*t),
@@ -42,7 +34,7 @@ fn type_attr(n: &NodeDef, k: &str) -> Option<i32> {
 
 /// erfc(x) = 1 − erf(x).
 fn erfc(n: &NodeDef) -> Option<Rewrite> {
-    let x = data_inputs(n).into_iter().next()?;
+    let x = data_inputs(n).first()?.to_string();
     let t = type_attr(n, "T")?;
     let one = TensorProto {
         dtype: t,
@@ -92,7 +84,7 @@ fn identity_n(n: &NodeDef) -> Option<Rewrite> {
         nodes.push(node(
             format!("{p}/{k}"),
             "Identity",
-            vec![x],
+            vec![x.clone()],
             vec![("T", attr_type(t))],
         ));
         outputs.push(format!("{p}/{k}:0"));

@@ -11,7 +11,7 @@
 //! convolution, bias and activation into one kernel (oneDNN) in the forward pass.
 use std::collections::HashMap;
 
-use super::{attr_type, const_node, node_def};
+use super::{attr_type, const_node, data_inputs, node_def};
 use crate::savedmodel::proto::{
     attr_value::Value, AttrValue, Dim, GraphDef, NodeDef, TensorProto, TensorShapeProto,
 };
@@ -45,10 +45,6 @@ fn is_nhwc(n: &NodeDef) -> bool {
 
 fn is_float(n: &NodeDef) -> bool {
     matches!(attr(n, "T"), Some(Value::Type(DT_FLOAT)))
-}
-
-fn data_inputs(n: &NodeDef) -> Vec<&String> {
-    n.input.iter().filter(|i| !i.starts_with('^')).collect()
 }
 
 /// A batch norm that can be folded: (its index, its convolution's index, epsilon).

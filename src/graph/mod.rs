@@ -48,6 +48,11 @@ pub fn node_def(
     }
 }
 
+/// A node's data inputs (its `^control` inputs left out), in order.
+pub fn data_inputs(n: &NodeDef) -> Vec<&String> {
+    n.input.iter().filter(|i| !i.starts_with('^')).collect()
+}
+
 /// A Const node holding `t`.
 pub fn const_node(name: String, t: TensorProto) -> NodeDef {
     let dtype = t.dtype;
