@@ -59,14 +59,15 @@ pub struct TrainArgs {
     lr: f32,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
-    /// Batch norm while training: frozen (inference statistics) or train (batch statistics;
-    /// moving statistics updated with --bn-momentum).
+    /// Batch norm while training: frozen (inference statistics), train (batch statistics in the
+    /// layers that train, moving statistics updated with --bn-momentum; frozen layers keep
+    /// inference mode) or train-all (batch statistics everywhere).
     #[arg(long, value_enum, default_value = "frozen")]
     bn: Bn,
     #[arg(long, default_value_t = 0.99)]
     bn_momentum: f32,
-    /// With --bn frozen, fold each batch norm into the convolution before it (same values, less
-    /// time and memory); false keeps the batch-norm ops.
+    /// Fold each inference-mode batch norm (--bn frozen, or the frozen layers' with --bn train)
+    /// into the convolution before it (same values, less time and memory); false keeps them.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     bn_fold: bool,
     /// Recompute batch-norm outputs in the backward pass (less memory): auto (when oneDNN is
@@ -146,6 +147,7 @@ enum Recompute {
 enum Bn {
     Frozen,
     Train,
+    TrainAll,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -205,6 +207,7 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
     cfg.bn = match a.bn {
         Bn::Frozen => pretext::graph::bn::BnMode::Frozen,
         Bn::Train => pretext::graph::bn::BnMode::Train,
+        Bn::TrainAll => pretext::graph::bn::BnMode::TrainAll,
     };
     cfg.bn_momentum = a.bn_momentum;
     cfg.bn_fold = a.bn_fold;

@@ -249,6 +249,28 @@ fn bn_train_updates_moving_statistics_and_frozen_does_not() {
             before != after
         );
     }
+    // Only some layers train: `train` switches their batch norms alone (the frozen layers keep
+    // inference mode and their moving statistics); `train_all` switches every batch norm.
+    let (trained_bn, frozen_bn) = ("Conv_1_bn/moving_mean", "block_1_expand_BN/moving_mean");
+    for (mode, switched, frozen_changes) in
+        [(BnMode::Train, 4, false), (BnMode::TrainAll, 52, true)]
+    {
+        let mut c = cfg("mobilenet_v2_035", 2);
+        c.bn = mode;
+        c.train_vars =
+            pretext::train::select::VarSelection::parse("regex:block_16_|Conv_1").unwrap();
+        let mut t = Trainer::new(&c).unwrap();
+        assert_eq!(t.bn_updates.len(), 2 * switched, "{mode:?}");
+        let before = (value_of(&mut t, trained_bn), value_of(&mut t, frozen_bn));
+        t.run(2).unwrap();
+        let after = (value_of(&mut t, trained_bn), value_of(&mut t, frozen_bn));
+        assert_ne!(before.0, after.0, "{mode:?}: a trained layer's moving mean");
+        assert_eq!(
+            before.1 != after.1,
+            frozen_changes,
+            "{mode:?}: a frozen layer's moving mean"
+        );
+    }
     // Keras 3 exports decompose batch norm: train mode is refused, naming a node.
     let mut c = cfg("keras3_export", 1);
     c.bn = BnMode::Train;

@@ -24,9 +24,15 @@ Model: `tf.saved_model.load(MODEL)`; the forward pass is the signature `--signat
 is the single image tensor, NHWC float32 in [0, 1]; its first output the embedding). Trained
 variables: `loaded.trainable_variables` if the loaded object exposes them, else the trainable
 variables the signature function captures. The signature's batch norm runs in inference mode
-(frozen statistics); `--bn train` instead calls a restored Keras `__call__` that has a
+(frozen statistics); `--bn train_all` instead calls a restored Keras `__call__` that has a
 `training=True` trace (found on the loaded object or one of its attributes), which normalises
-with batch statistics and updates the moving statistics as a side effect.
+with batch statistics everywhere and updates the moving statistics as a side effect. `--bn
+train` (pretext's `bn: train`: batch statistics only in the layers that train) rebuilds the
+model as `keras.applications.MobileNetV2` (alpha found from the variable shapes), copies every
+variable by name, checks the rebuilt forward pass against the signature (max |diff| < 1e-3),
+marks the layers without a `--train-vars` match non-trainable (Keras then runs their batch norm
+in inference mode), trains with momentum `--bn-momentum`, and writes the trained values back
+into the loaded variables before the evaluation, which uses the signature as before.
 
 Head: projection MLP Dense(512) -> BatchNorm (batch statistics) -> ReLU -> Dense(128); NT-Xent
 over both views, embedded in one batched forward pass; Adam (epsilon 1e-7).
@@ -224,6 +230,34 @@ def training_call(loaded):
     return None, None
 
 
+def keras_rebuild(variables, size, pattern, momentum):
+    """The loaded MobileNetV2 (its signature's `variables`) as a Keras model with the same
+    values (see the module doc); returns the model and its (Keras weight, loaded variable) pairs."""
+    import keras
+    by_name = {v.name.split(":")[0]: v for v in variables}
+    for alpha in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4):
+        m = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, include_top=False,
+                                           weights=None, pooling="avg")
+        # Keras 3 names a depthwise kernel "kernel", Keras 2 "depthwise_kernel"
+        pairs = [(w, by_name.get(w.path, by_name.get(w.path.replace("/kernel", "/depthwise_kernel"))))
+                 for w in m.weights]
+        if all(v is not None and tuple(v.shape) == tuple(w.shape) for w, v in pairs):
+            break
+    else:
+        raise SystemExit("--bn train: the model is not a keras.applications.MobileNetV2 "
+                         "(no alpha matches its variable names and shapes)")
+    for w, v in pairs:
+        w.assign(v)
+    loaded_name = {id(w): v.name.split(":")[0] for w, v in pairs}
+    for layer in m.layers:
+        if layer.weights:  # trainable if one of its variables matches (by the loaded name)
+            layer.trainable = any(pattern is None or pattern.search(loaded_name[id(w)])
+                                  for w in layer.weights)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+    return m, pairs
+
+
 class Projector(tf.Module):
     def __init__(self, d_in, seed, hidden=512, d_out=128):
         super().__init__()
@@ -281,7 +315,8 @@ def main():
     ap.add_argument("--gray", type=float, default=0.2)
     ap.add_argument("--blur", type=float, default=0.5)
     ap.add_argument("--blur-sigma", type=pair, default=(0.1, 2.0), help="px at a 224-px side")
-    ap.add_argument("--bn", choices=["frozen", "train"], default="frozen")
+    ap.add_argument("--bn", choices=["frozen", "train", "train_all"], default="frozen")
+    ap.add_argument("--bn-momentum", type=float, default=0.99, help="with --bn train")
     ap.add_argument("--train-vars", default=None, metavar="REGEX",
                     help="train only the variables whose names match (re.search), as pretext's "
                          "model.train_vars {regex: ...}; default: all")
@@ -306,9 +341,20 @@ def main():
         train_vars = [v for v in train_vars if pattern.search(v.name.split(":")[0])]
         assert train_vars, f"--train-vars {a.train_vars!r} selects no variable"
     call_name, call_obj = training_call(loaded)
-    if a.bn == "train":
+    write_back = []
+    if a.bn == "train_all":
         assert call_obj is not None, "the loaded object exposes no training=True call"
         forward = lambda x: call_obj(x, training=True)  # noqa: E731
+    elif a.bn == "train":
+        kmodel, write_back = keras_rebuild(sig.variables, a.size, re.compile(a.train_vars) if a.train_vars
+                                           else None, a.bn_momentum)
+        x = tf.random.stateless_uniform([4, a.size, a.size, a.channels], [a.seed, 9])
+        diff = float(tf.reduce_max(tf.abs(kmodel(x, training=False) - embed_fn(x))))
+        assert diff < 1e-3, f"the rebuilt Keras model differs from the signature by {diff}"
+        print(f"rebuilt as Keras MobileNetV2: max |diff| vs the signature {diff:.2e}; "
+              f"{len(kmodel.trainable_variables)} trainable variables", flush=True)
+        train_vars, var_source = list(kmodel.trainable_variables), "keras rebuild, trainable layers"
+        forward = lambda x: kmodel(x, training=True)  # noqa: E731
     else:
         forward = embed_fn
 
@@ -348,6 +394,8 @@ def main():
         if steps % 20 == 0:
             print(f"step {steps}  loss {np.mean(losses[-20:]):.4f}  {time.time() - t_train:.0f}s", flush=True)
     train_secs = time.time() - t_train
+    for w, v in write_back:  # --bn train: the Keras copy trained; the signature evaluates
+        v.assign(w)
     k = max(0, a.warmup_steps)
     if steps > k:  # steady state: the steps after the first k (all of them for k = 0)
         t_from = step_end[k - 1] if k else t_train
@@ -382,9 +430,11 @@ def main():
         "wall_seconds": round(time.time() - T0, 1),
         "trainable_variables": len(train_vars), "trainable_params": int(sum(np.prod(v.shape) for v in train_vars)),
         "trainable_variables_from": var_source, "train_vars_regex": a.train_vars,
-        "backbone_bn": ("batch statistics, moving statistics updated (training=True call on "
-                        f"{call_name})" if a.bn == "train" else
-                        "frozen: the serving signature's inference-mode batch norm"),
+        "backbone_bn": {"train_all": "batch statistics, moving statistics updated (training=True "
+                                     f"call on {call_name})",
+                        "train": "batch statistics in the trained layers (Keras rebuild), "
+                                 f"momentum {a.bn_momentum}; frozen layers in inference mode",
+                        "frozen": "frozen: the serving signature's inference-mode batch norm"}[a.bn],
         "training_call_available": call_name,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
     }

@@ -60,8 +60,9 @@ pub struct ModelSection {
     pub bn: BnMode,
     #[serde(default = "default_bn_momentum")]
     pub bn_momentum: f32,
-    /// With `bn: frozen`, fold each batch norm into the convolution before it (same values;
-    /// less time and memory per step). `false` keeps the batch-norm ops as exported.
+    /// Fold each inference-mode batch norm (`bn: frozen`, or a frozen layer's with `bn: train`)
+    /// into the convolution before it (same values; less time and memory per step). `false`
+    /// keeps the batch-norm ops as exported.
     #[serde(default = "yes")]
     pub bn_fold: bool,
     /// `all`, `{regex: PATTERN}` or `{last_layers: N}`.

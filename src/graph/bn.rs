@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::savedmodel::proto::{attr_value::Value, AttrValue, GraphDef};
+use std::collections::{HashMap, HashSet};
+
+use crate::savedmodel::proto::{attr_value::Value, AttrValue, GraphDef, NodeDef};
 
 /// How batch norm behaves while training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -13,16 +15,26 @@ pub enum BnMode {
     /// Inference batch norm with the model's moving statistics (nothing but γ/β changes).
     #[default]
     Frozen,
-    /// Batch statistics; moving statistics updated with `momentum`.
+    /// Batch statistics, moving statistics updated with `momentum`, in the layers that train
+    /// (whose γ or β is among the trained variables); batch norms of frozen layers keep
+    /// inference mode, as a frozen Keras `BatchNormalization` layer does.
     Train,
+    /// Batch statistics in every batch norm, frozen layers included.
+    #[serde(rename = "train_all")]
+    TrainAll,
 }
 
 const FUSED: &[&str] = &["FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"];
 
-/// Switches every fused batch norm of `gd` to training mode with running-average factor
-/// 1 − `momentum`; returns the switched node names. A graph with batch norm but no fused op
-/// (Keras 3 decomposes it into Rsqrt/Mul/Sub) is reported as unsupported, naming a node.
-pub fn set_training(gd: &mut GraphDef, momentum: f32) -> Result<Vec<String>> {
+/// Switches the fused batch norms of `gd` for which `which` holds to training mode with
+/// running-average factor 1 − `momentum`; returns the switched node names. A graph with batch
+/// norm but no fused op (Keras 3 decomposes it into Rsqrt/Mul/Sub) is reported as unsupported,
+/// naming a node.
+pub fn set_training(
+    gd: &mut GraphDef,
+    momentum: f32,
+    which: impl Fn(&NodeDef) -> bool,
+) -> Result<Vec<String>> {
     if !(0.0..1.0).contains(&momentum) {
         return Err(Error::config(
             "model.bn_momentum",
@@ -30,11 +42,16 @@ pub fn set_training(gd: &mut GraphDef, momentum: f32) -> Result<Vec<String>> {
         ));
     }
     let mut switched = Vec::new();
+    let mut fused = 0;
     for n in gd
         .node
         .iter_mut()
         .filter(|n| FUSED.contains(&n.op.as_str()))
     {
+        fused += 1;
+        if !which(n) {
+            continue;
+        }
         if n.op != "FusedBatchNormV3" {
             return Err(Error::graph(
                 &n.name,
@@ -55,10 +72,122 @@ pub fn set_training(gd: &mut GraphDef, momentum: f32) -> Result<Vec<String>> {
         );
         switched.push(n.name.clone());
     }
-    if switched.is_empty() {
+    if fused == 0 {
         if let Some(n) = gd.node.iter().find(|n| n.op == "Rsqrt") {
             return Err(Error::graph(&n.name, "bn mode 'train' is unsupported for this model: its batch norm is decomposed (Keras 3 export: Rsqrt/Mul/Sub), not a FusedBatchNormV3; use bn mode 'frozen'"));
         }
     }
     Ok(switched)
+}
+
+/// The batch norms of `gd` whose γ (input 1) or β (input 2) reads a variable of `trained`
+/// (outer handle names); `external` maps the flat graph's placeholders to the outer tensors they
+/// stand for (`FlatGraph::external`). Reads are followed back through Identity ops.
+pub fn of_trained_layers(
+    gd: &GraphDef,
+    external: &[(String, String)],
+    trained: &HashSet<String>,
+) -> HashSet<String> {
+    let nodes: HashMap<&str, &NodeDef> = gd.node.iter().map(|n| (n.name.as_str(), n)).collect();
+    let ext: HashMap<&str, &str> = external
+        .iter()
+        .map(|(p, o)| (p.as_str(), o.split(':').next().unwrap_or(o)))
+        .collect();
+    let variable = |t: &str| -> Option<&str> {
+        let mut n = *nodes.get(t.split(':').next()?)?;
+        for _ in 0..64 {
+            let first = n.input.first()?.split(':').next()?;
+            match n.op.as_str() {
+                "Identity" => n = *nodes.get(first)?,
+                "ReadVariableOp" => return ext.get(first).copied(),
+                _ => return None,
+            }
+        }
+        None
+    };
+    gd.node
+        .iter()
+        .filter(|n| FUSED.contains(&n.op.as_str()))
+        .filter(|n| {
+            n.input
+                .iter()
+                .skip(1)
+                .take(2)
+                .any(|t| variable(t).is_some_and(|v| trained.contains(v)))
+        })
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::node_def;
+
+    fn n(name: &str, op: &str, inputs: &[&str]) -> NodeDef {
+        node_def(
+            name.into(),
+            op,
+            inputs.iter().map(|s| s.to_string()).collect(),
+            vec![],
+        )
+    }
+
+    /// Two batch norms: `a` reads γ through an Identity from trained variable `ga`, `b` reads
+    /// only variables that do not train; `external` maps the placeholders to outer handles.
+    fn graph() -> (GraphDef, Vec<(String, String)>) {
+        let mut gd = GraphDef::default();
+        gd.node.push(n("x", "Placeholder", &[]));
+        for (k, v) in ["ga", "ba", "gb", "bb", "m", "v"].iter().enumerate() {
+            gd.node.push(n(&format!("ext/{k}"), "Placeholder", &[]));
+            gd.node.push(n(
+                &format!("read_{v}"),
+                "ReadVariableOp",
+                &[&format!("ext/{k}")],
+            ));
+        }
+        gd.node.push(n("id_ga", "Identity", &["read_ga"]));
+        let bn = ["x", "id_ga", "read_ba", "read_m", "read_v"];
+        gd.node.push(n("a", "FusedBatchNormV3", &bn));
+        let bn = ["a", "read_gb", "read_bb:0", "read_m", "read_v", "^a"];
+        gd.node.push(n("b", "FusedBatchNormV3", &bn));
+        let ext = ["ga", "ba", "gb", "bb", "m", "v"]
+            .iter()
+            .enumerate()
+            .map(|(k, v)| (format!("ext/{k}"), format!("{v}:0")))
+            .collect();
+        (gd, ext)
+    }
+
+    fn is_training(gd: &GraphDef, name: &str) -> bool {
+        let node = gd.node.iter().find(|x| x.name == name).unwrap();
+        matches!(
+            node.attr.get("is_training").and_then(|a| a.value.as_ref()),
+            Some(Value::B(true))
+        )
+    }
+
+    #[test]
+    fn only_the_trained_layers_switch() {
+        let (mut gd, ext) = graph();
+        let trained: HashSet<String> = ["ga".to_string()].into();
+        let of = of_trained_layers(&gd, &ext, &trained);
+        assert_eq!(of, ["a".to_string()].into());
+        let beta_only: HashSet<String> = ["bb".to_string()].into();
+        assert_eq!(
+            of_trained_layers(&gd, &ext, &beta_only),
+            ["b".to_string()].into()
+        );
+        let stats: HashSet<String> = ["m".to_string(), "v".to_string()].into();
+        assert!(of_trained_layers(&gd, &ext, &stats).is_empty());
+        let switched = set_training(&mut gd, 0.9, |x| of.contains(&x.name)).unwrap();
+        assert_eq!(switched, vec!["a".to_string()]);
+        assert!(is_training(&gd, "a") && !is_training(&gd, "b"));
+        let (mut all, _) = graph();
+        assert_eq!(set_training(&mut all, 0.9, |_| true).unwrap().len(), 2);
+        assert!(set_training(&mut all, 1.0, |_| true)
+            .unwrap_err()
+            .to_string()
+            .contains("model.bn_momentum"));
+    }
 }

@@ -1,8 +1,13 @@
-//! Graph pieces the trainer adds around a head: post-step updates (EMA targets, queues), the
-//! gradient norm, and the list of variables a checkpoint must hold.
+//! Graph pieces the trainer adds around a head: the batch-norm patch of the flat graph,
+//! post-step updates (EMA targets, queues), the gradient norm, and the list of variables a
+//! checkpoint must hold.
 use tensorflow::{ops, DataType, Output};
 
+use std::collections::{HashMap, HashSet};
+
+use super::TrainConfig;
 use crate::error::{Result, TfContext};
+use crate::graph::{self, bn::BnMode, FlatGraph};
 use crate::optim::Optimizer;
 use crate::savedmodel::Loaded;
 
@@ -113,4 +118,64 @@ pub(super) fn checkpoint_vars(model: &Loaded) -> Result<Vec<(String, Output, Dat
         }
     }
     Ok(out)
+}
+
+/// Model variables (outer handle names) in the order the inlined serving path reads them (a
+/// throwaway import would cost a tower; the flat graph's node order is the inliner's
+/// topological order).
+pub(super) fn read_order(flat: &FlatGraph) -> Vec<String> {
+    let ext: HashMap<String, String> = flat
+        .external
+        .iter()
+        .map(|(p, o)| {
+            (
+                format!("{p}:0"),
+                crate::savedmodel::parse_tensor_name(o).0.to_string(),
+            )
+        })
+        .collect();
+    flat.graph_def
+        .node
+        .iter()
+        .filter(|n| n.op == "ReadVariableOp")
+        .filter_map(|n| {
+            n.input
+                .first()
+                .and_then(|i| ext.get(i.as_str()).or_else(|| ext.get(&format!("{i}:0"))))
+                .cloned()
+        })
+        .collect()
+}
+
+/// Applies the batch-norm mode to the flat graph: switches the batch norms that use batch
+/// statistics (`bn::set_training`), folds the ones left in inference mode (`bn_fold`), marks
+/// batch norms for recomputation; returns the switched node names.
+pub(super) fn batch_norm_patch(
+    flat: &mut FlatGraph,
+    cfg: &TrainConfig,
+    trainable: &HashSet<String>,
+) -> Result<Vec<String>> {
+    let gd = &mut flat.graph_def;
+    let switched = match cfg.bn {
+        BnMode::Frozen => Vec::new(),
+        BnMode::Train => {
+            let of_trained = graph::bn::of_trained_layers(gd, &flat.external, trainable);
+            graph::bn::set_training(gd, cfg.bn_momentum, |n| of_trained.contains(&n.name))?
+        }
+        BnMode::TrainAll => graph::bn::set_training(gd, cfg.bn_momentum, |_| true)?,
+    };
+    if cfg.bn_fold {
+        let folded = graph::fold::fold_frozen(gd);
+        if !folded.is_empty() {
+            log::info!(
+                "{} inference-mode batch norm(s) folded into their convolutions",
+                folded.len()
+            );
+        }
+    }
+    if cfg.recompute.enabled() {
+        let n = graph::recompute::mark_batch_norms(gd);
+        log::debug!("{n} batch-norm node(s) recomputed in the backward pass");
+    }
+    Ok(switched)
 }

@@ -17,8 +17,7 @@ use crate::autodiff;
 use crate::data::{Batches, Dataset, ImageSpec, Loader};
 use crate::data::{ViewBatch, ViewPlan};
 use crate::error::{Error, Result, TfContext};
-use crate::graph::bn::BnMode;
-use crate::graph::{self, inline_signature, FlatGraph};
+use crate::graph::{inline_signature, FlatGraph};
 use crate::heads::{HeadBuilder, HeadVar};
 use crate::optim::{Optimizer, Param};
 use crate::savedmodel::{Loaded, SavedModelInfo, Signature};
@@ -84,23 +83,11 @@ impl Trainer {
                 rewritten[0]
             );
         }
-        let switched = match cfg.bn {
-            BnMode::Frozen => {
-                if cfg.bn_fold {
-                    let folded = graph::fold::fold_frozen(&mut flat.graph_def);
-                    log::info!(
-                        "{} frozen batch norm(s) folded into their convolutions",
-                        folded.len()
-                    );
-                }
-                Vec::new()
-            }
-            BnMode::Train => graph::bn::set_training(&mut flat.graph_def, cfg.bn_momentum)?,
-        };
-        if cfg.recompute.enabled() {
-            let n = graph::recompute::mark_batch_norms(&mut flat.graph_def);
-            log::debug!("{n} batch-norm node(s) recomputed in the backward pass");
-        }
+        let read_order = build::read_order(&flat);
+        let trainable = cfg
+            .train_vars
+            .select(&model.info.variables(), &read_order)?;
+        let switched = build::batch_norm_patch(&mut flat, cfg, &trainable)?;
         let head = cfg.head.head();
         let (clean, augmented) = head.views();
         let plan = ViewPlan {
@@ -141,34 +128,6 @@ impl Trainer {
             .collect::<Result<Vec<_>>>()?;
         let mut feeds = if clean { vec![input.clone()] } else { vec![] };
         feeds.extend(views.iter().cloned());
-        let read_order: Vec<String> = {
-            // Order in which the inlined serving path reads variables (a throwaway import would
-            // cost a tower; the flat graph's node order is the inliner's topological order).
-            let ext: std::collections::HashMap<String, String> = flat
-                .external
-                .iter()
-                .map(|(p, o)| {
-                    (
-                        format!("{p}:0"),
-                        crate::savedmodel::parse_tensor_name(o).0.to_string(),
-                    )
-                })
-                .collect();
-            flat.graph_def
-                .node
-                .iter()
-                .filter(|n| n.op == "ReadVariableOp")
-                .filter_map(|n| {
-                    n.input
-                        .first()
-                        .and_then(|i| ext.get(i.as_str()).or_else(|| ext.get(&format!("{i}:0"))))
-                        .cloned()
-                })
-                .collect()
-        };
-        let trainable = cfg
-            .train_vars
-            .select(&model.info.variables(), &read_order)?;
         let (loss, tensors, towers, head_vars, head_inits, ema, post_assign, summaries) = {
             let mut b = HeadBuilder::new(
                 &mut model,
