@@ -81,18 +81,14 @@ pub fn set_training(
 }
 
 /// The batch norms of `gd` whose γ (input 1) or β (input 2) reads a variable of `trained`
-/// (outer handle names); `external` maps the flat graph's placeholders to the outer tensors they
-/// stand for (`FlatGraph::external`). Reads are followed back through Identity ops.
+/// (outer handle names); `ext` maps the flat graph's placeholders to the outer ops they stand
+/// for (`FlatGraph::external_ops`). Reads are followed back through Identity ops.
 pub fn of_trained_layers(
     gd: &GraphDef,
-    external: &[(String, String)],
+    ext: &HashMap<&str, &str>,
     trained: &HashSet<String>,
 ) -> HashSet<String> {
     let nodes: HashMap<&str, &NodeDef> = gd.node.iter().map(|n| (n.name.as_str(), n)).collect();
-    let ext: HashMap<&str, &str> = external
-        .iter()
-        .map(|(p, o)| (p.as_str(), o.split(':').next().unwrap_or(o)))
-        .collect();
     let variable = |t: &str| -> Option<&str> {
         let mut n = *nodes.get(t.split(':').next()?)?;
         for _ in 0..64 {
@@ -135,7 +131,7 @@ mod tests {
 
     /// Two batch norms: `a` reads γ through an Identity from trained variable `ga`, `b` reads
     /// only variables that do not train; `external` maps the placeholders to outer handles.
-    fn graph() -> (GraphDef, Vec<(String, String)>) {
+    fn graph() -> (GraphDef, HashMap<&'static str, &'static str>) {
         let mut gd = GraphDef::default();
         gd.node.push(n("x", "Placeholder", &[]));
         for (k, v) in ["ga", "ba", "gb", "bb", "m", "v"].iter().enumerate() {
@@ -151,11 +147,15 @@ mod tests {
         gd.node.push(n("a", "FusedBatchNormV3", &bn));
         let bn = ["a", "read_gb", "read_bb:0", "read_m", "read_v", "^a"];
         gd.node.push(n("b", "FusedBatchNormV3", &bn));
-        let ext = ["ga", "ba", "gb", "bb", "m", "v"]
-            .iter()
-            .enumerate()
-            .map(|(k, v)| (format!("ext/{k}"), format!("{v}:0")))
-            .collect();
+        let ext = [
+            ("ext/0", "ga"),
+            ("ext/1", "ba"),
+            ("ext/2", "gb"),
+            ("ext/3", "bb"),
+            ("ext/4", "m"),
+            ("ext/5", "v"),
+        ]
+        .into();
         (gd, ext)
     }
 

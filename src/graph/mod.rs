@@ -79,6 +79,17 @@ pub fn attr_type(dt: i32) -> AttrValue {
     }
 }
 
+impl FlatGraph {
+    /// Placeholder node name → the outer op it stands for (for a model variable, its
+    /// `VarHandleOp`), from `external`.
+    pub fn external_ops(&self) -> HashMap<&str, &str> {
+        self.external
+            .iter()
+            .map(|(p, o)| (p.as_str(), crate::savedmodel::parse_tensor_name(o).0))
+            .collect()
+    }
+}
+
 /// A tower imported into a loaded model's graph: its new inputs, its outputs and, per model
 /// variable (by handle name), the ReadVariableOp outputs through which the tower reads it.
 pub struct Tower {

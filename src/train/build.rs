@@ -3,7 +3,7 @@
 //! checkpoint must hold.
 use tensorflow::{ops, DataType, Output};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::TrainConfig;
 use crate::error::{Result, TfContext};
@@ -124,25 +124,14 @@ pub(super) fn checkpoint_vars(model: &Loaded) -> Result<Vec<(String, Output, Dat
 /// throwaway import would cost a tower; the flat graph's node order is the inliner's
 /// topological order).
 pub(super) fn read_order(flat: &FlatGraph) -> Vec<String> {
-    let ext: HashMap<String, String> = flat
-        .external
-        .iter()
-        .map(|(p, o)| {
-            (
-                format!("{p}:0"),
-                crate::savedmodel::parse_tensor_name(o).0.to_string(),
-            )
-        })
-        .collect();
+    let ext = flat.external_ops();
     flat.graph_def
         .node
         .iter()
         .filter(|n| n.op == "ReadVariableOp")
         .filter_map(|n| {
-            n.input
-                .first()
-                .and_then(|i| ext.get(i.as_str()).or_else(|| ext.get(&format!("{i}:0"))))
-                .cloned()
+            let placeholder = n.input.first()?.split(':').next()?;
+            ext.get(placeholder).map(|h| h.to_string())
         })
         .collect()
 }
@@ -155,11 +144,16 @@ pub(super) fn batch_norm_patch(
     cfg: &TrainConfig,
     trainable: &HashSet<String>,
 ) -> Result<Vec<String>> {
+    let of_trained = match cfg.bn {
+        BnMode::Train => {
+            graph::bn::of_trained_layers(&flat.graph_def, &flat.external_ops(), trainable)
+        }
+        _ => HashSet::new(),
+    };
     let gd = &mut flat.graph_def;
     let switched = match cfg.bn {
         BnMode::Frozen => Vec::new(),
         BnMode::Train => {
-            let of_trained = graph::bn::of_trained_layers(gd, &flat.external, trainable);
             graph::bn::set_training(gd, cfg.bn_momentum, |n| of_trained.contains(&n.name))?
         }
         BnMode::TrainAll => graph::bn::set_training(gd, cfg.bn_momentum, |_| true)?,
