@@ -24,7 +24,8 @@ pub enum BnMode {
     TrainAll,
 }
 
-const FUSED: &[&str] = &["FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"];
+/// The fused batch-norm op types (what `set_training` switches and `fold` folds).
+pub(crate) const FUSED: &[&str] = &["FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"];
 
 /// Switches the fused batch norms of `gd` for which `which` holds to training mode with
 /// running-average factor 1 − `momentum`; returns the switched node names. A graph with batch

@@ -11,12 +11,12 @@
 //! convolution, bias and activation into one kernel (oneDNN) in the forward pass.
 use std::collections::HashMap;
 
+use super::bn::FUSED;
 use super::{attr_type, const_node, data_inputs, node_def};
 use crate::savedmodel::proto::{
     attr_value::Value, AttrValue, Dim, GraphDef, NodeDef, TensorProto, TensorShapeProto,
 };
 
-const FUSED: &[&str] = &["FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"];
 const CONVS: &[&str] = &["Conv2D", "DepthwiseConv2dNative"];
 const DT_FLOAT: i32 = 1;
 const DT_INT32: i32 = 3;
