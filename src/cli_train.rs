@@ -80,6 +80,9 @@ pub struct TrainArgs {
     /// Linear warmup over this many steps, then cosine decay to 0 at --steps.
     #[arg(long)]
     warmup: Option<u64>,
+    /// The first N steps train the head alone; the model's variables train after them.
+    #[arg(long, default_value_t = 0)]
+    head_warmup: u64,
     /// Pixel range the model expects, "LOW,HIGH".
     #[arg(long, default_value = "0,1")]
     range: String,
@@ -198,6 +201,7 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
         nice: a.nice,
     };
     cfg.steps = a.steps;
+    cfg.head_warmup_steps = a.head_warmup;
     cfg.batch = a.batch;
     cfg.signature = a.signature;
     cfg.size = a.size;

@@ -357,3 +357,49 @@ fn decoder_choice_decides_which_layers_train() {
     let l = t.run(2).unwrap();
     assert!(l.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn head_warmup_trains_the_head_alone_then_the_model() {
+    let mut c = cfg("tiny_cnn", 4);
+    c.head = pretext::heads::HeadConfig::Simclr(Default::default());
+    c.head_warmup_steps = 2;
+    let mut t = Trainer::new(&c).unwrap();
+    let head_value = |t: &mut Trainer| -> Vec<f32> {
+        let h = t.head_vars[0].handle.clone();
+        let r: tensorflow::Output = {
+            let mut s = t.model.scope.new_sub_scope("test_read");
+            tensorflow::ops::ReadVariableOp::new()
+                .dtype(tensorflow::DataType::Float)
+                .build(h, &mut s)
+                .unwrap()
+                .into()
+        };
+        t.model.run_f32(&[], &r).unwrap().to_vec()
+    };
+    let (model0, head0) = (value_of(&mut t, "conv2d/kernel"), head_value(&mut t));
+    t.run(2).unwrap();
+    let head1 = head_value(&mut t);
+    assert_eq!(
+        value_of(&mut t, "conv2d/kernel"),
+        model0,
+        "a model variable changed during the head warm-up"
+    );
+    assert_ne!(head1, head0, "the head did not train during its warm-up");
+    t.run(1).unwrap();
+    assert_ne!(
+        value_of(&mut t, "conv2d/kernel"),
+        model0,
+        "the model did not train after the warm-up"
+    );
+    assert_ne!(head_value(&mut t), head1, "the head stopped training");
+
+    c.head_warmup_steps = 4;
+    match Trainer::new(&c) {
+        Err(pretext::Error::Config { key, msg }) => {
+            assert_eq!(key, "head_warmup_steps");
+            assert!(msg.contains("4 step"), "{msg}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a warm-up as long as the run was accepted"),
+    }
+}

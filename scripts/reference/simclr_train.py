@@ -320,6 +320,8 @@ def main():
     ap.add_argument("--train-vars", default=None, metavar="REGEX",
                     help="train only the variables whose names match (re.search), as pretext's "
                          "model.train_vars {regex: ...}; default: all")
+    ap.add_argument("--head-warmup", type=int, default=0, metavar="N",
+                    help="the first N steps train the projection alone (own Adam, constant lr)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out")
     a = ap.parse_args()
@@ -380,12 +382,24 @@ def main():
         opt.apply_gradients(zip(tape.gradient(loss, all_vars), all_vars))
         return loss
 
+    head_vars = list(proj.trainable_variables)
+    opt_head = tf.keras.optimizers.Adam(a.lr, epsilon=1e-7)
+
+    @tf.function
+    def head_step(v1, v2):  # --head-warmup: the backbone's output is a constant here
+        with tf.GradientTape() as tape:
+            z = proj(forward(tf.concat([v1, v2], 0)))
+            loss = nt_xent(z, a.batch, a.temperature)
+        opt_head.apply_gradients(zip(tape.gradient(loss, head_vars), head_vars))
+        return loss
+
     steps, losses, first_step, first_step_unix, t_train = 0, [], None, None, time.time()
     step_end = []  # time.time() when each step finished (the loss fetched)
     it = iter(ds)
     while steps < a.steps and time.time() - t_train < 60 * a.minutes:
         v1, v2 = next(it)
-        losses.append(float(train_step(v1, v2)))
+        step_fn = head_step if steps < a.head_warmup else train_step
+        losses.append(float(step_fn(v1, v2)))
         steps += 1
         step_end.append(time.time())
         if first_step is None:
@@ -410,7 +424,7 @@ def main():
     result = {
         "engine": "python",
         "model": a.model, "signature": a.signature, "size": a.size, "batch": a.batch, "lr": a.lr,
-        "temperature": a.temperature, "seed": a.seed, "bn": a.bn, "unlabeled_images": n_images,
+        "temperature": a.temperature, "seed": a.seed, "head_warmup": a.head_warmup, "bn": a.bn, "unlabeled_images": n_images,
         "augment": {"crop_area": a.crop_area, "flip": a.flip, "jitter": a.jitter, "gray": a.gray,
                     "blur": a.blur, "blur_sigma": a.blur_sigma},
         "knn_top1_before": knn_before, "knn_top1_after": knn_after,

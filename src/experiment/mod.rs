@@ -136,6 +136,8 @@ pub struct TrainSection {
     pub batch: usize,
     /// Stop (after a whole step) once this much training time has passed.
     pub max_minutes: Option<f64>,
+    /// Steps at the start that train the head alone (the model's variables wait).
+    pub head_warmup_steps: u64,
     /// Seed of the graph's random ops (head initialisation, noise, masks).
     pub seed: u64,
 }
@@ -147,6 +149,7 @@ impl Default for TrainSection {
             epochs: None,
             batch: 32,
             max_minutes: None,
+            head_warmup_steps: 0,
             seed: 0,
         }
     }
@@ -231,6 +234,7 @@ fn yes() -> bool {
 fn experiment_key(key: &str) -> String {
     let map = [
         ("batch", "train.batch"),
+        ("head_warmup_steps", "train.head_warmup_steps"),
         ("size", "model.size"),
         ("range", "model.range"),
         ("signature", "model.signature"),
@@ -365,6 +369,7 @@ impl Experiment {
         c.device = m.device.clone();
         c.steps = steps;
         c.batch = self.train.batch;
+        c.head_warmup_steps = self.train.head_warmup_steps;
         c.seed = self.train.seed;
         c.head = self.head.clone();
         c.augment = self.augment.clone();

@@ -357,12 +357,15 @@ pub struct GraphOptions {
     pub rewrite_options: Option<RewriterConfig>,
 }
 
-/// tensorflow.RewriterConfig: only the memory optimizer's level (`MemOptType`; 2 = MANUAL:
-/// recompute the nodes marked `_recompute_hint` for their gradient consumers).
+/// tensorflow.RewriterConfig: the memory optimizer's level (`MemOptType`; 2 = MANUAL: recompute
+/// the nodes marked `_recompute_hint` for their gradient consumers) and the number of rounds.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RewriterConfig {
     #[prost(int32, tag = "4")]
     pub memory_optimization: i32,
+    /// `RewriterConfig.NumIterationsType`: 0 default (two rounds), 1 one round.
+    #[prost(int32, tag = "12")]
+    pub meta_optimizer_iterations: i32,
 }
 
 /// `RewriterConfig.MemOptType.MANUAL`.

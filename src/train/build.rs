@@ -6,16 +6,94 @@ use tensorflow::{ops, DataType, Output};
 use std::collections::HashSet;
 
 use super::TrainConfig;
-use crate::error::{Result, TfContext};
-use crate::graph::{self, bn::BnMode, FlatGraph};
-use crate::optim::Optimizer;
+use crate::error::{Error, Result, TfContext};
+use crate::graph::{self, bn::BnMode, FlatGraph, Tower};
+use crate::heads::{momentum::Ema, HeadVar};
+use crate::optim::{Optimizer, Param, Schedule};
 use crate::savedmodel::Loaded;
+
+/// The head warm-up phase (`head_warmup_steps`): its own gradients, to the head's variables
+/// only, so the backward pass stops at the backbone's output; its own optimizer (slots and
+/// step, constant base learning rate); then the same batch-norm and post-step updates.
+pub(super) struct HeadWarmup {
+    pub steps: u64,
+    pub train_op: tensorflow::Operation,
+    pub init_op: tensorflow::Operation,
+    /// Run with each warm-up step: the batch-norm updates, then post-step ops after its update.
+    pub targets: Vec<tensorflow::Operation>,
+}
+
+/// What the warm-up phase needs from the built head.
+pub(super) struct HeadParts<'a> {
+    pub towers: &'a [Tower],
+    pub loss: &'a Output,
+    pub vars: &'a [HeadVar],
+    pub ema: &'a [Ema],
+    pub assign: &'a [(Output, Output)],
+}
+
+pub(super) fn head_warmup(
+    model: &mut Loaded,
+    cfg: &TrainConfig,
+    head: HeadParts,
+    bn_updates: &[tensorflow::Operation],
+) -> Result<HeadWarmup> {
+    let reads: Vec<(String, Output)> = head
+        .vars
+        .iter()
+        .map(|v| (v.name.clone(), v.value.clone()))
+        .collect();
+    if reads.is_empty() {
+        return Err(Error::config(
+            "head_warmup_steps",
+            "the head has no variables of its own to warm up; use 0",
+        ));
+    }
+    let grads = crate::autodiff::gradients(
+        &mut model.scope,
+        head.towers,
+        head.loss.clone(),
+        &reads,
+        "pretext/head_warmup_gradients",
+    )?;
+    let params: Vec<Param> = grads
+        .iter()
+        .filter_map(|g| {
+            let v = head.vars.iter().find(|v| v.name == g.handle)?;
+            Some(Param {
+                name: g.handle.clone(),
+                handle: v.handle.clone(),
+                value: g.value.clone(),
+                grad: g.grad.clone(),
+            })
+        })
+        .collect();
+    let mut opt_cfg = cfg.optimizer.clone();
+    opt_cfg.schedule = Schedule::Constant;
+    let opt = {
+        let mut s = model.scope.new_sub_scope("pretext/head_warmup");
+        opt_cfg.init(&mut s, &params, &[head.loss.operation.clone()])?
+    };
+    let mut targets = bn_updates.to_vec();
+    targets.extend(post_step_ops(model, &opt, head.ema, head.assign)?);
+    log::info!(
+        "head warm-up: the first {} step(s) train the head's {} variable(s) alone",
+        cfg.head_warmup_steps,
+        params.len()
+    );
+    Ok(HeadWarmup {
+        steps: cfg.head_warmup_steps,
+        train_op: opt.train_op,
+        init_op: opt.init_op,
+        targets,
+    })
+}
 
 /// Ops run after the optimizer's update each step: EMA of momentum targets, heads' assignments.
 pub(super) fn post_step_ops(
     model: &mut Loaded,
     opt: &Optimizer,
-    ema: &[crate::heads::momentum::Ema],
+    ema: &[Ema],
     assign: &[(Output, Output)],
 ) -> Result<Vec<tensorflow::Operation>> {
     let ctx = || "post-step updates".to_string();

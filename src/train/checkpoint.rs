@@ -211,3 +211,31 @@ pub fn read_state(ckpt: &Path) -> Result<RunState> {
         msg: e.to_string(),
     })
 }
+
+impl super::Trainer {
+    /// Writes checkpoint `ckpt-<step>` into `dir`, keeping the newest `keep`.
+    pub fn checkpoint(
+        &self,
+        dir: &std::path::Path,
+        losses: &[f32],
+        seconds: f64,
+        keep: usize,
+    ) -> Result<std::path::PathBuf> {
+        let state = RunState {
+            step: self.step,
+            data: self.input.state().clone(),
+            losses: losses.to_vec(),
+            seconds,
+        };
+        write(&self.saver, &self.model, dir, &state, keep)
+    }
+
+    /// Restores variables and position from a checkpoint directory; returns its state.
+    pub fn restore(&mut self, ckpt: &std::path::Path) -> Result<RunState> {
+        let state = read_state(ckpt)?;
+        self.saver.restore(&self.model, &ckpt.join("variables"))?;
+        self.input.restore(&state.data)?;
+        self.step = state.step;
+        Ok(state)
+    }
+}

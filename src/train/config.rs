@@ -25,6 +25,9 @@ pub struct TrainConfig {
     /// Prefetch depth and decoding threads.
     pub loader: crate::data::LoaderOptions,
     pub steps: u64,
+    /// The first steps train the head's variables alone (the backward pass stops at the
+    /// backbone's output), so a fresh head does not push its noise into pretrained features.
+    pub head_warmup_steps: u64,
     pub batch: usize,
     /// Input side when the signature leaves it free.
     pub size: Option<u32>,
@@ -65,6 +68,7 @@ impl TrainConfig {
             data_seed: None,
             loader: Default::default(),
             steps: 100,
+            head_warmup_steps: 0,
             batch: 16,
             size: None,
             range: (0.0, 1.0),
@@ -96,6 +100,15 @@ impl TrainConfig {
             if !(8..=2048).contains(&s) {
                 return Err(Error::config("size", format!("{s} is outside [8, 2048]")));
             }
+        }
+        if self.head_warmup_steps > 0 && self.head_warmup_steps >= self.steps {
+            return Err(Error::config(
+                "head_warmup_steps",
+                format!(
+                    "{} must be below the run's {} step(s), or the model never trains",
+                    self.head_warmup_steps, self.steps
+                ),
+            ));
         }
         self.optimizer.validate()?;
         self.augment.validate()?;

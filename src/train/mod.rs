@@ -44,6 +44,8 @@ pub struct Trainer {
     /// Assignments run with each step: batch-norm moving statistics (train mode), and after the
     /// optimizer's update, heads' momentum targets and queues.
     pub bn_updates: Vec<tensorflow::Operation>,
+    /// The head-only phase of the first steps, if asked for.
+    warmup: Option<build::HeadWarmup>,
     /// Names of the variables the optimizer updates (model handles, `head/…`).
     pub param_names: Vec<String>,
     pub trained_vars: usize,
@@ -73,6 +75,19 @@ impl Trainer {
         let signature = info.signature(&cfg.signature)?;
         let spec = image_spec(&signature, cfg.size, cfg.range)?;
         let data = std::sync::Arc::new(Dataset::open(&cfg.data)?);
+        let head = cfg.head.head();
+        let (clean, augmented) = head.views();
+        let plan = ViewPlan {
+            clean,
+            augmented,
+            augment: cfg.augment.clone(),
+        };
+        // The input threads start now: the first batches decode while the graph is built.
+        let mut batches = Batches::new(data, spec.clone(), cfg.data_seed.unwrap_or(cfg.seed));
+        if !cfg.shuffle {
+            batches = batches.sequential();
+        }
+        let loader = Loader::new(batches, plan, cfg.batch, cfg.loader)?;
         let mut model = Loaded::load(&cfg.model)?;
         let mut flat = inline_signature(&model.info, &signature, &model.scope.graph())?;
         let rewritten = autodiff::fallback::apply(&mut flat.graph_def);
@@ -88,13 +103,6 @@ impl Trainer {
             .train_vars
             .select(&model.info.variables(), &read_order)?;
         let switched = build::batch_norm_patch(&mut flat, cfg, &trainable)?;
-        let head = cfg.head.head();
-        let (clean, augmented) = head.views();
-        let plan = ViewPlan {
-            clean,
-            augmented,
-            augment: cfg.augment.clone(),
-        };
         let placeholder = |name: &str| -> Result<Output> {
             let s = model.scope.new_sub_scope("pretext");
             let shape = Shape::from(Some(vec![
@@ -217,6 +225,21 @@ impl Trainer {
             cfg.optimizer
                 .init(&mut s, &params, &[loss.operation.clone()])?
         };
+        let warmup = match cfg.head_warmup_steps {
+            0 => None,
+            _ => Some(build::head_warmup(
+                &mut model,
+                cfg,
+                build::HeadParts {
+                    towers: &towers,
+                    loss: &loss,
+                    vars: &head_vars,
+                    ema: &ema,
+                    assign: &post_assign,
+                },
+                &bn_updates,
+            )?),
+        };
         let post_step = post_step_ops(&mut model, &optimizer, &ema, &post_assign)?;
         bn_updates.extend(post_step);
         let param_names = params.iter().map(|p| p.name.clone()).collect();
@@ -224,24 +247,24 @@ impl Trainer {
         let saver = checkpoint::Saver::new(&mut model, &vars)?;
         let momentum_pairs = ema.iter().flat_map(|e| e.pairs.iter().cloned()).collect();
         let mut run = SessionRunArgs::new();
-        for op in head_inits.iter().chain([&optimizer.init_op]) {
+        let warmup_init = warmup.as_ref().map(|w| &w.init_op);
+        for op in head_inits
+            .iter()
+            .chain([&optimizer.init_op])
+            .chain(warmup_init)
+        {
             run.add_target(op);
         }
         model
             .session
             .run(&mut run)
             .tf_ctx(|| "initialising head and optimizer variables".into())?;
-        let mut batches = Batches::new(data, spec.clone(), cfg.data_seed.unwrap_or(cfg.seed));
-        if !cfg.shuffle {
-            batches = batches.sequential();
-        }
-        let input = Loader::new(batches, plan.clone(), cfg.batch, cfg.loader)?;
         Ok(Trainer {
             model,
             signature,
             flat,
             spec,
-            input,
+            input: loader,
             feeds,
             loss,
             tensors,
@@ -249,6 +272,7 @@ impl Trainer {
             momentum_pairs,
             optimizer,
             bn_updates,
+            warmup,
             param_names,
             trained_vars,
             towers: towers.len(),
@@ -308,8 +332,18 @@ impl Trainer {
             run.add_feed(&f.operation, f.index, x);
         }
         run.add_feed(&self.step_seed.operation, self.step_seed.index, &seed);
-        run.add_target(&self.optimizer.train_op);
-        for u in self.bn_updates.iter().chain(extra.iter().copied()) {
+        let (train_op, updates) = match &self.warmup {
+            Some(w) if self.step < w.steps => (&w.train_op, &w.targets),
+            _ => (&self.optimizer.train_op, &self.bn_updates),
+        };
+        if self.step > 0 && self.warmup.as_ref().map(|w| w.steps) == Some(self.step) {
+            log::info!(
+                "head warm-up done: the model's variables train from step {}",
+                self.step + 1
+            );
+        }
+        run.add_target(train_op);
+        for u in updates.iter().chain(extra.iter().copied()) {
             run.add_target(u);
         }
         let mut toks = vec![run.request_fetch(&self.loss.operation, self.loss.index)];
@@ -327,32 +361,6 @@ impl Trainer {
                 Ok(v.first().copied().unwrap_or(f32::NAN))
             })
             .collect()
-    }
-
-    /// Writes checkpoint `ckpt-<step>` into `dir`, keeping the newest `keep`.
-    pub fn checkpoint(
-        &self,
-        dir: &std::path::Path,
-        losses: &[f32],
-        seconds: f64,
-        keep: usize,
-    ) -> Result<std::path::PathBuf> {
-        let state = checkpoint::RunState {
-            step: self.step,
-            data: self.input.state().clone(),
-            losses: losses.to_vec(),
-            seconds,
-        };
-        checkpoint::write(&self.saver, &self.model, dir, &state, keep)
-    }
-
-    /// Restores variables and position from a checkpoint directory; returns its state.
-    pub fn restore(&mut self, ckpt: &std::path::Path) -> Result<checkpoint::RunState> {
-        let state = checkpoint::read_state(ckpt)?;
-        self.saver.restore(&self.model, &ckpt.join("variables"))?;
-        self.input.restore(&state.data)?;
-        self.step = state.step;
-        Ok(state)
     }
 
     /// Runs `steps` steps on fresh batches; logs progress; returns the losses.
