@@ -190,6 +190,11 @@ fn simclr_is_fed_two_views_and_no_clean_batch() {
 /// The current value of a model variable, read through a new ReadVariableOp.
 fn value_of(t: &mut Trainer, handle: &str) -> Vec<f32> {
     let h = t.model.output(handle).unwrap();
+    read(t, h)
+}
+
+/// The current value behind a variable handle.
+fn read(t: &mut Trainer, h: tensorflow::Output) -> Vec<f32> {
     let r: tensorflow::Output = {
         let mut s = t.model.scope.new_sub_scope("test_read");
         tensorflow::ops::ReadVariableOp::new()
@@ -366,15 +371,7 @@ fn head_warmup_trains_the_head_alone_then_the_model() {
     let mut t = Trainer::new(&c).unwrap();
     let head_value = |t: &mut Trainer| -> Vec<f32> {
         let h = t.head_vars[0].handle.clone();
-        let r: tensorflow::Output = {
-            let mut s = t.model.scope.new_sub_scope("test_read");
-            tensorflow::ops::ReadVariableOp::new()
-                .dtype(tensorflow::DataType::Float)
-                .build(h, &mut s)
-                .unwrap()
-                .into()
-        };
-        t.model.run_f32(&[], &r).unwrap().to_vec()
+        read(t, h)
     };
     let (model0, head0) = (value_of(&mut t, "conv2d/kernel"), head_value(&mut t));
     t.run(2).unwrap();
