@@ -284,10 +284,22 @@ def count_images(dirs):
 def machine():
     info = {"nproc": len(os.sched_getaffinity(0)), "cpu": platform.processor() or platform.machine()}
     try:
+        # "AMD EPYC" under KVM names several generations that differ 2-3x in TF's kernels:
+        # record family/model and the widest vector extensions too.
+        cpu = {}
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
+            if ":" in line:
+                k, v = (x.strip() for x in line.split(":", 1))
+                cpu.setdefault(k, v)
+            elif cpu:
                 break
+        if "model name" in cpu:
+            flags = set(cpu.get("flags", "").split())
+            vec = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+            info["cpu"] = (
+                f"{cpu['model name']}, family {cpu.get('cpu family', '?')} model {cpu.get('model', '?')}, "
+                + ("/".join(vec) or "no AVX2")
+            )
         for line in open("/proc/meminfo"):
             if line.startswith("MemTotal:"):
                 info["mem_gib"] = int(line.split()[1]) / 1024 / 1024

@@ -27,6 +27,9 @@ pub enum Status {
 pub struct Report {
     pub run_dir: PathBuf,
     pub status: Status,
+    /// Cores and CPU the run had: 15-minute budgets mean different step counts on different
+    /// machines (one "AMD EPYC" KVM guest here stepped 2-3x slower than another).
+    pub machine: String,
     pub config: Experiment,
     pub images_read: u64,
     pub images_skipped: Vec<(String, String)>,
@@ -74,6 +77,50 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// "N cores, <model name>, family F model M, <vector extensions>" from `/proc/cpuinfo`
+/// (just the core count where that file is missing).
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    cpu_line(cores, &info)
+}
+
+fn cpu_line(cores: usize, cpuinfo: &str) -> String {
+    let first = cpuinfo.split("\n\n").next().unwrap_or("");
+    let field = |k: &str| {
+        first.lines().find_map(|l| {
+            let (key, v) = l.split_once(':')?;
+            (key.trim() == k).then(|| v.trim().to_string())
+        })
+    };
+    let Some(name) = field("model name") else {
+        return format!("{cores} cores");
+    };
+    let flags = field("flags").unwrap_or_default();
+    let flags: Vec<&str> = flags.split_whitespace().collect();
+    let vec: Vec<&str> = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_vnni",
+        "avx512_bf16",
+        "amx_tile",
+    ]
+    .into_iter()
+    .filter(|f| flags.contains(f))
+    .collect();
+    let vec = if vec.is_empty() {
+        "no AVX2".to_string()
+    } else {
+        vec.join("/")
+    };
+    format!(
+        "{cores} cores, {name}, family {} model {}, {vec}",
+        field("cpu family").unwrap_or_else(|| "?".into()),
+        field("model").unwrap_or_else(|| "?".into())
+    )
+}
+
 fn mean(v: &[f32]) -> f32 {
     if v.is_empty() {
         f32::NAN
@@ -87,6 +134,7 @@ impl Report {
         Report {
             run_dir: run_dir.to_path_buf(),
             status: Status::Finished,
+            machine: machine(),
             steps_planned: config.train.steps.unwrap_or(0),
             batch: config.train.batch,
             config,
@@ -165,8 +213,9 @@ impl Report {
         let r = self;
         let mut s = format!("# pretext run {}\n\n", r.run_dir.display());
         s += &format!(
-            "- status: {:?}\n- model: {}\n- head: {}\n",
+            "- status: {:?}\n- machine: {}\n- model: {}\n- head: {}\n",
             r.status,
+            r.machine,
             r.config.model.path.display(),
             r.config.head.head().kind()
         );
@@ -251,4 +300,30 @@ pub fn export(
         .as_ref()
         .ok_or_else(|| Error::config("export.dir", "missing: where to write <dir>/<version>/"))?;
     Ok((crate::export::export(&t.model, dir, x.version)?, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_line;
+
+    #[test]
+    fn cpu_line_names_model_family_and_vector_extensions() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\n\
+                    model name\t: AMD EPYC\nflags\t\t: fpu sse avx fma avx2 bmi2\n\n\
+                    processor\t: 1\nmodel name\t: other\n";
+        assert_eq!(
+            cpu_line(2, info),
+            "2 cores, AMD EPYC, family 23 model 1, avx2/fma"
+        );
+        let intel = "model name\t: Xeon\ncpu family\t: 6\nmodel\t: 143\nflags\t: avx2 fma avx512f amx_tile\n";
+        assert_eq!(
+            cpu_line(4, intel),
+            "4 cores, Xeon, family 6 model 143, avx2/fma/avx512f/amx_tile"
+        );
+        assert_eq!(
+            cpu_line(2, "model name\t: old\nflags\t: sse2\n"),
+            "2 cores, old, family ? model ?, no AVX2"
+        );
+        assert_eq!(cpu_line(8, ""), "8 cores");
+    }
 }

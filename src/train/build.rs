@@ -6,6 +6,7 @@ use tensorflow::{ops, DataType, Output};
 use std::collections::HashSet;
 
 use super::TrainConfig;
+use crate::autodiff::VarGrad;
 use crate::error::{Error, Result, TfContext};
 use crate::graph::{self, bn::BnMode, FlatGraph, Tower};
 use crate::heads::{momentum::Ema, HeadVar};
@@ -38,11 +39,7 @@ pub(super) fn head_warmup(
     head: HeadParts,
     bn_updates: &[tensorflow::Operation],
 ) -> Result<HeadWarmup> {
-    let reads: Vec<(String, Output)> = head
-        .vars
-        .iter()
-        .map(|v| (v.name.clone(), v.value.clone()))
-        .collect();
+    let reads = head_reads(head.vars);
     if reads.is_empty() {
         return Err(Error::config(
             "head_warmup_steps",
@@ -56,18 +53,7 @@ pub(super) fn head_warmup(
         &reads,
         "pretext/head_warmup_gradients",
     )?;
-    let params: Vec<Param> = grads
-        .iter()
-        .filter_map(|g| {
-            let v = head.vars.iter().find(|v| v.name == g.handle)?;
-            Some(Param {
-                name: g.handle.clone(),
-                handle: v.handle.clone(),
-                value: g.value.clone(),
-                grad: g.grad.clone(),
-            })
-        })
-        .collect();
+    let params = params_of(model, &grads, head.vars)?;
     let mut opt_cfg = cfg.optimizer.clone();
     opt_cfg.schedule = Schedule::Constant;
     let opt = {
@@ -87,6 +73,37 @@ pub(super) fn head_warmup(
         init_op: opt.init_op,
         targets,
     })
+}
+
+/// The head's variables as `(name, value read)` pairs, the form gradients are asked for in.
+pub(super) fn head_reads(vars: &[HeadVar]) -> Vec<(String, Output)> {
+    vars.iter()
+        .map(|v| (v.name.clone(), v.value.clone()))
+        .collect()
+}
+
+/// The optimizer's parameters for `grads`: a head variable's handle from the head, a model
+/// variable's from the loaded graph.
+pub(super) fn params_of(
+    model: &Loaded,
+    grads: &[VarGrad],
+    head_vars: &[HeadVar],
+) -> Result<Vec<Param>> {
+    grads
+        .iter()
+        .map(|g| {
+            let handle = match head_vars.iter().find(|v| v.name == g.handle) {
+                Some(v) => v.handle.clone(),
+                None => model.output(&g.handle)?,
+            };
+            Ok(Param {
+                name: g.handle.clone(),
+                handle,
+                value: g.value.clone(),
+                grad: g.grad.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Ops run after the optimizer's update each step: EMA of momentum targets, heads' assignments.

@@ -19,7 +19,7 @@ use crate::data::{ViewBatch, ViewPlan};
 use crate::error::{Error, Result, TfContext};
 use crate::graph::{inline_signature, FlatGraph};
 use crate::heads::{HeadBuilder, HeadVar};
-use crate::optim::{Optimizer, Param};
+use crate::optim::Optimizer;
 use crate::savedmodel::{Loaded, SavedModelInfo, Signature};
 
 /// A model with a pretext head and an optimizer, ready to step.
@@ -168,7 +168,7 @@ impl Trainer {
                     .cloned()
             })
             .collect();
-        reads.extend(head_vars.iter().map(|v| (v.name.clone(), v.value.clone())));
+        reads.extend(build::head_reads(&head_vars));
         let grads = autodiff::gradients(
             &mut model.scope,
             &towers,
@@ -176,19 +176,7 @@ impl Trainer {
             &reads,
             "pretext/gradients",
         )?;
-        let mut params = Vec::new();
-        for g in &grads {
-            let handle = match head_vars.iter().find(|v| v.name == g.handle) {
-                Some(v) => v.handle.clone(),
-                None => model.output(&g.handle)?,
-            };
-            params.push(Param {
-                name: g.handle.clone(),
-                handle,
-                value: g.value.clone(),
-                grad: g.grad.clone(),
-            });
-        }
+        let params = build::params_of(&model, &grads, &head_vars)?;
         let grad_norm = {
             let mut s = model.scope.new_sub_scope("pretext/grad_norm");
             let gs: Vec<Output> = grads.iter().map(|g| g.grad.clone()).collect();
