@@ -17,6 +17,11 @@ def trained(sel):
     return str(sel)
 
 
+def head_cell(kind, decoder=None):
+    """A head kind, with the DAE's decoder when it says one."""
+    return f"{kind} ({decoder} decoder)" if decoder else kind
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pretext", nargs="*", default=[])
@@ -28,7 +33,7 @@ def main():
     for d in a.pretext:
         r = json.load(open(os.path.join(d, "report.json")))
         c = r["config"]
-        print(f"| pretext | {c['head']['kind']} | {c['model']['size']} | {c['train']['batch']} | "
+        print(f"| pretext | {head_cell(c['head']['kind'], c['head'].get('decoder'))} | {c['model']['size']} | {c['train']['batch']} | "
               f"{c['model']['bn']} | {trained(c['model'].get('train_vars', 'all'))} | "
               f"{r['eval_before']['knn_top1']:.4f} | {r['eval_after']['knn_top1']:.4f} | "
               f"{r['eval_after']['linear_probe']:.4f} | {r['train_seconds'] / 60:.1f} | {r['steps']} | "
@@ -36,7 +41,7 @@ def main():
     for p in a.python:
         r = json.load(open(p))
         regex = r.get("train_vars_regex")
-        print(f"| Python TF reference | simclr | {r['size']} | {r['batch']} | {r['bn']} | "
+        print(f"| Python TF reference | {head_cell(r.get('head', 'simclr'), (r.get('dae') or {}).get('decoder'))} | {r['size']} | {r['batch']} | {r['bn']} | "
               f"{trained({'regex': regex} if regex else 'all')} | "
               f"{r['knn_top1_before']:.4f} | {r['knn_top1_after']:.4f} | – | "
               f"{r['train_seconds'] / 60:.1f} | {r['steps']} | {r['images_per_second_overall']:.1f} |")

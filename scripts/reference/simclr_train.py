@@ -34,8 +34,12 @@ marks the layers without a `--train-vars` match non-trainable (Keras then runs t
 in inference mode), trains with momentum `--bn-momentum`, and writes the trained values back
 into the loaded variables before the evaluation, which uses the signature as before.
 
-Head: projection MLP Dense(512) -> BatchNorm (batch statistics) -> ReLU -> Dense(128); NT-Xent
-over both views, embedded in one batched forward pass; Adam (epsilon 1e-7).
+Head (`--head simclr`, the default): projection MLP Dense(512) -> BatchNorm (batch statistics)
+-> ReLU -> Dense(128); NT-Xent over both views, embedded in one batched forward pass; Adam
+(epsilon 1e-7). `--head dae` (pretext's `head: {kind: dae, decoder: dense}`): one view per
+image, Gaussian noise of std `--noise-level` added and clipped to [0, 1], the embedding decoded by
+Dense(`--hidden`, ReLU) -> Dense(T*T*C, sigmoid) and compared (mean squared error) with the clean
+view area-resized to TxT (`--target-size`).
 
 Views (each a pure function of (seed, sample index, view), via stateless random ops): random
 resized crop of the decoded image (area fraction in --crop-area, aspect ratio log-uniform in
@@ -199,9 +203,10 @@ def augment(img, seed, a):
     return tf.clip_by_value(img, 0.0, 1.0)
 
 
-def view_pairs(a):
-    """Batches of two views per image from a.images (a folder or a list of folders). Views are made
-    in RGB and converted to the model's channels (a.channels, default 3) at the end."""
+def view_pairs(a, views=2):
+    """Batches of two views per image (or one, `views=1`) from a.images (a folder or a list of
+    folders). Views are made in RGB and converted to the model's channels (a.channels, default 3)
+    at the end."""
     roots = [a.images] if isinstance(a.images, str) else list(a.images)
     files = sorted(set(f for r in roots for f in image_files(r)))
     assert files, f"no *.png/*.jpg/*.jpeg under {', '.join(roots)}"
@@ -209,8 +214,8 @@ def view_pairs(a):
 
     def two_views(i, path):
         img = decode_rgb(path)
-        return (to_model_channels(augment(img, tf.stack([a.seed, 2 * i]), a), channels),
-                to_model_channels(augment(img, tf.stack([a.seed, 2 * i + 1]), a), channels))
+        return tuple(to_model_channels(augment(img, tf.stack([a.seed, 2 * i + v]), a), channels)
+                     for v in range(views))
 
     ds = (tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=a.seed).repeat()
           .enumerate().map(two_views, num_parallel_calls=tf.data.AUTOTUNE)
@@ -277,6 +282,33 @@ class Projector(tf.Module):
         return tf.matmul(x, self.w2) + self.b2
 
 
+class DenseDecoder(tf.Module):
+    """The DAE's dense decoder: embedding -> Dense(hidden, ReLU) -> Dense(t*t*c, sigmoid)."""
+
+    def __init__(self, d_in, seed, hidden, t, c):
+        super().__init__()
+        self.t, self.c = t, c
+
+        def glorot(shape, s):
+            lim = math.sqrt(6.0 / sum(shape))
+            return tf.Variable(tf.random.stateless_uniform(shape, [seed, s], -lim, lim))
+
+        self.w1, self.b1 = glorot([d_in, hidden], 3), tf.Variable(tf.zeros([hidden]))
+        self.w2, self.b2 = glorot([hidden, t * t * c], 4), tf.Variable(tf.zeros([t * t * c]))
+
+    def __call__(self, h):
+        x = tf.nn.relu(tf.matmul(h, self.w1) + self.b1)
+        return tf.reshape(tf.sigmoid(tf.matmul(x, self.w2) + self.b2), [-1, self.t, self.t, self.c])
+
+
+def dae_loss(forward, decoder, x, level, seed):
+    """Denoising reconstruction: MSE between the decoded embedding of x + N(0, level) (clipped to
+    [0, 1]) and x area-resized to the decoder's side."""
+    noisy = tf.clip_by_value(x + level * tf.random.stateless_normal(tf.shape(x), seed), 0.0, 1.0)
+    target = tf.image.resize(x, [decoder.t, decoder.t], method="area")
+    return tf.reduce_mean(tf.math.squared_difference(decoder(forward(noisy)), target))
+
+
 def nt_xent(z, n, tau):
     """z: 2n projections, view 1 rows then view 2 rows; the partner of row i is row (i + n) mod 2n."""
     z = tf.math.l2_normalize(z, 1)
@@ -304,7 +336,11 @@ def main():
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--temperature", type=float, default=0.2)
+    ap.add_argument("--head", choices=["simclr", "dae"], default="simclr")
+    ap.add_argument("--temperature", type=float, default=0.2, help="simclr")
+    ap.add_argument("--noise-level", type=float, default=0.1, help="dae: Gaussian noise std")
+    ap.add_argument("--hidden", type=int, default=512, help="dae: decoder hidden units")
+    ap.add_argument("--target-size", type=int, default=24, help="dae: reconstructed side")
     ap.add_argument("--minutes", type=float, default=15.0, help="training time budget")
     ap.add_argument("--steps", type=int, default=10**9, help="step cap (0: evaluate only)")
     ap.add_argument("--warmup-steps", type=int, default=2,
@@ -369,16 +405,27 @@ def main():
         classes, files, labels = [], {"train": [], "test": []}, {}
         knn_before, embed_before = None, 0.0
 
-    ds, n_images = view_pairs(a)
-    proj = Projector(int(sig.structured_outputs[out_key].shape[-1]), a.seed)
+    ds, n_images = view_pairs(a, 1 if a.head == "dae" else 2)
+    d_emb = int(sig.structured_outputs[out_key].shape[-1])
+    if a.head == "dae":
+        proj = DenseDecoder(d_emb, a.seed, a.hidden, a.target_size, a.channels)
+    else:
+        proj = Projector(d_emb, a.seed)
     all_vars = train_vars + list(proj.trainable_variables)
     opt = tf.keras.optimizers.Adam(a.lr, epsilon=1e-7)
+    step_seed = tf.Variable(0, dtype=tf.int64)
+
+    def loss_of(views):
+        if a.head == "dae":
+            step_seed.assign_add(1)
+            return dae_loss(forward, proj, views[0], a.noise_level, tf.stack([a.seed, step_seed]))
+        z = proj(forward(tf.concat(views, 0)))  # both views in one batched pass
+        return nt_xent(z, a.batch, a.temperature)
 
     @tf.function
-    def train_step(v1, v2):
+    def train_step(*views):
         with tf.GradientTape() as tape:
-            z = proj(forward(tf.concat([v1, v2], 0)))  # both views in one batched pass
-            loss = nt_xent(z, a.batch, a.temperature)
+            loss = loss_of(views)
         opt.apply_gradients(zip(tape.gradient(loss, all_vars), all_vars))
         return loss
 
@@ -386,10 +433,9 @@ def main():
     opt_head = tf.keras.optimizers.Adam(a.lr, epsilon=1e-7)
 
     @tf.function
-    def head_step(v1, v2):  # --head-warmup: the backbone's output is a constant here
+    def head_step(*views):  # --head-warmup: the backbone's output is a constant here
         with tf.GradientTape() as tape:
-            z = proj(forward(tf.concat([v1, v2], 0)))
-            loss = nt_xent(z, a.batch, a.temperature)
+            loss = loss_of(views)
         opt_head.apply_gradients(zip(tape.gradient(loss, head_vars), head_vars))
         return loss
 
@@ -397,9 +443,10 @@ def main():
     step_end = []  # time.time() when each step finished (the loss fetched)
     it = iter(ds)
     while steps < a.steps and time.time() - t_train < 60 * a.minutes:
-        v1, v2 = next(it)
+        views = next(it)
+        views = views if isinstance(views, tuple) else (views,)
         step_fn = head_step if steps < a.head_warmup else train_step
-        losses.append(float(step_fn(v1, v2)))
+        losses.append(float(step_fn(*views)))
         steps += 1
         step_end.append(time.time())
         if first_step is None:
@@ -424,7 +471,9 @@ def main():
     result = {
         "engine": "python",
         "model": a.model, "signature": a.signature, "size": a.size, "batch": a.batch, "lr": a.lr,
-        "temperature": a.temperature, "seed": a.seed, "head_warmup": a.head_warmup, "bn": a.bn, "unlabeled_images": n_images,
+        "head": a.head, "temperature": a.temperature,
+        "dae": {"noise_level": a.noise_level, "hidden": a.hidden, "target_size": a.target_size,
+                "decoder": "dense"} if a.head == "dae" else None, "seed": a.seed, "head_warmup": a.head_warmup, "bn": a.bn, "unlabeled_images": n_images,
         "augment": {"crop_area": a.crop_area, "flip": a.flip, "jitter": a.jitter, "gray": a.gray,
                     "blur": a.blur, "blur_sigma": a.blur_sigma},
         "knn_top1_before": knn_before, "knn_top1_after": knn_after,
