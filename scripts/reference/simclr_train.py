@@ -1,5 +1,6 @@
-"""Reference SimCLR trainer in plain TF2 Python, written independently of pretext: retrains a
-SavedModel's own variables without labels and measures kNN top-1 before and after.
+"""Reference SimCLR (or denoising-autoencoder, `--head dae`) trainer in plain TF2 Python, written
+independently of pretext: retrains a SavedModel's own variables without labels and measures kNN
+top-1 before and after.
 
 Reproduce (the Fashion-MNIST benchmark; data first, then a 15-minute run at 96 px):
 
