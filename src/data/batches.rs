@@ -8,6 +8,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use tensorflow::Tensor;
 
 use super::decode::Need;
 use super::source::Dataset;
@@ -181,15 +182,35 @@ impl Batches {
             augmented: 0,
             augment: augment::AugmentConfig::default(),
         };
-        Ok(self.next_views(n, &plan)?.clean.unwrap_or_default())
+        let clean = self.next_views(n, &plan)?.clean;
+        Ok(clean.map(|t| t.to_vec()).unwrap_or_default())
     }
 
     /// The next `n` images, each decoded once and turned into the views `plan` asks for; each
-    /// view's batch is one contiguous NHWC buffer that the decoding threads write in place.
+    /// view's batch is one NHWC tensor that the decoding threads write in place.
     pub fn next_views(&mut self, n: usize, plan: &ViewPlan) -> Result<ViewBatch> {
-        let per = (self.spec.height * self.spec.width * self.spec.channels) as usize;
+        self.next_views_reusing(n, plan, &mut Vec::new())
+    }
+
+    /// `next_views` writing into tensors taken from `spare` (those of earlier batches, handed
+    /// back after their step) where their shape fits, allocating only what `spare` lacks: a
+    /// fresh allocation per batch costs page faults, and its release TLB shootdowns that
+    /// interrupt the session's threads on the other cores.
+    pub fn next_views_reusing(
+        &mut self,
+        n: usize,
+        plan: &ViewPlan,
+        spare: &mut Vec<Tensor<f32>>,
+    ) -> Result<ViewBatch> {
+        let s = &self.spec;
+        let per = (s.height * s.width * s.channels) as usize;
+        let dims = [n as u64, s.height as u64, s.width as u64, s.channels as u64];
         let bufs = plan.clean as usize + plan.augmented;
-        let mut outs: Vec<Vec<f32>> = vec![vec![0f32; n * per]; bufs];
+        spare.retain(|t| t.dims() == dims);
+        // Every slot is overwritten below, so a reused tensor's old contents never show.
+        let mut outs: Vec<Tensor<f32>> = (0..bufs)
+            .map(|_| spare.pop().unwrap_or_else(|| Tensor::new(&dims)))
+            .collect();
         let mut got = 0;
         while got < n {
             let idx = self.take(n - got)?;

@@ -80,11 +80,19 @@ pub struct ViewPlan {
     pub augment: augment::AugmentConfig,
 }
 
-/// One step's images: the clean batch (if planned) and each augmented view's batch.
+/// One step's images: the clean batch (if planned) and each augmented view's batch, as the
+/// NHWC tensors the step is fed.
 #[derive(Debug, Clone, Default)]
 pub struct ViewBatch {
-    pub clean: Option<Vec<f32>>,
-    pub views: Vec<Vec<f32>>,
+    pub clean: Option<tensorflow::Tensor<f32>>,
+    pub views: Vec<tensorflow::Tensor<f32>>,
+}
+
+impl ViewBatch {
+    /// The batch's tensors in feed order: the clean batch first (if any), then the views.
+    pub fn into_tensors(self) -> Vec<tensorflow::Tensor<f32>> {
+        self.clean.into_iter().chain(self.views).collect()
+    }
 }
 
 #[cfg(test)]

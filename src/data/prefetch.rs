@@ -3,10 +3,12 @@
 //! batch carries the position *after* it, so the position a checkpoint records is that of the
 //! last batch consumed, however far the producer has run ahead.
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
+
+use tensorflow::Tensor;
 
 use super::batches::{Batches, BatchesState};
 use super::source::Dataset;
@@ -56,6 +58,8 @@ struct Ready {
 
 struct Producer {
     rx: Receiver<Result<Ready>>,
+    /// Tensors of consumed batches, back to the producer for reuse.
+    recycle: Sender<Vec<Tensor<f32>>>,
     stop: Arc<AtomicBool>,
     handle: JoinHandle<Batches>,
 }
@@ -70,6 +74,9 @@ pub struct Loader {
     batch: usize,
     opts: LoaderOptions,
     pool: Option<Arc<rayon::ThreadPool>>,
+    /// Tensors handed back while no producer runs (the synchronous loader's, or kept for the
+    /// next producer).
+    spare: Vec<Tensor<f32>>,
     /// Seconds spent preparing the batches consumed so far (on the producer's threads).
     pub data_seconds: f64,
     /// Seconds the caller waited for a batch (what the step loop lost to input).
@@ -111,6 +118,7 @@ impl Loader {
             batch,
             opts,
             pool,
+            spare: Vec::new(),
             data_seconds: 0.0,
             wait_seconds: 0.0,
         })
@@ -150,11 +158,12 @@ impl Loader {
         n: usize,
         plan: &ViewPlan,
         pool: Option<&rayon::ThreadPool>,
+        spare: &mut Vec<Tensor<f32>>,
     ) -> Result<Ready> {
         let t = Instant::now();
         let batch = match pool {
-            Some(p) => p.install(|| b.next_views(n, plan))?,
-            None => b.next_views(n, plan)?,
+            Some(p) => p.install(|| b.next_views_reusing(n, plan, spare))?,
+            None => b.next_views_reusing(n, plan, spare)?,
         };
         Ok(Ready {
             batch,
@@ -171,7 +180,13 @@ impl Loader {
                 .idle
                 .as_mut()
                 .expect("a synchronous loader keeps its batches");
-            Self::make(b, self.batch, &self.plan, self.pool.as_deref())?
+            Self::make(
+                b,
+                self.batch,
+                &self.plan,
+                self.pool.as_deref(),
+                &mut self.spare,
+            )?
         } else {
             if self.producer.is_none() {
                 self.start();
@@ -198,6 +213,23 @@ impl Loader {
         Ok(ready.batch)
     }
 
+    /// Hands back a consumed batch's tensors (after the step that read them) for the input
+    /// threads to write later batches into: batches in flight then cost no fresh memory.
+    pub fn recycle(&mut self, tensors: Vec<Tensor<f32>>) {
+        // Beyond the batches that can be in flight, a tensor would only sit idle.
+        let cap = (self.opts.prefetch + 2) * (self.plan.clean as usize + self.plan.augmented);
+        match &self.producer {
+            Some(p) => {
+                // A producer that has stopped drops them.
+                let _ = p.recycle.send(tensors);
+            }
+            None => {
+                self.spare.extend(tensors);
+                self.spare.truncate(cap);
+            }
+        }
+    }
+
     fn start(&mut self) {
         let mut b = self.idle.take().expect("an idle loader keeps its batches");
         let (tx, rx) = sync_channel(self.opts.prefetch);
@@ -209,12 +241,17 @@ impl Loader {
             stop.clone(),
         );
         let nice = self.opts.nice;
+        let (recycle, returned) = channel::<Vec<Tensor<f32>>>();
+        let mut spare = std::mem::take(&mut self.spare);
+        let cap = (self.opts.prefetch + 2) * (plan.clean as usize + plan.augmented);
         let handle = std::thread::Builder::new()
             .name("pretext-input".into())
             .spawn(move || {
                 renice(nice);
                 while !flag.load(Ordering::Relaxed) {
-                    let r = Self::make(&mut b, n, &plan, pool.as_deref());
+                    spare.extend(returned.try_iter().flatten());
+                    spare.truncate(cap);
+                    let r = Self::make(&mut b, n, &plan, pool.as_deref(), &mut spare);
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         break;
@@ -223,7 +260,12 @@ impl Loader {
                 b
             })
             .expect("spawning the input thread");
-        self.producer = Some(Producer { rx, stop, handle });
+        self.producer = Some(Producer {
+            rx,
+            recycle,
+            stop,
+            handle,
+        });
     }
 
     /// Stops the producer and returns to the consumed position (batches prepared ahead are

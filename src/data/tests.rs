@@ -107,3 +107,52 @@ fn views_are_deterministic_and_differ_from_each_other() {
     assert_eq!(a.views.len(), 2);
     assert_ne!(a.views[0], a.views[1]);
 }
+
+#[test]
+fn reused_tensors_are_overwritten_whole_and_reused() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..6u8 {
+        write_png(&d.path().join(format!("{i}.png")), 12, 9, i * 40);
+    }
+    std::fs::write(d.path().join("2b.png"), b"broken").unwrap();
+    let f = ImageFolder::scan(d.path(), false).unwrap();
+    let plan = ViewPlan {
+        clean: true,
+        augmented: 2,
+        augment: augment::AugmentConfig::default(),
+    };
+    let mut fresh = Batches::new(ds(&f), spec(), 3);
+    let mut reusing = Batches::new(ds(&f), spec(), 3);
+    let dims = [4u64, 8, 8, 3];
+    for round in 0..3 {
+        let want = fresh.next_views(4, &plan).unwrap();
+        // Stale contents (NaN), one tensor of another shape, one short: the NaN ones are
+        // taken and must come back fully overwritten; the wrong shape is dropped.
+        let mut spare: Vec<tensorflow::Tensor<f32>> = (0..2)
+            .map(|_| {
+                tensorflow::Tensor::new(&dims)
+                    .with_values(&[f32::NAN; 768])
+                    .unwrap()
+            })
+            .collect();
+        spare.insert(0, tensorflow::Tensor::new(&[3, 8, 8, 3]));
+        let ptrs: Vec<*const f32> = spare[1..].iter().map(|t| t.as_ptr()).collect();
+        let got = reusing.next_views_reusing(4, &plan, &mut spare).unwrap();
+        assert!(spare.is_empty(), "round {round}: {} left", spare.len());
+        let out: Vec<*const f32> = std::iter::once(got.clean.as_ref().unwrap())
+            .chain(&got.views)
+            .map(|t| t.as_ptr())
+            .collect();
+        assert!(
+            ptrs.iter().all(|p| out.contains(p)),
+            "round {round}: spares not reused"
+        );
+        assert_eq!(got.clean, want.clean, "round {round}");
+        assert_eq!(got.views, want.views, "round {round}");
+        assert!(got
+            .into_tensors()
+            .iter()
+            .all(|t| t.dims() == dims && t.iter().all(|v| v.is_finite())));
+    }
+    assert_eq!(reusing.skipped.len(), 1, "the broken file, once");
+}

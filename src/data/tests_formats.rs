@@ -229,7 +229,15 @@ fn odd_modes_decode_to_rgb() {
 }
 
 fn collect(l: &mut Loader, n: usize) -> Vec<Vec<Vec<f32>>> {
-    (0..n).map(|_| l.next().unwrap().views).collect()
+    (0..n)
+        .map(|_| {
+            let b = l.next().unwrap();
+            let views = b.views.iter().map(|v| v.to_vec()).collect();
+            // Handed back, as the trainer does: later batches are written into these tensors.
+            l.recycle(b.into_tensors());
+            views
+        })
+        .collect()
 }
 
 #[test]

@@ -271,6 +271,8 @@ fn drive(
         };
         let vals = t.step_with(&xs, &extra, &feeds, &fetch)?;
         report.session_seconds += ts.elapsed().as_secs_f64();
+        let images = xs.first().map(|x| x.dims()[0] as usize).unwrap_or(0);
+        t.recycle(xs);
         let loss = vals[0];
         if !vals.iter().all(|v| v.is_finite()) {
             let culprit = heads
@@ -299,7 +301,7 @@ fn drive(
         for ((k, _), v) in heads.iter().zip(&vals[1..]) {
             report.scalar(k, *v);
         }
-        window_n += xs.first().map(|x| x.dims()[0] as usize).unwrap_or(0);
+        window_n += images;
         if log_step || t.step == steps {
             rate = window_n as f64 / window_t.elapsed().as_secs_f64().max(1e-9);
             (window_t, window_n) = (Instant::now(), 0);

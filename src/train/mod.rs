@@ -14,8 +14,8 @@ use std::time::Instant;
 use tensorflow::{ops, DataType, Output, SessionRunArgs, Shape, Tensor};
 
 use crate::autodiff;
+use crate::data::ViewPlan;
 use crate::data::{Batches, Dataset, ImageSpec, Loader};
-use crate::data::{ViewBatch, ViewPlan};
 use crate::error::{Error, Result, TfContext};
 use crate::graph::{inline_signature, FlatGraph};
 use crate::heads::{HeadBuilder, HeadVar};
@@ -276,23 +276,13 @@ impl Trainer {
 
     /// The next step's input tensors, in `feeds` order.
     pub fn next_batch(&mut self) -> Result<Vec<Tensor<f32>>> {
-        let ViewBatch { clean, views } = self.input.next()?;
-        let s = &self.spec;
-        let dims = [
-            self.batch as u64,
-            s.height as u64,
-            s.width as u64,
-            s.channels as u64,
-        ];
-        clean
-            .into_iter()
-            .chain(views)
-            .map(|d| {
-                Tensor::new(&dims)
-                    .with_values(&d)
-                    .tf_ctx(|| "making a batch tensor".into())
-            })
-            .collect()
+        Ok(self.input.next()?.into_tensors())
+    }
+
+    /// Hands a stepped batch's tensors back to the input threads, which write later batches
+    /// into them instead of fresh memory.
+    pub fn recycle(&mut self, xs: Vec<Tensor<f32>>) {
+        self.input.recycle(xs);
     }
 
     /// One optimizer step on `xs` (in `feeds` order); returns the loss before the update.
@@ -367,6 +357,7 @@ impl Trainer {
             }
             let x = self.next_batch()?;
             let l = self.step_on(&x)?;
+            self.recycle(x);
             if !l.is_finite() {
                 return Err(Error::graph(
                     "pretext/head",

@@ -61,23 +61,21 @@ impl Trainer {
                 steady_from = Some(Instant::now());
             }
             let tw = Instant::now();
-            let fresh;
-            let xs = match (&fixed, from_memory) {
-                (Some(xs), true) => xs,
-                _ => {
-                    fresh = self.next_batch()?;
-                    if from_memory {
-                        fixed = Some(fresh);
-                        fixed.as_ref().expect("just set")
-                    } else {
-                        &fresh
-                    }
-                }
+            let mut fresh = match (&fixed, from_memory) {
+                (Some(_), true) => None,
+                _ => Some(self.next_batch()?),
             };
+            if from_memory && fixed.is_none() {
+                fixed = fresh.take();
+            }
             t.wait_seconds += tw.elapsed().as_secs_f64();
             let ts = Instant::now();
+            let xs = fresh.as_ref().or(fixed.as_ref()).expect("a batch");
             let l = self.step_on(xs)?;
             t.session_seconds += ts.elapsed().as_secs_f64();
+            if let Some(xs) = fresh {
+                self.recycle(xs);
+            }
             if !l.is_finite() {
                 return Err(Error::graph(
                     "pretext/head",
