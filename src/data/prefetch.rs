@@ -216,8 +216,7 @@ impl Loader {
     /// Hands back a consumed batch's tensors (after the step that read them) for the input
     /// threads to write later batches into: batches in flight then cost no fresh memory.
     pub fn recycle(&mut self, tensors: Vec<Tensor<f32>>) {
-        // Beyond the batches that can be in flight, a tensor would only sit idle.
-        let cap = (self.opts.prefetch + 2) * (self.plan.clean as usize + self.plan.augmented);
+        let cap = self.spare_cap();
         match &self.producer {
             Some(p) => {
                 // A producer that has stopped drops them.
@@ -228,6 +227,12 @@ impl Loader {
                 self.spare.truncate(cap);
             }
         }
+    }
+
+    /// Spare tensors worth keeping: those of the batches that can be in flight at once (queued,
+    /// being made, being stepped on); any more would only sit idle.
+    fn spare_cap(&self) -> usize {
+        (self.opts.prefetch + 2) * (self.plan.clean as usize + self.plan.augmented)
     }
 
     fn start(&mut self) {
@@ -243,7 +248,7 @@ impl Loader {
         let nice = self.opts.nice;
         let (recycle, returned) = channel::<Vec<Tensor<f32>>>();
         let mut spare = std::mem::take(&mut self.spare);
-        let cap = (self.opts.prefetch + 2) * (plan.clean as usize + plan.augmented);
+        let cap = self.spare_cap();
         let handle = std::thread::Builder::new()
             .name("pretext-input".into())
             .spawn(move || {
