@@ -14,8 +14,7 @@ use std::time::Instant;
 use tensorflow::{ops, DataType, Output, SessionRunArgs, Shape, Tensor};
 
 use crate::autodiff;
-use crate::data::ViewPlan;
-use crate::data::{Batches, Dataset, ImageSpec, Loader};
+use crate::data::{Batches, Dataset, ImageSpec, Loader, ViewPlan};
 use crate::error::{Error, Result, TfContext};
 use crate::graph::{inline_signature, FlatGraph};
 use crate::heads::{HeadBuilder, HeadVar};
