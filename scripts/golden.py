@@ -14,6 +14,11 @@ writes OUTDIR/golden/NAME/:
   index.json   shapes, output key and, per captured variable, name/shape/trainable/offsets
 All .bin files are raw little-endian float32 in C order. Reruns give identical bytes.
 
+It also writes OUTDIR/golden/unstride/ (graph::unstride's oracle): for each Conv2D shape in
+UNSTRIDE_CASES, x, W and dy (seeded), y = conv2d(x, W), and TF's gradients of sum(y * dy) with
+respect to x and W, computed on the original strided convolution (oneDNN off, as everywhere
+here): cases.bin holds them concatenated, index.json their shapes and offsets.
+
 The order of `captured_inputs` is the order of the extra inputs (after the signature inputs)
 of the StatefulPartitionedCall node that produces the signature outputs in the saved graph;
 index.json records that node and its input names so the Rust side can check.
@@ -35,8 +40,8 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 
 FIXTURES = ["tiny_cnn", "mobilenet_v2_035", "keras3_export", "fer_emotion",
-            "nsfwjs_mobilenet_v2"]
-GRAD_FIXTURES = {"tiny_cnn", "mobilenet_v2_035", "fer_emotion"}
+            "nsfwjs_mobilenet_v2", "resnet_style"]
+GRAD_FIXTURES = {"tiny_cnn", "mobilenet_v2_035", "fer_emotion", "resnet_style"}
 SIGNATURE = "serving_default"
 
 
@@ -166,6 +171,50 @@ def golden(fixtures, name):
         f.write("\n")
 
 
+# (stride h, stride w, padding, input side, input channels, output channels): the strided 1x1
+# shapes oneDNN crashes on or differentiates wrongly (scripts/onednn_conv_probe.py), an odd side,
+# and a ResNet-like shortcut with many channels.
+UNSTRIDE_CASES = [
+    (2, 2, "SAME", 56, 4, 16),
+    (2, 2, "VALID", 60, 8, 16),
+    (2, 1, "SAME", 16, 4, 16),
+    (1, 2, "VALID", 56, 4, 16),
+    (4, 4, "SAME", 56, 4, 16),
+    (3, 3, "VALID", 57, 3, 16),
+    (2, 2, "SAME", 15, 4, 8),
+    (2, 2, "SAME", 28, 64, 128),
+]
+
+
+def golden_unstride(fixtures):
+    out_dir = os.path.join(fixtures, "golden", "unstride")
+    os.makedirs(out_dir, exist_ok=True)
+    chunks, cases, off = [], [], 0
+    for k, (sh, sw, pad, side, cin, cout) in enumerate(UNSTRIDE_CASES):
+        rng = np.random.default_rng(100 + k)
+        x = rng.standard_normal((2, side, side, cin)).astype(np.float32)
+        w = rng.standard_normal((1, 1, cin, cout)).astype(np.float32)
+        xv, wv = tf.Variable(x), tf.Variable(w)
+        with tf.GradientTape() as tape:
+            y = tf.nn.conv2d(xv, wv, strides=[1, sh, sw, 1], padding=pad)
+            dy = rng.standard_normal(y.shape).astype(np.float32)
+            loss = tf.reduce_sum(y * dy)
+        gx, gw = tape.gradient(loss, [xv, wv])
+        entry = dict(strides=[1, sh, sw, 1], padding=pad)
+        for key, a in (("x", x), ("w", w), ("dy", dy), ("y", y.numpy()), ("dx", gx.numpy()),
+                       ("dw", gw.numpy())):
+            chunks.append(f32le(a))
+            entry[key] = dict(shape=list(a.shape), offset=off)
+            off += a.size
+        cases.append(entry)
+    with open(os.path.join(out_dir, "cases.bin"), "wb") as f:
+        f.write(b"".join(chunks))
+    with open(os.path.join(out_dir, "index.json"), "w") as f:
+        json.dump({"cases": cases}, f, indent=2)
+        f.write("\n")
+    print("unstride             %d strided 1x1 convolution cases" % len(cases), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fixtures", required=True)
@@ -176,6 +225,8 @@ def main():
         if a.only and name not in a.only:
             continue
         golden(a.fixtures, name)
+    if not a.only:
+        golden_unstride(a.fixtures)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@ OUT/{train,test}/<class>/<i>.png, the layout `pretext eval --labeled` and `--lab
 and optionally the unlabeled train images as OUT_UNLABELED/<i>.png.
 
     make_labeled.py --out DIR --train N --test M [--unlabeled DIR --unlabeled-count K]
+    make_labeled.py --out DIR --train N --test M --held-out
 
 Images are the first N (train) and M (test) of each split, so every run writes the same files.
+With --held-out both come from Fashion-MNIST's test split (train: its first N images, test: the
+next M), so a model retrained on the train split's images (`make run`) is scored on images it
+never saw, kNN memory bank included.
 """
 import argparse
 import gzip
@@ -39,9 +43,13 @@ def main():
     ap.add_argument("--test", type=int, required=True)
     ap.add_argument("--unlabeled")
     ap.add_argument("--unlabeled-count", type=int, default=0)
+    ap.add_argument("--held-out", action="store_true", help="both splits from the test split")
     a = ap.parse_args()
     tr_x, tr_y = idx(f"{SRC}/train-images-idx3-ubyte.gz"), idx(f"{SRC}/train-labels-idx1-ubyte.gz")
     te_x, te_y = idx(f"{SRC}/t10k-images-idx3-ubyte.gz"), idx(f"{SRC}/t10k-labels-idx1-ubyte.gz")
+    if a.held_out:
+        tr_x, tr_y = te_x[:a.train], te_y[:a.train]
+        te_x, te_y = te_x[a.train:], te_y[a.train:]
     write(tr_x, tr_y, os.path.join(a.out, "train"), a.train)
     write(te_x, te_y, os.path.join(a.out, "test"), a.test)
     if a.unlabeled:

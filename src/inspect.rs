@@ -71,13 +71,15 @@ fn cut_op(gd: &mut GraphDef, op: &str, types: &dyn Fn(&str, usize) -> i32) {
     }
 }
 
-/// Gradient coverage: Ok(list of fallback-rewritten nodes) or the missing (op, nodes) list.
+/// Gradient coverage of the graph training differentiates (fallback rules and the strided 1×1
+/// rewrite applied): Ok(list of fallback-rewritten nodes) or the missing (op, nodes) list.
 fn coverage(
     model: &mut Loaded,
     flat: &FlatGraph,
 ) -> Result<(Vec<String>, Vec<(String, Vec<String>)>)> {
     let mut flat = flat.clone();
     let rewritten = autodiff::fallback::apply(&mut flat.graph_def);
+    crate::graph::unstride::apply(&mut flat, &model.info);
     let trainable = model.info.trainable_handles();
     let mut missing: Vec<(String, Vec<String>)> = Vec::new();
     for attempt in 0..12 {
@@ -212,6 +214,17 @@ pub fn inspect(dir: &Path, signature: Option<&str>) -> Result<String> {
     );
     for (op, n) in op_histogram(&body) {
         w(&mut o, format!("  {n:6}  {op}"));
+    }
+    let unstrided = crate::graph::unstride::apply(&mut flat.clone(), &model.info);
+    if !unstrided.is_empty() {
+        w(
+            &mut o,
+            format!(
+                "strided 1x1 convolutions trained at unit stride (oneDNN-safe rewrite): {} ({})",
+                unstrided.len(),
+                unstrided.join(", ")
+            ),
+        );
     }
     let (rewritten, missing) = coverage(&mut model, &flat)?;
     if missing.is_empty() {

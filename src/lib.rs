@@ -13,6 +13,7 @@ pub mod graph;
 pub mod heads;
 pub mod inspect;
 pub mod optim;
+pub mod runtime;
 pub mod savedmodel;
 pub mod train;
 

@@ -176,27 +176,6 @@ fn validate(path: &std::path::Path, set: &[String]) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
-    // TF reads these when the library loads, before main: re-exec once with them set.
-    // oneDNN is off by default: TF 2.21's oneDNN Conv2DBackpropFilter crashes on 1x1, stride-2,
-    // SAME convolutions of even-sized inputs (set TF_ENABLE_ONEDNN_OPTS=1 to opt back in).
-    let defaults = [
-        ("TF_CPP_MIN_LOG_LEVEL", "2"),
-        ("TF_ENABLE_ONEDNN_OPTS", "0"),
-    ];
-    if defaults.iter().any(|(k, _)| std::env::var_os(k).is_none()) {
-        use std::os::unix::process::CommandExt;
-        if let Ok(exe) = std::env::current_exe() {
-            let mut cmd = std::process::Command::new(exe);
-            cmd.args(std::env::args_os().skip(1));
-            for (k, v) in defaults {
-                if std::env::var_os(k).is_none() {
-                    cmd.env(k, v);
-                }
-            }
-            let err = cmd.exec();
-            eprintln!("warning: could not re-execute with TensorFlow's environment set: {err}");
-        }
-    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "info",

@@ -73,7 +73,15 @@ fn equals_original(
 
 #[test]
 fn gradients_equal_gradient_tape() {
-    gradients_match(&["tiny_cnn", "mobilenet_v2_035", "fer_emotion"], false);
+    gradients_match(
+        &[
+            "tiny_cnn",
+            "mobilenet_v2_035",
+            "fer_emotion",
+            "resnet_style",
+        ],
+        false,
+    );
 }
 
 /// Not on the random-init MobileNetV2: its golden input puts one ReLU6 pre-activation of
@@ -82,7 +90,7 @@ fn gradients_equal_gradient_tape() {
 /// gradient sums of blocks 0–5 by a few percent. The fold is exact algebra; a kink is not smooth.
 #[test]
 fn folded_gradients_equal_gradient_tape() {
-    gradients_match(&["fer_emotion"], true);
+    gradients_match(&["fer_emotion", "resnet_style"], true);
 }
 
 fn gradients_match(fixtures: &[&str], fold: bool) {

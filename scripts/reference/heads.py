@@ -29,6 +29,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+# Backbone features pretext computed (with oneDNN, its default) against the reference's backbone
+# (TF's reference kernels, oneDNN off above): convolutions and reductions sum in another order,
+# scaled differences up to 1.1e-5 seen on the fixtures. The losses still agree within 1e-5.
+BACKBONE_TOL = 5e-5
+
 # Float64 building blocks, written from their definitions rather than from pretext's graph.
 
 
@@ -172,7 +177,7 @@ def decode(c, kind, emb, t, channels):
             fail(f"{c.dir}: a dense decoder was asked but conv weights were dumped")
         f = c.a(f"tensor/{kind}/feature_map")
         # The map must be what the signature output pools (the fixture ends in a global mean).
-        c.check("feature_map_pools_to_output", f.mean(axis=(1, 2)), emb, 1e-5)
+        c.check("feature_map_pools_to_output", f.mean(axis=(1, 2)), emb, BACKBONE_TOL)
         conv = lambda x, n: tf.nn.conv2d(x, c.a(f"var/dae/{n}/kernel"), 1, "SAME").numpy() + c.a(
             f"var/dae/{n}/bias"
         )
@@ -261,7 +266,7 @@ def moco(c):
     v0, v1 = c.a("feed/view0"), c.a("feed/view1")
     hq, hk = pooled(c.backbone(v0)), pooled(c.backbone(v1))
     # The key encoder is a momentum copy of the backbone: at initialisation, the SavedModel.
-    c.check("momentum_backbone_is_the_model", c.a("tensor/moco/key_features"), hk, 1e-5)
+    c.check("momentum_backbone_is_the_model", c.a("tensor/moco/key_features"), hk, BACKBONE_TOL)
 
     def proj(x, pre):
         h = np.maximum(dense(x, c.a(f"{pre}/moco/proj0/kernel"), c.a(f"{pre}/moco/proj0/bias")), 0)
@@ -279,7 +284,7 @@ def byol(c):
     v0, v1 = c.a("feed/view0"), c.a("feed/view1")
     x = np.concatenate([v0, v1], axis=0)
     h = pooled(c.backbone(x))
-    c.check("momentum_backbone_is_the_model", c.a("tensor/byol/target_features"), h, 1e-5)
+    c.check("momentum_backbone_is_the_model", c.a("tensor/byol/target_features"), h, BACKBONE_TOL)
     names = ["w0", "b0", "gamma", "beta", "w1", "b1"]
     online = [c.a(f"var/byol/projector/{n}") for n in names]
     predictor = [c.a(f"var/byol/predictor/{n}") for n in names]

@@ -259,6 +259,13 @@ impl Report {
                     cell(x, |v| v.linear_probe)
                 );
             }
+            if let (Some(b), Some(a)) = (&r.eval_before, &r.eval_after) {
+                s += &format!(
+                    "| gain | {:+.4} | {:+.4} |\n",
+                    a.knn_top1 - b.knn_top1,
+                    a.linear_probe - b.linear_probe
+                );
+            }
         }
         match (&r.export, &r.backup) {
             (Some(p), Some(b)) => {

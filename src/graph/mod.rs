@@ -5,6 +5,7 @@ pub mod fold;
 mod inline;
 mod opdefs;
 pub mod recompute;
+pub mod unstride;
 
 pub use inline::{dtype_code, inline_signature, FlatGraph};
 pub use opdefs::OpDefs;

@@ -30,14 +30,12 @@ pub enum Recompute {
 }
 
 impl Recompute {
-    /// Whether this run recomputes (`auto`: when `TF_ENABLE_ONEDNN_OPTS` turns oneDNN off).
+    /// Whether this run recomputes (`auto`: when `TF_ENABLE_ONEDNN_OPTS=0` turns oneDNN off).
     pub fn enabled(self) -> bool {
         match self {
             Recompute::On => true,
             Recompute::Off => false,
-            Recompute::Auto => std::env::var("TF_ENABLE_ONEDNN_OPTS")
-                .map(|v| v == "0" || v.eq_ignore_ascii_case("false"))
-                .unwrap_or(false),
+            Recompute::Auto => !crate::runtime::onednn_enabled(),
         }
     }
 }

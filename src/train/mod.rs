@@ -97,6 +97,14 @@ impl Trainer {
                 rewritten[0]
             );
         }
+        let unstrided = crate::graph::unstride::apply(&mut flat, &model.info);
+        if !unstrided.is_empty() {
+            log::info!(
+                "{} strided 1x1 convolution(s) train at unit stride (oneDNN-safe rewrite): {}",
+                unstrided.len(),
+                unstrided.join(", ")
+            );
+        }
         let read_order = build::read_order(&flat);
         let trainable = cfg
             .train_vars

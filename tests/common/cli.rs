@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The pretext binary with the test environment's TF settings.
+/// The pretext binary, in the environment users have (no TF variable set).
 pub fn pretext_cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pretext"));
-    c.env("TF_ENABLE_ONEDNN_OPTS", "0")
-        .env("TF_CPP_MIN_LOG_LEVEL", "2");
+    c.env_remove("TF_ENABLE_ONEDNN_OPTS")
+        .env_remove("TF_CPP_MIN_LOG_LEVEL");
     c
 }
 

@@ -13,6 +13,7 @@ pub const ALL: &[&str] = &[
     "keras3_export",
     "fer_emotion",
     "nsfwjs_mobilenet_v2",
+    "resnet_style",
 ];
 
 fn from_env(var: &str, default: &str) -> PathBuf {
@@ -87,7 +88,8 @@ pub fn output_key(name: &str) -> String {
     index(name)["output_key"].as_str().unwrap().to_string()
 }
 
-/// Loads a fixture and imports its inlined serving signature as tower `t`.
+/// Loads a fixture and imports its inlined serving signature as tower `t` (after the rewrites
+/// the trainer applies: fallback gradient rules, strided 1×1 convolutions at unit stride).
 pub fn load_with_tower(name: &str) -> (Loaded, pretext::savedmodel::Signature, Tower) {
     load_with_tower_folded(name, false)
 }
@@ -102,6 +104,7 @@ pub fn load_with_tower_folded(
     let sig = m.info.signature("serving_default").unwrap();
     let mut flat = inline_signature(&m.info, &sig, &m.scope.graph()).unwrap();
     pretext::autodiff::fallback::apply(&mut flat.graph_def);
+    pretext::graph::unstride::apply(&mut flat, &m.info);
     if fold {
         pretext::graph::fold::fold_frozen(&mut flat.graph_def);
     }
