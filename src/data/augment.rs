@@ -265,9 +265,10 @@ fn weights(start: u32, n_in: u32, n_out: u32, limit: u32) -> Vec<(usize, Vec<f32
 }
 
 /// The crop (x, y, cw, ch) of an 8-bit gray (`c` = 1) or RGB (`c` = 3) image of `w` × `h`,
-/// resized to `ow` × `oh` (triangle filter), optionally mirrored, as HWC RGB f32 in [0, 1]: the
-/// rows the crop spans are filtered horizontally once, then the output rows are weighted sums
-/// of those.
+/// resized to `ow` × `oh` (triangle filter), optionally mirrored, as HWC RGB f32 in [0, 1].
+/// The vertical pass runs first: each output row is a weighted sum of whole source rows over
+/// the columns the crop reads (contiguous, so it vectorises; it is the heavy pass when
+/// shrinking), then the `oh` rows it leaves are filtered horizontally.
 #[allow(clippy::too_many_arguments)]
 fn crop_resize(
     raw: &[u8],
@@ -281,47 +282,41 @@ fn crop_resize(
 ) -> Vec<f32> {
     let hx = weights(x, cw, ow, w);
     let vy = weights(y, ch, oh, h);
-    let (row_lo, row_hi) = (
-        vy.first().map(|v| v.0).unwrap_or(0),
-        vy.iter().map(|(s, ws)| s + ws.len()).max().unwrap_or(0),
-    );
-    let orow = ow as usize * 3;
-    let mut mid = vec![0.0f32; (row_hi - row_lo) * orow];
-    for sy in row_lo..row_hi {
-        let src = &raw[sy * w as usize * c..(sy + 1) * w as usize * c];
-        let dst = &mut mid[(sy - row_lo) * orow..(sy - row_lo + 1) * orow];
-        for (o, (s0, ws)) in hx.iter().enumerate() {
-            let ox = if flip { ow as usize - 1 - o } else { o };
-            let mut acc = [0.0f32; 3];
-            if c == 1 {
-                let g: f32 = ws
-                    .iter()
-                    .zip(&src[*s0..])
-                    .map(|(&wv, &p)| wv * p as f32)
-                    .sum();
-                acc = [g; 3];
-            } else {
-                for (k, &wv) in ws.iter().enumerate() {
-                    let p = &src[(s0 + k) * 3..(s0 + k) * 3 + 3];
-                    acc[0] += wv * p[0] as f32;
-                    acc[1] += wv * p[1] as f32;
-                    acc[2] += wv * p[2] as f32;
-                }
+    let col_lo = hx.iter().map(|v| v.0).min().unwrap_or(0);
+    let col_hi = hx.iter().map(|(s, ws)| s + ws.len()).max().unwrap_or(0);
+    let span = (col_hi - col_lo) * c;
+    let mut mid = vec![0.0f32; vy.len() * span];
+    for ((s0, ws), dst) in vy.iter().zip(mid.chunks_exact_mut(span.max(1))) {
+        for (k, &wv) in ws.iter().enumerate() {
+            let at = ((s0 + k) * w as usize + col_lo) * c;
+            for (d, &p) in dst.iter_mut().zip(&raw[at..at + span]) {
+                *d += wv * p as f32;
             }
-            dst[ox * 3..ox * 3 + 3].copy_from_slice(&acc);
         }
     }
+    let orow = ow as usize * 3;
     let mut out = vec![0.0f32; oh as usize * orow];
-    for (oy, (s0, ws)) in vy.iter().enumerate() {
-        let dst = &mut out[oy * orow..(oy + 1) * orow];
-        for (k, &wv) in ws.iter().enumerate() {
-            let r = s0 + k - row_lo;
-            for (d, s) in dst.iter_mut().zip(&mid[r * orow..(r + 1) * orow]) {
-                *d += wv * s;
+    for (src, dst) in mid.chunks_exact(span.max(1)).zip(out.chunks_exact_mut(orow)) {
+        for (o, (s0, ws)) in hx.iter().enumerate() {
+            let ox = if flip { ow as usize - 1 - o } else { o };
+            let base = s0 - col_lo;
+            let acc = if c == 1 {
+                let g: f32 = ws.iter().zip(&src[base..]).map(|(&wv, &p)| wv * p).sum();
+                [g; 3]
+            } else {
+                let mut acc = [0.0f32; 3];
+                for (k, &wv) in ws.iter().enumerate() {
+                    let p = &src[(base + k) * 3..(base + k) * 3 + 3];
+                    acc[0] += wv * p[0];
+                    acc[1] += wv * p[1];
+                    acc[2] += wv * p[2];
+                }
+                acc
+            };
+            for (d, v) in dst[ox * 3..ox * 3 + 3].iter_mut().zip(acc) {
+                *d = (v / 255.0).clamp(0.0, 1.0);
             }
         }
-        dst.iter_mut()
-            .for_each(|v| *v = (*v / 255.0).clamp(0.0, 1.0));
     }
     out
 }
