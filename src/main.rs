@@ -30,6 +30,9 @@ enum Cmd {
         model: PathBuf,
         #[arg(long)]
         signature: Option<String>,
+        /// Load the model even if its graph touches files, processes or the network.
+        #[arg(long)]
+        trust_model: bool,
     },
     /// Run a YAML experiment (see docs/EXPERIMENTS.md): train, evaluate, export, report.
     Run {
@@ -75,6 +78,9 @@ enum Cmd {
         range: String,
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Load the model even if its graph touches files, processes or the network.
+        #[arg(long)]
+        trust_model: bool,
     },
 }
 
@@ -84,10 +90,11 @@ fn eval(
     signature: &str,
     size: Option<u32>,
     range: &str,
-    batch: usize,
+    (batch, trust): (usize, bool),
 ) -> Result<(), Error> {
     let set = pretext::eval::LabeledSet::scan(labeled)?;
-    let m = pretext::savedmodel::Loaded::load(model)?;
+    let trust = pretext::savedmodel::Trust::from_flag(trust);
+    let m = pretext::savedmodel::Loaded::load(model, trust)?;
     let sig = m.info.signature(signature)?;
     let spec = pretext::train::image_spec(&sig, size, parse_range(range)?)?;
     let s = pretext::eval::evaluate(&m, &sig, &spec, &set, batch)?;
@@ -187,8 +194,13 @@ fn main() -> ExitCode {
     )
     .init();
     let r = match cli.cmd {
-        Cmd::Inspect { model, signature } => {
-            pretext::inspect::inspect(&model, signature.as_deref()).map(|s| {
+        Cmd::Inspect {
+            model,
+            signature,
+            trust_model,
+        } => {
+            let trust = pretext::savedmodel::Trust::from_flag(trust_model);
+            pretext::inspect::inspect(&model, signature.as_deref(), trust).map(|s| {
                 print!("{s}");
                 true
             })
@@ -217,7 +229,16 @@ fn main() -> ExitCode {
             size,
             range,
             batch,
-        } => eval(&model, &labeled, &signature, size, &range, batch).map(|_| true),
+            trust_model,
+        } => eval(
+            &model,
+            &labeled,
+            &signature,
+            size,
+            &range,
+            (batch, trust_model),
+        )
+        .map(|_| true),
     };
     match r {
         Ok(true) => ExitCode::SUCCESS,
@@ -230,6 +251,8 @@ fn main() -> ExitCode {
                     | Error::Experiment { .. }
                     | Error::UnknownSignature { .. }
                     | Error::NotSavedModel { .. }
+                    | Error::Untrusted { .. }
+                    | Error::ModelRefused { .. }
                     | Error::NoImages { .. }
                     | Error::Restore { .. }
             );

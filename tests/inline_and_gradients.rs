@@ -196,7 +196,10 @@ fn recomputing_batch_norm_changes_no_loss() {
 /// inference mode and are folded: the same loss before and after one update as without the fold.
 /// (Only two steps: on this random-init fixture, Adam's normalised update turns the fold's ~1e-6
 /// rounding differences in near-zero gradients into full-size steps, so later losses drift apart
-/// by up to 1e-3 while both runs train normally.)
+/// by up to 1e-3 while both runs train normally.) Tolerances, with oneDNN on (the default): the
+/// first loss, before any update, within 1e-5 relative (seen: 6e-6; oneDNN fuses the folded
+/// convolution, bias and ReLU6, and sums in another order than the unfolded ops); the loss after
+/// one Adam update within 1e-3 (seen: 1.4e-4).
 #[test]
 fn folding_the_frozen_layers_in_train_mode_changes_no_loss() {
     let losses = |fold: bool| {
@@ -216,8 +219,8 @@ fn folding_the_frozen_layers_in_train_mode_changes_no_loss() {
         t.run(2).unwrap()
     };
     let (a, b) = (losses(true), losses(false));
-    for (x, y) in a.iter().zip(&b) {
-        assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{a:?} vs {b:?}");
+    for ((x, y), tol) in a.iter().zip(&b).zip([1e-5, 1e-3]) {
+        assert!((x - y).abs() <= tol * y.abs().max(1.0), "{a:?} vs {b:?}");
     }
     assert!(a[1] != a[0], "the step changed the weights");
 }

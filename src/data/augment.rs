@@ -296,7 +296,10 @@ fn crop_resize(
     }
     let orow = ow as usize * 3;
     let mut out = vec![0.0f32; oh as usize * orow];
-    for (src, dst) in mid.chunks_exact(span.max(1)).zip(out.chunks_exact_mut(orow)) {
+    for (src, dst) in mid
+        .chunks_exact(span.max(1))
+        .zip(out.chunks_exact_mut(orow))
+    {
         for (o, (s0, ws)) in hx.iter().enumerate() {
             let ox = if flip { ow as usize - 1 - o } else { o };
             let base = s0 - col_lo;

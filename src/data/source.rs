@@ -28,6 +28,9 @@ fn has_extension(p: &Path, extensions: &[String]) -> bool {
 }
 
 /// Lists files under `root` (recursively if asked) for which `keep` holds; counts the rest.
+/// Symlinks are followed, but each directory is entered and each file listed once (by device
+/// and inode): a link back up the tree (`loop -> .`) or a second path to the same file adds
+/// nothing.
 fn walk(
     root: &Path,
     recursive: bool,
@@ -44,14 +47,22 @@ fn walk(
             std::io::Error::new(std::io::ErrorKind::NotFound, why),
         ));
     }
+    use std::os::unix::fs::MetadataExt;
+    let id = |m: &std::fs::Metadata| (m.dev(), m.ino());
     let (mut files, mut ignored, mut dirs) = (Vec::new(), 0, vec![root.to_path_buf()]);
+    let mut seen = std::collections::HashSet::new();
+    seen.insert(id(&std::fs::metadata(root).map_err(|e| Error::io(root, e))?));
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
             let p = e.map_err(|e| Error::io(&d, e))?.path();
+            // A dangling link has no metadata: listed, so decoding reports it with the reason.
+            let first = std::fs::metadata(&p).map_or(true, |m| seen.insert(id(&m)));
             if p.is_dir() {
-                if recursive {
+                if recursive && first {
                     dirs.push(p);
                 }
+            } else if !first {
+                continue;
             } else if keep(&p) {
                 files.push(p);
             } else {

@@ -156,3 +156,31 @@ fn reused_tensors_are_overwritten_whole_and_reused() {
     }
     assert_eq!(reusing.skipped.len(), 1, "the broken file, once");
 }
+
+#[test]
+fn symlink_loops_and_second_paths_add_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let sub = d.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    write_png(&d.path().join("a.png"), 8, 8, 10);
+    write_png(&sub.join("b.png"), 8, 8, 20);
+    // Two loops (the case that made `validate` hang), a link to a file already listed, and a
+    // link to a folder holding one more image, which is listed once.
+    std::os::unix::fs::symlink(".", d.path().join("loop")).unwrap();
+    std::os::unix::fs::symlink("..", sub.join("up")).unwrap();
+    std::os::unix::fs::symlink("a.png", d.path().join("same.png")).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    write_png(&other.path().join("c.png"), 8, 8, 30);
+    std::os::unix::fs::symlink(other.path(), d.path().join("elsewhere")).unwrap();
+    let f = ImageFolder::scan(d.path(), true).unwrap();
+    let names: Vec<String> = f
+        .files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(f.files.len(), 3, "{names:?}");
+    for n in ["b.png", "c.png"] {
+        assert!(names.contains(&n.to_string()), "{names:?}");
+    }
+    assert!(names.contains(&"a.png".into()) || names.contains(&"same.png".into()));
+}

@@ -211,6 +211,9 @@ pub fn evaluate(
     set: &LabeledSet,
     batch: usize,
 ) -> Result<Scores> {
+    if batch == 0 {
+        return Err(Error::config("eval.batch", "must be at least 1"));
+    }
     let files = |v: &[(PathBuf, usize)]| v.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>();
     let (tr, tr_kept) = embed(model, sig, spec, &files(&set.train), batch)?;
     let (te, te_kept) = embed(model, sig, spec, &files(&set.test), batch)?;

@@ -36,6 +36,8 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
         ));
     }
     let info = SavedModelInfo::read(&m.path).map_err(|e| at("model.path", e))?;
+    crate::savedmodel::check_audit(&info, crate::savedmodel::Trust::from_flag(m.trust))
+        .map_err(|e| at("model.path", e))?;
     let sig = info
         .signature(&m.signature)
         .map_err(|e| at("model.signature", e))?;
@@ -58,6 +60,9 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
         }
         None => None,
     };
+    if exp.export.is_some() {
+        crate::export::check_model_tree(&m.path).map_err(|e| at("model.path", e))?;
+    }
     if let Some(dir) = exp.export.as_ref().and_then(|x| x.dir.as_ref()) {
         if dir.exists() && !dir.is_dir() {
             return Err(src.error(
@@ -87,9 +92,18 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
 }
 
 /// Whether a file can be created (and removed) in `dir`: the honest test, whatever the user.
+/// The probe's name is unguessable and it is created with `O_CREAT | O_EXCL` (`create_new`),
+/// which fails on any existing path, a planted symlink included: nothing is ever followed.
 fn writable(dir: &Path) -> std::io::Result<()> {
-    let p = dir.join(format!(".pretext-write-test-{}", std::process::id()));
-    std::fs::write(&p, b"")?;
+    let nonce: u64 = rand::random();
+    let p = dir.join(format!(
+        ".pretext-write-test-{}-{nonce:016x}",
+        std::process::id()
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)?;
     std::fs::remove_file(&p)
 }
 

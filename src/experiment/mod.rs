@@ -75,6 +75,10 @@ pub struct ModelSection {
     /// Device of the training tower (e.g. `/device:GPU:0`).
     #[serde(default)]
     pub device: Option<String>,
+    /// Load the model even if its graph touches files, processes or the network
+    /// (`savedmodel::audit`); only for models you trust.
+    #[serde(default)]
+    pub trust: bool,
 }
 
 /// Where the unlabeled images are.
@@ -327,6 +331,9 @@ impl Experiment {
                 ));
             }
         }
+        if self.eval.as_ref().is_some_and(|e| e.batch == 0) {
+            return Err(Error::config("eval.batch", "must be at least 1"));
+        }
         // Everything `TrainConfig` checks (epochs: steps unknown until the images are counted).
         let steps = match (self.train.steps, self.train.epochs) {
             (Some(s), _) => s,
@@ -359,6 +366,7 @@ impl Experiment {
             nice: self.data.nice,
         };
         c.signature = m.signature.clone();
+        c.trust = crate::savedmodel::Trust::from_flag(m.trust);
         c.size = m.size;
         c.range = m.range;
         c.bn = m.bn;

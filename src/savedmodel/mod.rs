@@ -1,9 +1,10 @@
 //! Reads a SavedModel: saved_model.pb (signatures, graph, function library, object graph) parsed
 //! with our own prost structs, and the model loaded into a TF session the way TF Serving loads it.
+pub mod audit;
 pub mod proto;
 mod session;
 
-pub use session::{session_options, Loaded};
+pub use session::{check_audit, session_options, Loaded, Trust};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -51,11 +51,48 @@ pub fn session_options() -> Result<SessionOptions> {
     Ok(opts)
 }
 
+/// Whether a model is audited before TF runs any of its ops (`savedmodel::audit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Trust {
+    /// Refuse a model whose graph touches files, processes or the network (the default).
+    #[default]
+    Audit,
+    /// The user trusts the model (`--trust-model`, `model.trust: true`): load it as it is.
+    Trusted,
+}
+
+impl Trust {
+    pub fn from_flag(trusted: bool) -> Self {
+        if trusted {
+            Trust::Trusted
+        } else {
+            Trust::Audit
+        }
+    }
+}
+
+/// `info`'s audit findings as an error, unless trusted or clean.
+pub fn check_audit(info: &SavedModelInfo, trust: Trust) -> Result<()> {
+    if trust == Trust::Trusted {
+        return Ok(());
+    }
+    let findings = super::audit::audit(info);
+    if findings.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Untrusted {
+        path: info.dir.clone(),
+        findings: findings.iter().map(|f| f.to_string()).collect(),
+    })
+}
+
 impl Loaded {
-    /// Parses and loads `dir` with its `serve` tags, then checks that every variable the graph
-    /// declares was restored (FEASIBILITY §2: some exports load but leave variables missing).
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// Parses `dir`, audits it (unless `trust` says the user trusts it), loads it with its
+    /// `serve` tags, then checks that every variable the graph declares was restored
+    /// (FEASIBILITY §2: some exports load but leave variables missing).
+    pub fn load(dir: &Path, trust: Trust) -> Result<Self> {
         let info = SavedModelInfo::read(dir)?;
+        check_audit(&info, trust)?;
         let mut scope = Scope::new_root_scope();
         let opts = session_options()?;
         let tags = if info.tags.is_empty() {

@@ -15,6 +15,8 @@ use crate::savedmodel::Signature;
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     pub model: PathBuf,
+    /// Whether the model is audited before TF runs it (`savedmodel::audit`).
+    pub trust: crate::savedmodel::Trust,
     pub signature: String,
     /// Where the unlabeled images are: folders, TFRecord files, IDX files (their union).
     pub data: crate::data::DataSources,
@@ -56,6 +58,7 @@ impl TrainConfig {
     pub fn new(model: PathBuf, images: PathBuf) -> Self {
         TrainConfig {
             model,
+            trust: Default::default(),
             signature: "serving_default".into(),
             data: crate::data::DataSources {
                 folders: vec![images],

@@ -100,7 +100,7 @@ pub fn load_with_tower_folded(
     name: &str,
     fold: bool,
 ) -> (Loaded, pretext::savedmodel::Signature, Tower) {
-    let mut m = Loaded::load(&fixture(name)).unwrap();
+    let mut m = Loaded::load(&fixture(name), Default::default()).unwrap();
     let sig = m.info.signature("serving_default").unwrap();
     let mut flat = inline_signature(&m.info, &sig, &m.scope.graph()).unwrap();
     pretext::autodiff::fallback::apply(&mut flat.graph_def);
