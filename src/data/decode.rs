@@ -43,22 +43,52 @@ impl Need {
     }
 }
 
-/// Decodes an encoded image (JPEG, PNG, WebP, BMP, GIF; the format is sniffed from the bytes).
-/// Every mode the codecs know is accepted: 8/16-bit, grayscale, alpha (dropped when RGB is
-/// asked for, as TF's `decode_image(channels=3)` does), palette, CMYK JPEG (converted to RGB).
-pub fn decode_bytes(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+/// The most pixels an image may claim before it is skipped unread (`data.max_pixels`): 40 MP,
+/// e.g. 7,300 × 5,500; a decoded RGBA image that size is 160 MB per decoding thread.
+pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+
+/// Refuses, from its header alone, an image that claims more than `max_pixels` pixels (a few
+/// hundred bytes can claim 65,000 × 65,000); the error is the reason it is skipped.
+fn check_header(bytes: &[u8], max_pixels: u64) -> std::result::Result<(), String> {
+    let (w, h) = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .into_dimensions()
+        .map_err(|e| e.to_string())?;
+    let px = w as u64 * h as u64;
+    if px > max_pixels {
+        return Err(format!(
+            "header claims {w}×{h} pixels ({:.1} MP), over data.max_pixels ({:.1} MP)",
+            px as f64 / 1e6,
+            max_pixels as f64 / 1e6
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes an encoded image (JPEG, PNG, WebP, BMP, GIF; the format is sniffed from the bytes)
+/// of at most `max_pixels` pixels (checked in the header first). Every mode the codecs know is
+/// accepted: 8/16-bit, grayscale, alpha (dropped when RGB is asked for, as TF's
+/// `decode_image(channels=3)` does), palette, CMYK JPEG (converted to RGB).
+pub fn decode_bytes(bytes: &[u8], max_pixels: u64) -> std::result::Result<DynamicImage, String> {
+    check_header(bytes, max_pixels)?;
     image::load_from_memory(bytes).map_err(|e| e.to_string())
 }
 
 /// Like `decode_bytes`, but a JPEG at least twice as large as `need` asks for is decoded at a
 /// reduced scale (grayscale and RGB JPEGs; CMYK and 16-bit ones decode at full size).
-pub fn decode_scaled(bytes: &[u8], need: &Need) -> std::result::Result<DynamicImage, String> {
+pub fn decode_scaled(
+    bytes: &[u8],
+    need: &Need,
+    max_pixels: u64,
+) -> std::result::Result<DynamicImage, String> {
+    check_header(bytes, max_pixels)?;
     if bytes.starts_with(&[0xFF, 0xD8]) {
         if let Some(img) = scaled_jpeg(bytes, need) {
             return Ok(img);
         }
     }
-    decode_bytes(bytes)
+    image::load_from_memory(bytes).map_err(|e| e.to_string())
 }
 
 /// None when scaling would not pay or the JPEG is of a kind left to the full decoder.
@@ -105,6 +135,15 @@ mod tests {
     }
 
     #[test]
+    fn images_claiming_too_many_pixels_are_refused_from_the_header() {
+        let bytes = jpeg(300, 200);
+        let e = decode_bytes(&bytes, 50_000).unwrap_err();
+        assert!(e.contains("300×200") && e.contains("max_pixels"), "{e}");
+        assert!(decode_scaled(&bytes, &Need::new(8, 8, None), 50_000).is_err());
+        assert!(decode_bytes(&bytes, 60_000).is_ok());
+    }
+
+    #[test]
     fn the_fraction_keeps_the_smallest_crop_at_output_resolution() {
         let clean = Need::new(64, 64, None);
         assert_eq!(clean.fraction(640, 480), 64.0 / 480.0);
@@ -119,13 +158,13 @@ mod tests {
     fn large_jpegs_decode_smaller_but_never_below_need() {
         let bytes = jpeg(800, 600);
         let need = Need::new(96, 96, None);
-        let img = decode_scaled(&bytes, &need).unwrap();
+        let img = decode_scaled(&bytes, &need, DEFAULT_MAX_PIXELS).unwrap();
         assert_eq!(
             (img.width(), img.height()),
             (200, 150),
             "1/4 scale: 150 ≥ 96 > 75"
         );
-        let full = decode_bytes(&bytes).unwrap();
+        let full = decode_bytes(&bytes, DEFAULT_MAX_PIXELS).unwrap();
         assert_eq!((full.width(), full.height()), (800, 600));
         // Scaled decoding is a downsample of the same picture.
         let small = full
@@ -140,7 +179,7 @@ mod tests {
             / small.as_raw().len() as f64;
         assert!(d < 6.0, "mean difference {d}");
         // Too small to pay: decoded at full size by the image crate.
-        let img = decode_scaled(&jpeg(150, 120), &need).unwrap();
+        let img = decode_scaled(&jpeg(150, 120), &need, DEFAULT_MAX_PIXELS).unwrap();
         assert_eq!((img.width(), img.height()), (150, 120));
     }
 }

@@ -26,49 +26,53 @@ fn bad(msg: impl Into<String>) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
 }
 
+/// The IDX header from the start of `r`: (number of dimensions, dimensions).
+fn header(r: &mut dyn Read) -> std::io::Result<(usize, Vec<u64>)> {
+    let mut head = [0u8; 4];
+    r.read_exact(&mut head)
+        .map_err(|_| bad("too short for an IDX header"))?;
+    if head[0] != 0 || head[1] != 0 {
+        return Err(bad(format!(
+            "not an IDX file (magic {:02x}{:02x}{:02x}{:02x})",
+            head[0], head[1], head[2], head[3]
+        )));
+    }
+    if head[2] != 0x08 {
+        return Err(bad(format!(
+            "IDX element type 0x{:02x}; pretext reads unsigned-byte (0x08) images",
+            head[2]
+        )));
+    }
+    let nd = head[3] as usize;
+    let mut dims = vec![0u8; 4 * nd];
+    r.read_exact(&mut dims)
+        .map_err(|_| bad("truncated IDX header"))?;
+    let dims = dims
+        .chunks(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64)
+        .collect();
+    Ok((nd, dims))
+}
+
 impl IdxFile {
     /// Opens `path`, unpacking it first if it is gzip-compressed; checks header and size.
-    pub fn open(path: &Path) -> std::io::Result<(Self, Option<String>)> {
+    /// Images of more than `max_pixels` pixels refuse the file from its header, before anything
+    /// is unpacked; a gzip file is unpacked only as far as its header's images reach.
+    pub fn open(path: &Path, max_pixels: u64) -> std::io::Result<(Self, Option<String>)> {
         let mut f = File::open(path)?;
         let mut magic = [0u8; 2];
         f.read_exact(&mut magic)
             .map_err(|_| bad("too short for an IDX header"))?;
-        let (file, unpacked) = if magic == [0x1F, 0x8B] {
-            let mut tmp = tempfile::NamedTempFile::new()?;
+        let gz = magic == [0x1F, 0x8B];
+        let reader = || -> std::io::Result<Box<dyn Read>> {
             let src = BufReader::new(File::open(path)?);
-            std::io::copy(
-                &mut flate2::read::MultiGzDecoder::new(src),
-                tmp.as_file_mut(),
-            )
-            .map_err(|e| bad(format!("gzip data is corrupt: {e}")))?;
-            (tmp.reopen()?, Some(tmp))
-        } else {
-            (File::open(path)?, None)
+            Ok(if gz {
+                Box::new(flate2::read::MultiGzDecoder::new(src))
+            } else {
+                Box::new(src)
+            })
         };
-        let size = file.metadata()?.len();
-        let mut head = [0u8; 4];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|_| bad("too short for an IDX header"))?;
-        if head[0] != 0 || head[1] != 0 {
-            return Err(bad(format!(
-                "not an IDX file (magic {:02x}{:02x}{:02x}{:02x})",
-                head[0], head[1], head[2], head[3]
-            )));
-        }
-        if head[2] != 0x08 {
-            return Err(bad(format!(
-                "IDX element type 0x{:02x}; pretext reads unsigned-byte (0x08) images",
-                head[2]
-            )));
-        }
-        let nd = head[3] as usize;
-        let mut dims = vec![0u8; 4 * nd];
-        file.read_exact_at(&mut dims, 4)
-            .map_err(|_| bad("truncated IDX header"))?;
-        let dims: Vec<u64> = dims
-            .chunks(4)
-            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64)
-            .collect();
+        let (nd, dims) = header(&mut reader()?)?;
         let (rows, cols, channels) = match dims[..] {
             [_, r, c] => (r, c, 1),
             [_, r, c, ch] if ch == 1 || ch == 3 => (r, c, ch),
@@ -86,7 +90,22 @@ impl IdxFile {
         if rows == 0 || cols == 0 {
             return Err(bad(format!("IDX images of {rows}×{cols} pixels")));
         }
+        if rows * cols > max_pixels {
+            return Err(bad(format!(
+                "IDX images of {rows}×{cols} pixels, over data.max_pixels ({max_pixels})"
+            )));
+        }
         let data_offset = 4 + 4 * nd as u64;
+        let (file, unpacked) = if gz {
+            let mut tmp = tempfile::NamedTempFile::new()?;
+            let want = data_offset.saturating_add(dims[0].saturating_mul(rows * cols * channels));
+            std::io::copy(&mut reader()?.take(want), tmp.as_file_mut())
+                .map_err(|e| bad(format!("gzip data is corrupt: {e}")))?;
+            (tmp.reopen()?, Some(tmp))
+        } else {
+            (File::open(path)?, None)
+        };
+        let size = file.metadata()?.len();
         let per = rows * cols * channels;
         let declared = dims[0];
         let present = size.saturating_sub(data_offset) / per;

@@ -13,7 +13,7 @@ mod source;
 pub mod tfrecord;
 
 pub use batches::{Batches, BatchesState};
-pub use decode::{decode_bytes, decode_scaled, Need};
+pub use decode::{decode_bytes, decode_scaled, Need, DEFAULT_MAX_PIXELS};
 pub use prefetch::{Loader, LoaderOptions};
 pub use source::{
     default_extensions, DataSources, Dataset, ImageFolder, DEFAULT_IMAGE_KEY, EXTENSIONS,
@@ -33,7 +33,7 @@ pub struct ImageSpec {
 /// Reads and decodes one image file.
 pub fn load(path: &Path) -> std::result::Result<image::DynamicImage, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    decode_bytes(&bytes)
+    decode_bytes(&bytes, DEFAULT_MAX_PIXELS)
 }
 
 /// Writes RGB pixels in [0, 1] (HWC) into `dst` in `spec`'s channels and value range.

@@ -3,7 +3,7 @@
 //! them; each image is read and decoded only when a batch needs it.
 use std::path::{Path, PathBuf};
 
-use super::decode::{decode_bytes, decode_scaled, Need};
+use super::decode::{decode_bytes, decode_scaled, Need, DEFAULT_MAX_PIXELS};
 use super::idx::IdxFile;
 use super::tfrecord::{self, RecordRef};
 use crate::error::{Error, Result};
@@ -131,6 +131,8 @@ pub struct DataSources {
     pub image_key: String,
     /// IDX image files (optionally gzip-compressed).
     pub idx: Vec<PathBuf>,
+    /// Images claiming more pixels are skipped unread (None: `DEFAULT_MAX_PIXELS`).
+    pub max_pixels: Option<u64>,
 }
 
 /// One image's address: cheap to keep for millions of images.
@@ -148,6 +150,7 @@ pub struct Dataset {
     records: Vec<PathBuf>,
     idx: Vec<IdxFile>,
     image_key: String,
+    max_pixels: u64,
     /// What names the dataset in errors (the first source).
     pub root: PathBuf,
     /// Files in the folders without an image extension.
@@ -196,6 +199,7 @@ impl Dataset {
             files: folder.files,
             records: Vec::new(),
             idx: Vec::new(),
+            max_pixels: src.max_pixels.unwrap_or(DEFAULT_MAX_PIXELS),
             image_key: if src.image_key.is_empty() {
                 DEFAULT_IMAGE_KEY.into()
             } else {
@@ -217,7 +221,7 @@ impl Dataset {
             ds.records.push(p);
         }
         for p in &src.idx {
-            let (f, note) = IdxFile::open(p).map_err(|e| Error::io(p, e))?;
+            let (f, note) = IdxFile::open(p, ds.max_pixels).map_err(|e| Error::io(p, e))?;
             let file = ds.idx.len() as u32;
             ds.items
                 .extend((0..f.count as u32).map(|index| Item::Idx { file, index }));
@@ -244,6 +248,7 @@ impl Dataset {
             records: Vec::new(),
             idx: Vec::new(),
             image_key: DEFAULT_IMAGE_KEY.into(),
+            max_pixels: DEFAULT_MAX_PIXELS,
             root: folder.root,
             ignored: folder.ignored,
             scan_skipped: Vec::new(),
@@ -284,8 +289,8 @@ impl Dataset {
         need: Option<&Need>,
     ) -> std::result::Result<image::DynamicImage, String> {
         let decode = |bytes: &[u8]| match need {
-            Some(n) => decode_scaled(bytes, n),
-            None => decode_bytes(bytes),
+            Some(n) => decode_scaled(bytes, n, self.max_pixels),
+            None => decode_bytes(bytes, self.max_pixels),
         };
         match self.items[i] {
             Item::File(f) => {

@@ -217,6 +217,22 @@ pub fn evaluate(
     let files = |v: &[(PathBuf, usize)]| v.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>();
     let (tr, tr_kept) = embed(model, sig, spec, &files(&set.train), batch)?;
     let (te, te_kept) = embed(model, sig, spec, &files(&set.test), batch)?;
+    for (split, kept, all) in [
+        ("train", &tr_kept, &set.train),
+        ("test", &te_kept, &set.test),
+    ] {
+        if kept.is_empty() {
+            let at = all.first().map(|(p, _)| p.clone()).unwrap_or_default();
+            return Err(Error::config(
+                "eval.labeled",
+                format!(
+                    "no decodable image in the {split} split ({} file(s), e.g. {})",
+                    all.len(),
+                    at.display()
+                ),
+            ));
+        }
+    }
     let tr_y: Vec<usize> = tr_kept.iter().map(|&i| set.train[i].1).collect();
     let te_y: Vec<usize> = te_kept.iter().map(|&i| set.test[i].1).collect();
     let c = set.classes.len();

@@ -115,6 +115,13 @@ pub struct DataSection {
     /// Niceness of the input threads (0–19; higher: they use the CPU the step leaves idle).
     #[serde(default = "default_nice")]
     pub nice: i32,
+    /// Images whose header claims more pixels are skipped unread (also IDX files' images).
+    #[serde(default = "default_max_pixels")]
+    pub max_pixels: u64,
+}
+
+fn default_max_pixels() -> u64 {
+    crate::data::DEFAULT_MAX_PIXELS
 }
 
 fn default_nice() -> i32 {
@@ -238,6 +245,9 @@ fn yes() -> bool {
 fn experiment_key(key: &str) -> String {
     let map = [
         ("batch", "train.batch"),
+        ("prefetch", "data.prefetch"),
+        ("workers", "data.workers"),
+        ("max_pixels", "data.max_pixels"),
         ("head_warmup_steps", "train.head_warmup_steps"),
         ("size", "model.size"),
         ("range", "model.range"),
@@ -357,6 +367,7 @@ impl Experiment {
             tfrecords: self.data.tfrecords.clone(),
             image_key: self.data.image_key.clone(),
             idx: self.data.idx.clone(),
+            max_pixels: Some(self.data.max_pixels),
         };
         c.shuffle = self.data.shuffle;
         c.data_seed = Some(self.data.seed);

@@ -93,6 +93,34 @@ impl TrainConfig {
         if self.batch == 0 {
             return Err(Error::config("batch", "must be ≥ 1"));
         }
+        if self.batch > MAX_BATCH {
+            return Err(Error::config(
+                "batch",
+                format!(
+                    "{} is over the most pretext feeds in one step ({MAX_BATCH})",
+                    self.batch
+                ),
+            ));
+        }
+        if self.loader.prefetch > MAX_PREFETCH {
+            return Err(Error::config(
+                "prefetch",
+                format!(
+                    "{} is over {MAX_PREFETCH} batches ahead",
+                    self.loader.prefetch
+                ),
+            ));
+        }
+        if self.loader.workers > MAX_WORKERS {
+            return Err(Error::config(
+                "workers",
+                format!("{} is over {MAX_WORKERS} threads", self.loader.workers),
+            ));
+        }
+        if self.data.max_pixels == Some(0) {
+            return Err(Error::config("max_pixels", "must be ≥ 1"));
+        }
+        self.check_batch_memory()?;
         if !(self.range.0 < self.range.1) {
             return Err(Error::config(
                 "range",
@@ -117,6 +145,49 @@ impl TrainConfig {
         self.augment.validate()?;
         self.head.validate(self.batch)
     }
+}
+
+/// The largest batch, prefetch depth and thread count `validate` accepts.
+const MAX_BATCH: usize = 1 << 16;
+const MAX_PREFETCH: usize = 64;
+const MAX_WORKERS: usize = 1024;
+
+impl TrainConfig {
+    /// The batch buffers in flight (fed, being made, prefetched) must fit in the memory the
+    /// machine has available: a number `validate` accepts is one the engine can run.
+    fn check_batch_memory(&self) -> Result<()> {
+        let side = self.size.unwrap_or(224) as u64;
+        let (clean, augmented) = self.head.head().views();
+        let views = clean as u64 + augmented as u64;
+        let buffers = self.loader.prefetch as u64 + 2;
+        let bytes = (self.batch as u64)
+            .saturating_mul(views * side * side * 3 * 4)
+            .saturating_mul(buffers);
+        let Some(avail) = available_memory() else {
+            return Ok(());
+        };
+        if bytes > avail / 2 {
+            return Err(Error::config(
+                "batch",
+                format!(
+                    "{} images × {views} view(s) of {side}×{side}×3 in {buffers} batch buffers need {:.1} GB; \
+                     this machine has {:.1} GB available (at most half goes to batches)",
+                    self.batch,
+                    bytes as f64 / 1e9,
+                    avail as f64 / 1e9
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// The image layout a signature's first input asks for (NHWC float).
