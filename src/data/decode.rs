@@ -49,6 +49,28 @@ pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
 
 /// Refuses, from its header alone, an image that claims more than `max_pixels` pixels (a few
 /// hundred bytes can claim 65,000 × 65,000); the error is the reason it is skipped.
+/// The largest encoded image (a file or a TFRecord record) read into memory: far above any
+/// photo, far below what would exhaust a worker's memory.
+pub const MAX_ENCODED_BYTES: u64 = 256 << 20;
+
+/// Refuses an encoded image of `len` bytes before it is read.
+pub fn check_encoded_len(len: u64) -> std::result::Result<(), String> {
+    if len > MAX_ENCODED_BYTES {
+        return Err(format!(
+            "{len} bytes, over the {} MiB limit for one encoded image; skipped unread",
+            MAX_ENCODED_BYTES >> 20
+        ));
+    }
+    Ok(())
+}
+
+/// Reads an image file whole, after checking its size.
+pub fn read_encoded(path: &std::path::Path) -> std::result::Result<Vec<u8>, String> {
+    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    check_encoded_len(len)?;
+    std::fs::read(path).map_err(|e| e.to_string())
+}
+
 fn check_header(bytes: &[u8], max_pixels: u64) -> std::result::Result<(), String> {
     let (w, h) = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -141,6 +163,17 @@ mod tests {
         assert!(e.contains("300×200") && e.contains("max_pixels"), "{e}");
         assert!(decode_scaled(&bytes, &Need::new(8, 8, None), 50_000).is_err());
         assert!(decode_bytes(&bytes, 60_000).is_ok());
+    }
+
+    #[test]
+    fn files_over_the_encoded_limit_are_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("big.jpg");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(MAX_ENCODED_BYTES + 1).unwrap(); // sparse: nothing is written
+        let e = read_encoded(&p).unwrap_err();
+        assert!(e.contains("256 MiB") && e.contains("skipped unread"), "{e}");
+        assert!(check_encoded_len(MAX_ENCODED_BYTES).is_ok());
     }
 
     #[test]

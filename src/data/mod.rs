@@ -32,7 +32,7 @@ pub struct ImageSpec {
 
 /// Reads and decodes one image file.
 pub fn load(path: &Path) -> std::result::Result<image::DynamicImage, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = decode::read_encoded(path)?;
     decode_bytes(&bytes, DEFAULT_MAX_PIXELS)
 }
 

@@ -3,7 +3,7 @@
 //! them; each image is read and decoded only when a batch needs it.
 use std::path::{Path, PathBuf};
 
-use super::decode::{decode_bytes, decode_scaled, Need, DEFAULT_MAX_PIXELS};
+use super::decode::{decode_bytes, decode_scaled, read_encoded, Need, DEFAULT_MAX_PIXELS};
 use super::idx::IdxFile;
 use super::tfrecord::{self, RecordRef};
 use crate::error::{Error, Result};
@@ -294,7 +294,7 @@ impl Dataset {
         };
         match self.items[i] {
             Item::File(f) => {
-                let bytes = std::fs::read(&self.files[f as usize]).map_err(|e| e.to_string())?;
+                let bytes = read_encoded(&self.files[f as usize])?;
                 decode(&bytes)
             }
             Item::Record { file, at } => {

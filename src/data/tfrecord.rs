@@ -98,6 +98,8 @@ pub fn index(path: &Path) -> std::io::Result<(Vec<RecordRef>, Option<String>)> {
 
 /// Reads one record's data and checks its CRC.
 pub fn read(path: &Path, r: RecordRef) -> Result<Vec<u8>, String> {
+    super::decode::check_encoded_len(r.len)
+        .map_err(|e| format!("offset {}: record of {e}", r.offset))?;
     let f = File::open(path).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; r.len as usize + 4];
     f.read_exact_at(&mut buf, r.offset + 12)
