@@ -54,6 +54,12 @@ pub enum Error {
     Export { path: PathBuf, msg: String },
     #[error("setting '{key}': {msg}")]
     Config { key: String, msg: String },
+    /// Another pretext process works on this run directory.
+    #[error("{path} is in use by {}; wait for it to finish or stop it (lock: {path}/.lock)", .pid.map(|p| format!("pretext process {p}")).unwrap_or_else(|| "another pretext process".into()))]
+    Locked { path: PathBuf, pid: Option<u32> },
+    /// The loss stopped being a finite number.
+    #[error("{msg}")]
+    Diverged { msg: String },
     /// A bad experiment file: `at` is `FILE:LINE:COLUMN` (or `FILE`, or the `--set` given).
     #[error("{at}: {key}: {msg}")]
     Experiment {
@@ -63,7 +69,37 @@ pub enum Error {
     },
 }
 
+/// How the command line ends for an error (docs/ERRORS.md): 2 when the input must change (a
+/// setting, an experiment file, a model or data pretext refuses, a locked run), 1 when the work
+/// failed while running (I/O, TensorFlow, export, divergence). 130 is an interrupted run.
+pub const EXIT_RUNTIME: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 impl Error {
+    /// The exit code of this error's class.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config { .. }
+            | Error::Experiment { .. }
+            | Error::UnknownSignature { .. }
+            | Error::NotSavedModel { .. }
+            | Error::Parse { .. }
+            | Error::Load { .. }
+            | Error::Restore { .. }
+            | Error::Untrusted { .. }
+            | Error::ModelRefused { .. }
+            | Error::NoImages { .. }
+            | Error::NoGradient { .. }
+            | Error::Locked { .. } => EXIT_USAGE,
+            Error::Io { .. }
+            | Error::Graph { .. }
+            | Error::Tf { .. }
+            | Error::Export { .. }
+            | Error::Diverged { .. } => EXIT_RUNTIME,
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
@@ -76,7 +112,7 @@ impl Error {
     pub fn tf(context: impl Into<String>, status: tensorflow::Status) -> Self {
         Error::Tf {
             context: context.into(),
-            msg: status.to_string(),
+            msg: without_tf_hints(&status.to_string()),
         }
     }
 
@@ -97,6 +133,20 @@ impl Error {
     }
 }
 
+/// TF's status text without its advice for TF programmers (the "report_tensor_allocations_upon_oom"
+/// hint it appends to every resource error, a full disk included).
+fn without_tf_hints(msg: &str) -> String {
+    msg.lines()
+        .filter(|l| {
+            !l.trim_start()
+                .starts_with("Hint: If you want to see a list of allocated tensors")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_string()
+}
+
 /// Adds a context string to TensorFlow results.
 pub trait TfContext<T> {
     fn tf_ctx(self, context: impl FnOnce() -> String) -> Result<T>;
@@ -105,5 +155,36 @@ pub trait TfContext<T> {
 impl<T> TfContext<T> for std::result::Result<T, tensorflow::Status> {
     fn tf_ctx(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|s| Error::tf(context(), s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tf_hints_for_programmers_are_dropped() {
+        let m = "RESOURCE_EXHAUSTED: save/x.tmp; No space left on device\n\t [[{{node save/SaveV2}}]]\n\
+                 Hint: If you want to see a list of allocated tensors when OOM happens, add report_tensor_allocations_upon_oom to RunOptions for current allocation info.\n";
+        assert_eq!(
+            without_tf_hints(m),
+            "RESOURCE_EXHAUSTED: save/x.tmp; No space left on device\n\t [[{{node save/SaveV2}}]]"
+        );
+    }
+
+    #[test]
+    fn exit_codes_by_class() {
+        assert_eq!(Error::config("train.batch", "x").exit_code(), EXIT_USAGE);
+        let locked = Error::Locked {
+            path: "r".into(),
+            pid: Some(7),
+        };
+        assert_eq!(locked.exit_code(), EXIT_USAGE);
+        assert!(locked.to_string().contains("pretext process 7"));
+        assert_eq!(Error::graph("n", "x").exit_code(), EXIT_RUNTIME);
+        assert_eq!(
+            Error::Diverged { msg: "x".into() }.exit_code(),
+            EXIT_RUNTIME
+        );
     }
 }

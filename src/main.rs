@@ -149,13 +149,16 @@ fn finish(r: &pretext::experiment::report::Report) -> Result<bool, Error> {
 
 fn run(path: &std::path::Path, set: &[String], run_dir: Option<PathBuf>) -> Result<bool, Error> {
     let (src, exp) = load_experiment(path, set)?;
-    let dir = run_dir.unwrap_or_else(|| {
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "run".into());
-        pretext::experiment::check::new_run_dir(std::path::Path::new("runs"), &stem)
-    });
+    let dir = match run_dir {
+        Some(d) => d,
+        None => {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
+            pretext::experiment::check::new_run_dir(std::path::Path::new("runs"), &stem)?
+        }
+    };
     println!("run directory: {}", dir.display());
     let stop = stop_flag();
     finish(&pretext::experiment::run::run(&exp, &src, &dir, &stop)?)
@@ -164,9 +167,10 @@ fn run(path: &std::path::Path, set: &[String], run_dir: Option<PathBuf>) -> Resu
 fn validate(path: &std::path::Path, set: &[String]) -> Result<(), Error> {
     let (src, exp) = load_experiment(path, set)?;
     let c = pretext::experiment::check::check(&exp, &src)?;
+    let vars = pretext::experiment::check::check_variables(&exp, &src)?;
     println!("{}: ok", path.display());
     println!(
-        "  model: {} (signature '{}', input {})",
+        "  model: {} (signature '{}', input {}; {vars} variables restored)",
         exp.model.path.display(),
         c.signature,
         c.input
@@ -242,21 +246,10 @@ fn main() -> ExitCode {
     };
     match r {
         Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(130),
+        Ok(false) => ExitCode::from(pretext::error::EXIT_INTERRUPTED),
         Err(e) => {
             eprintln!("error: {e}");
-            let usage = matches!(
-                e,
-                Error::Config { .. }
-                    | Error::Experiment { .. }
-                    | Error::UnknownSignature { .. }
-                    | Error::NotSavedModel { .. }
-                    | Error::Untrusted { .. }
-                    | Error::ModelRefused { .. }
-                    | Error::NoImages { .. }
-                    | Error::Restore { .. }
-            );
-            ExitCode::from(if usage { 2 } else { 1 })
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -184,6 +184,8 @@ fn a_failed_write_during_export_surfaces_and_leaves_no_version_directory() {
         l.contains("saved_model.pb") || l.contains("variables"),
         "{l}"
     );
+    // The write failed, so the error names the destination, not the model read.
+    assert!(l.contains(base.to_str().unwrap()), "{l}");
     let left: Vec<String> = std::fs::read_dir(&base)
         .map(|d| {
             d.flatten()

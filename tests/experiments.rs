@@ -270,4 +270,6 @@ fn a_non_finite_loss_stops_the_run_and_names_step_and_head() {
     );
     assert!(l.contains("last good checkpoint is step"), "{l}");
     assert_eq!(report(&run)["status"], "failed");
+    let why = report(&run)["error"].as_str().unwrap().to_string();
+    assert!(why.contains("non-finite loss at step"), "{why}");
 }

@@ -140,7 +140,29 @@ fn tower_nodes_of_type(scope: &Scope, towers: &[Tower], op: &str) -> Vec<String>
 
 #[cfg(test)]
 mod tests {
-    use super::missing_gradient_op;
+    use super::*;
+
+    #[test]
+    fn an_op_without_a_gradient_is_named_with_the_class_that_says_so() {
+        use tensorflow::ops;
+        let mut scope = Scope::new_root_scope();
+        let x = ops::Placeholder::new()
+            .dtype(tensorflow::DataType::Float)
+            .build(&mut scope.with_op_name("x"))
+            .unwrap();
+        let axis = ops::constant(0i32, &mut scope).unwrap();
+        let c = ops::Erfc::new()
+            .build(x.clone(), &mut scope.with_op_name("erfc"))
+            .unwrap();
+        let loss = ops::Sum::new().build(c, axis, &mut scope).unwrap();
+        let read = ("v".to_string(), x.output(0));
+        let e = gradients(&mut scope, &[], loss.output(0), &[read], "grad").unwrap_err();
+        assert!(
+            matches!(&e, Error::NoGradient { ops } if ops[0].0 == "Erfc"),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+    }
 
     #[test]
     fn parses_tf_missing_gradient_message() {

@@ -70,6 +70,17 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
                 format!("{} exists and is not a directory", dir.display()),
             ));
         }
+        if let Some(v) = exp.export.as_ref().and_then(|x| x.version) {
+            if dir.join(v.to_string()).exists() {
+                return Err(src.error(
+                    "export.version",
+                    format!(
+                        "{} already exists; pick another version (or none: the next free one)",
+                        dir.join(v.to_string()).display()
+                    ),
+                ));
+            }
+        }
         let probe = dir
             .ancestors()
             .find(|a| a.exists())
@@ -91,6 +102,16 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
     })
 }
 
+/// Loads the model in a TF session the way a run will (after the audit passed): missing,
+/// truncated or corrupt variables are found here, not after the data was scanned. Returns the
+/// number of variables restored.
+pub fn check_variables(exp: &Experiment, src: &Source) -> Result<usize> {
+    let trust = crate::savedmodel::Trust::from_flag(exp.model.trust);
+    let m = crate::savedmodel::Loaded::load(&exp.model.path, trust)
+        .map_err(|e| src.error("model.path", e.to_string()))?;
+    Ok(m.info.variables().len())
+}
+
 /// Whether a file can be created (and removed) in `dir`: the honest test, whatever the user.
 /// The probe's name is unguessable and it is created with `O_CREAT | O_EXCL` (`create_new`),
 /// which fails on any existing path, a planted symlink included: nothing is ever followed.
@@ -107,10 +128,17 @@ fn writable(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&p)
 }
 
-/// The next free `<root>/<stem>-<n>` directory.
-pub fn new_run_dir(root: &Path, stem: &str) -> PathBuf {
-    (1..)
-        .map(|n| root.join(format!("{stem}-{n}")))
-        .find(|p| !p.exists())
-        .expect("an unused run directory")
+/// Creates and returns the next free `<root>/<stem>-<n>` directory (created atomically, so two
+/// runs started at once get two directories).
+pub fn new_run_dir(root: &Path, stem: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    for n in 1u64.. {
+        let p = root.join(format!("{stem}-{n}"));
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&p, e)),
+        }
+    }
+    unreachable!("u64 run numbers exhausted")
 }

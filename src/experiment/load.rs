@@ -53,6 +53,37 @@ pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// The largest experiment file read, and the deepest flow nesting parsed (YAML's parser is
+/// quadratic in nesting: 100,000 `[` took over a minute to refuse).
+const MAX_FILE_BYTES: u64 = 1 << 20;
+const MAX_DEPTH: usize = 64;
+
+/// Line and column (1-based) where flow brackets (`[`, `{`, outside quotes and comments) first
+/// nest deeper than `max`.
+fn too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        let mut quote: Option<char> = None;
+        for (j, ch) in line.chars().enumerate() {
+            match (quote, ch) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(ch),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > max {
+                        return Some((i + 1, j + 1));
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 /// Splits serde_yaml's "path: message at line L column C" into (key path, message).
 fn split_message(msg: &str) -> (String, String) {
     let msg = match msg.rfind(" at line ") {
@@ -106,6 +137,19 @@ impl Source {
                 msg: "is a directory; pass a YAML experiment file".into(),
             });
         }
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        if len > MAX_FILE_BYTES {
+            return Err(Error::Experiment {
+                at: path.display().to_string(),
+                key: "(file)".into(),
+                msg: format!(
+                    "{len} bytes; an experiment file is at most {} KB",
+                    MAX_FILE_BYTES >> 10
+                ),
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Ok(Source {
             path: path.to_path_buf(),
@@ -146,6 +190,13 @@ impl Source {
                 None => self.error(&key, msg),
             }
         };
+        if let Some((l, c)) = too_deep(&self.text, MAX_DEPTH) {
+            return Err(Error::Experiment {
+                at: format!("{file}:{l}:{c}"),
+                key: "(top level)".into(),
+                msg: format!("brackets nested deeper than {MAX_DEPTH} levels; an experiment is a few sections of settings"),
+            });
+        }
         let mut value: Value = serde_yaml::from_str(&self.text).map_err(yaml_error)?;
         if value.is_null() {
             return Err(at_file(
@@ -183,6 +234,13 @@ impl Source {
                     key: spec.clone(),
                     msg: "expected KEY.PATH=VALUE".into(),
                 })?;
+                if raw.trim().is_empty() {
+                    return Err(Error::Experiment {
+                        at: format!("--set {spec}"),
+                        key: key.trim().to_string(),
+                        msg: "empty value; give one, or KEY=null for the default".into(),
+                    });
+                }
                 let v: Value = serde_yaml::from_str(raw).map_err(|e| Error::Experiment {
                     at: format!("--set {spec}"),
                     key: key.to_string(),

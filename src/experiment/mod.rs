@@ -2,6 +2,7 @@
 //! `.init()` into the library's configs. Parsing, locations and `--set` overrides are in `load`.
 pub mod check;
 mod load;
+pub mod lock;
 pub mod report;
 pub mod run;
 

@@ -58,6 +58,9 @@ pub struct Report {
     pub export: Option<PathBuf>,
     /// In-place retraining: where the original model was kept.
     pub backup: Option<PathBuf>,
+    /// Why the run failed (status `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One head scalar over a session's steps.
@@ -154,6 +157,7 @@ impl Report {
             eval_before: before,
             eval_after: None,
             export: None,
+            error: None,
             backup: None,
         }
     }
@@ -219,6 +223,9 @@ impl Report {
             r.config.model.path.display(),
             r.config.head.head().kind()
         );
+        if let Some(e) = &r.error {
+            s += &format!("- error: {e}\n");
+        }
         s += &format!(
             "- steps: {} of {} planned, batch {}; {:.1} s training ({:.1} images/s), graph built in {:.1} s\n",
             r.steps, r.steps_planned, r.batch, r.train_seconds, r.images_per_second, r.build_seconds
@@ -292,6 +299,7 @@ pub fn export(
     t: &Trainer,
     exp: &Experiment,
     x: &ExportSection,
+    run_dir: Option<&Path>,
 ) -> Result<(PathBuf, Option<PathBuf>)> {
     if x.in_place {
         let (p, backup) = crate::export::export_in_place(&t.model, &exp.model.path)?;
@@ -306,7 +314,43 @@ pub fn export(
         .dir
         .as_ref()
         .ok_or_else(|| Error::config("export.dir", "missing: where to write <dir>/<version>/"))?;
-    Ok((crate::export::export(&t.model, dir, x.version)?, None))
+    let Some(run_dir) = run_dir else {
+        return Ok((crate::export::export(&t.model, dir, x.version)?, None));
+    };
+    // A run exports each trained state once: the version is recorded before it is written, so
+    // a run killed after the export but before its report finds that version on `resume`.
+    let intent_path = run_dir.join("export.json");
+    let intent: Option<ExportIntent> = std::fs::read_to_string(&intent_path)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok());
+    let version = match intent {
+        Some(i) if i.step == t.step && i.dir == *dir => {
+            let done = dir.join(i.version.to_string());
+            if done.join("saved_model.pb").is_file() {
+                log::info!("step {} was already exported to {}", t.step, done.display());
+                return Ok((done, None));
+            }
+            i.version
+        }
+        _ => crate::export::next_version(dir, x.version),
+    };
+    let intent = ExportIntent {
+        step: t.step,
+        dir: dir.clone(),
+        version,
+    };
+    let json =
+        serde_json::to_string(&intent).map_err(|e| Error::config("(export)", e.to_string()))?;
+    write_atomic(&intent_path, &json)?;
+    Ok((crate::export::export(&t.model, dir, Some(version))?, None))
+}
+
+/// The export a run is making (`RUN/export.json`): which trained step goes to which version.
+#[derive(Serialize, Deserialize)]
+struct ExportIntent {
+    step: u64,
+    dir: PathBuf,
+    version: u64,
 }
 
 #[cfg(test)]

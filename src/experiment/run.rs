@@ -5,21 +5,25 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::lock::RunLock;
 use super::report::{write_atomic, Report, Status};
 use super::{check, Experiment, Source};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, LabeledSet, Scores};
+use crate::train::checkpoint::{self, RunState};
 use crate::train::summary::Summaries;
-use crate::train::{checkpoint, Trainer};
+use crate::train::Trainer;
 
 /// Files of a run directory.
 pub fn checkpoints_dir(run: &Path) -> PathBuf {
     run.join("checkpoints")
 }
 
-/// Starts `exp` (parsed and checked) in the new directory `run_dir`.
+/// Starts `exp` (parsed and checked) in the new directory `run_dir` (created if needed; an
+/// existing run there is refused).
 pub fn run(exp: &Experiment, src: &Source, run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
-    let checked = check::check(exp, src)?;
+    std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+    let lock = RunLock::acquire(run_dir)?;
     if run_dir.join("config.yaml").exists() {
         return Err(Error::config(
             "--run-dir",
@@ -30,15 +34,30 @@ pub fn run(exp: &Experiment, src: &Source, run_dir: &Path, stop: &AtomicBool) ->
             ),
         ));
     }
-    std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+    let checked = match check::check(exp, src) {
+        Ok(c) => c,
+        Err(e) => {
+            // Nothing was started: leave no empty run directory behind.
+            drop(lock);
+            let _ = std::fs::remove_file(run_dir.join(super::lock::LOCK_FILE));
+            let _ = std::fs::remove_dir(run_dir);
+            return Err(e);
+        }
+    };
     let mut resolved = exp.clone();
     resolved.train.steps = Some(checked.steps);
     resolved.train.epochs = None;
     let yaml = serde_yaml::to_string(&resolved)
         .map_err(|e| Error::config("(config)", format!("cannot serialise: {e}")))?;
     write_atomic(&run_dir.join("config.yaml"), &yaml)?;
+    start(resolved, run_dir, stop)
+}
+
+/// Trains the resolved experiment of `run_dir` from step 0.
+fn start(resolved: Experiment, run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
     let started = Instant::now();
-    let mut t = Trainer::new(&resolved.train_config(checked.steps))?;
+    let steps = resolved.train.steps.unwrap_or(1);
+    let mut t = Trainer::new(&resolved.train_config(steps))?;
     let build = started.elapsed().as_secs_f64();
     let labeled = labeled_set(&resolved)?;
     let before = score(&t, &labeled)?;
@@ -71,23 +90,55 @@ fn run_config(run_dir: &Path, what: &str) -> Result<Source> {
     Source::read(&p)
 }
 
-/// Continues the run in `run_dir` from its newest checkpoint.
+/// Restores the newest checkpoint of `run_dir` that loads (a damaged newer one is named in
+/// the log and passed over); `None` when the run has no checkpoint.
+fn restore_newest(t: &mut Trainer, run_dir: &Path) -> Result<Option<(PathBuf, RunState)>> {
+    let all = checkpoint::list(&checkpoints_dir(run_dir));
+    if all.is_empty() {
+        return Ok(None);
+    }
+    let mut failures = Vec::new();
+    for (_, ckpt) in all.iter().rev() {
+        match t.restore(ckpt) {
+            Ok(state) => {
+                for (p, e) in &failures {
+                    log::warn!("checkpoint {p} does not load ({e}); passed over");
+                }
+                return Ok(Some((ckpt.clone(), state)));
+            }
+            Err(e) => failures.push((ckpt.display().to_string(), e.to_string())),
+        }
+    }
+    Err(Error::config(
+        "resume",
+        format!(
+            "no checkpoint of {} loads:{}",
+            run_dir.display(),
+            failures
+                .iter()
+                .map(|(p, e)| format!("\n  {p}: {e}"))
+                .collect::<String>()
+        ),
+    ))
+}
+
+/// Continues the run in `run_dir` from its newest checkpoint that loads, or from step 0 when
+/// it was stopped before its first checkpoint.
 pub fn resume(run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
     let src = run_config(run_dir, "resume")?;
+    let _lock = RunLock::acquire(run_dir)?;
     let exp = src.parse(&[])?;
-    let Some((_, ckpt)) = checkpoint::list(&checkpoints_dir(run_dir)).pop() else {
-        return Err(Error::config(
-            "resume",
-            format!(
-                "{} has no checkpoint yet: start it again with `pretext run`",
-                run_dir.display()
-            ),
-        ));
-    };
     let steps = exp.train.steps.unwrap_or(1);
     let started = Instant::now();
     let mut t = Trainer::new(&exp.train_config(steps))?;
-    let state = t.restore(&ckpt)?;
+    let Some((ckpt, state)) = restore_newest(&mut t, run_dir)? else {
+        log::info!(
+            "{} stopped before its first checkpoint: training again from step 0",
+            run_dir.display()
+        );
+        drop(t);
+        return start(exp, run_dir, stop);
+    };
     let finished = std::fs::read_to_string(run_dir.join("report.json"))
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
@@ -122,18 +173,22 @@ pub fn resume(run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
     Ok(report)
 }
 
-/// Exports the newest checkpoint of `run_dir` as its config says (or to `dir`).
+/// Exports the newest checkpoint of `run_dir` that loads as its config says (or to `dir`).
 pub fn export_run(run_dir: &Path, dir: Option<&Path>) -> Result<PathBuf> {
     let src = run_config(run_dir, "export")?;
+    let _lock = RunLock::acquire(run_dir)?;
     let exp = src.parse(&[])?;
-    let Some((_, ckpt)) = checkpoint::list(&checkpoints_dir(run_dir)).pop() else {
+    let mut t = Trainer::new(&exp.train_config(exp.train.steps.unwrap_or(1)))?;
+    if restore_newest(&mut t, run_dir)?.is_none() {
         return Err(Error::config(
             "export",
-            format!("{} has no checkpoint to export", run_dir.display()),
+            format!(
+                "{} has no checkpoint to export yet: `pretext resume {}` trains it",
+                run_dir.display(),
+                run_dir.display()
+            ),
         ));
-    };
-    let mut t = Trainer::new(&exp.train_config(exp.train.steps.unwrap_or(1)))?;
-    t.restore(&ckpt)?;
+    }
     let x = exp.export.clone().unwrap_or(super::ExportSection {
         dir: None,
         version: None,
@@ -141,7 +196,7 @@ pub fn export_run(run_dir: &Path, dir: Option<&Path>) -> Result<PathBuf> {
     });
     match (dir, &x) {
         (Some(d), _) => crate::export::export(&t.model, d, x.version),
-        (None, x) => super::report::export(&t, &exp, x).map(|(p, _)| p),
+        (None, x) => super::report::export(&t, &exp, x, None).map(|(p, _)| p),
     }
 }
 
@@ -203,8 +258,28 @@ impl Progress {
     }
 }
 
-/// The training loop of a run (fresh or resumed), then evaluation, export and the report.
+/// The training loop of a run (fresh or resumed), then evaluation, export and the report; a
+/// failure on the way still leaves a report (status `failed`, the error) in the run directory.
 fn drive(
+    t: &mut Trainer,
+    report: &mut Report,
+    labeled: &Labeled,
+    stop: &AtomicBool,
+    losses: Vec<f32>,
+    seconds_before: f64,
+) -> Result<()> {
+    let r = drive_inner(t, report, labeled, stop, losses, seconds_before);
+    if let Err(e) = &r {
+        report.status = Status::Failed;
+        report.error = Some(e.to_string());
+        if let Err(w) = report.write() {
+            log::warn!("the report could not be written either: {w}");
+        }
+    }
+    r
+}
+
+fn drive_inner(
     t: &mut Trainer,
     report: &mut Report,
     labeled: &Labeled,
@@ -286,16 +361,14 @@ fn drive(
                 .map(|(s, p)| format!("the last good checkpoint is step {s}: {}", p.display()))
                 .unwrap_or_else(|| "no checkpoint was written before it".into());
             progress.finish();
-            report.status = Status::Failed;
             report.fill(t, &losses, elapsed(&t0));
-            report.write()?;
-            return Err(Error::graph(
-                format!("pretext/head ({})", exp.head.head().kind()),
-                format!(
-                    "non-finite loss at step {}: {culprit}; stopped, {last}",
+            return Err(Error::Diverged {
+                msg: format!(
+                    "head {}: non-finite loss at step {}: {culprit}; stopped, {last}",
+                    exp.head.head().kind(),
                     t.step
                 ),
-            ));
+            });
         }
         losses.push(loss);
         for ((k, _), v) in heads.iter().zip(&vals[1..]) {
@@ -332,7 +405,7 @@ fn drive(
         );
     }
     if let Some(x) = &exp.export {
-        let (p, backup) = super::report::export(t, &exp, x)?;
+        let (p, backup) = super::report::export(t, &exp, x, Some(&dir))?;
         report.export = Some(p);
         report.backup = backup;
     }

@@ -71,11 +71,24 @@ fn copy_tree(root: &Path, src: &Path, dst: &Path, top: bool) -> Result<()> {
         if from.is_dir() {
             std::fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))
         } else {
-            std::fs::copy(from, &to)
-                .map(|_| ())
-                .map_err(|e| Error::io(from, e))
+            copy_file(from, &to)
         }
     })
+}
+
+/// Copies one file; a failure names the side that failed (a full disk is the destination's).
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut r = std::fs::File::open(from).map_err(|e| Error::io(from, e))?;
+    let mut w = std::fs::File::create(to).map_err(|e| Error::io(to, e))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf).map_err(|e| Error::io(from, e))?;
+        if n == 0 {
+            return w.flush().map_err(|e| Error::io(to, e));
+        }
+        w.write_all(&buf[..n]).map_err(|e| Error::io(to, e))?;
+    }
 }
 
 /// Visits every entry below `dir` (parents before children) as (path relative to `dir`'s top,
@@ -110,10 +123,43 @@ fn walk(
     go(root, dir, Path::new(""), top, visit)
 }
 
+/// The version an export to `base` writes: `version`, or the next integer.
+pub fn next_version(base: &Path, version: Option<u64>) -> u64 {
+    version.unwrap_or_else(|| versions(base).last().map(|v| v + 1).unwrap_or(1))
+}
+
+/// Removes `base/.tmp-<version>-<pid>` folders left by exports whose process is gone (killed
+/// mid-export); folders of live processes are theirs.
+fn remove_stale_temps(base: &Path) {
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".tmp-")
+            .and_then(|r| r.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // Our own pid here is an earlier process's (we have not started ours yet).
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = pid != std::process::id() as i32
+            && (unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+        if !alive && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            log::info!("removing {} (an export cut short)", e.path().display());
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Writes the model's current variable values as `base/<version>/`; `version` defaults to the
 /// next integer. Never overwrites an existing version.
 pub fn export(model: &Loaded, base: &Path, version: Option<u64>) -> Result<PathBuf> {
-    let ver = version.unwrap_or_else(|| versions(base).last().map(|v| v + 1).unwrap_or(1));
+    remove_stale_temps(base);
+    let ver = next_version(base, version);
     let dst = base.join(ver.to_string());
     if dst.exists() {
         return Err(Error::Export {
@@ -304,4 +350,36 @@ fn sync_tree(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_blamed_on_the_destination() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("saved_model.pb");
+        std::fs::write(&src, vec![7u8; 100_000]).unwrap();
+        let e = copy_file(&src, Path::new("/dev/full")).unwrap_err();
+        assert!(
+            matches!(&e, Error::Io { path, .. } if path == Path::new("/dev/full")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn only_temp_folders_of_dead_exports_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp.path().join(format!(".tmp-3-{}", i32::MAX));
+        let ours = tmp.path().join(format!(".tmp-4-{}", std::process::id()));
+        let live = tmp.path().join(".tmp-5-1"); // init never exits
+        let other = tmp.path().join(".tmp-notes");
+        for d in [&dead, &ours, &live, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        remove_stale_temps(tmp.path());
+        assert!(!dead.exists() && !ours.exists());
+        assert!(live.exists() && other.exists());
+    }
 }

@@ -102,6 +102,9 @@ impl TrainConfig {
                 ),
             ));
         }
+        if self.steps == 0 {
+            return Err(Error::config("steps", "must be ≥ 1"));
+        }
         if self.loader.prefetch > MAX_PREFETCH {
             return Err(Error::config(
                 "prefetch",
