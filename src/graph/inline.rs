@@ -42,7 +42,15 @@ struct Inliner<'a> {
     out: Vec<NodeDef>,
     external: Vec<(String, String)>,
     ext_of: HashMap<String, String>,
+    /// The calls being inlined, outermost first (a function met again here is recursion).
+    active: Vec<String>,
 }
+
+/// The deepest call nesting and the most nodes one inlined signature may have: far beyond any
+/// model (Keras nests a handful of calls), and a bound on hostile ones (recursion, call trees
+/// that double at every level).
+const MAX_CALL_DEPTH: usize = 64;
+const MAX_INLINED_NODES: usize = 2_000_000;
 
 /// TF DataType enum value of a crate DataType.
 pub fn dtype_code(dt: DataType) -> i32 {
@@ -179,6 +187,35 @@ impl<'a> Inliner<'a> {
         let f: &'a FunctionDef = self.lib.get(fname).copied().ok_or_else(|| {
             Error::graph(scope, format!("function '{fname}' is not in the library"))
         })?;
+        if self.active.iter().any(|a| a == fname) {
+            return Err(Error::graph(
+                scope,
+                format!(
+                    "function '{fname}' calls itself ({} -> {fname}); a recursive call graph cannot be inlined",
+                    self.active.join(" -> ")
+                ),
+            ));
+        }
+        if self.active.len() >= MAX_CALL_DEPTH {
+            return Err(Error::graph(
+                scope,
+                format!("calls nested deeper than {MAX_CALL_DEPTH} levels"),
+            ));
+        }
+        self.active.push(fname.to_string());
+        let r = self.inline_body(f, fname, args, ctrl, scope);
+        self.active.pop();
+        r
+    }
+
+    fn inline_body(
+        &mut self,
+        f: &'a FunctionDef,
+        fname: &str,
+        args: Vec<String>,
+        ctrl: Vec<String>,
+        scope: &str,
+    ) -> Result<Translated> {
         let sig = f
             .signature
             .as_ref()
@@ -230,6 +267,12 @@ impl<'a> Inliner<'a> {
                 }
             }
             let flat_name = format!("{scope}/{name}");
+            if self.out.len() > MAX_INLINED_NODES {
+                return Err(Error::graph(
+                    &flat_name,
+                    format!("the inlined signature passes {MAX_INLINED_NODES} nodes"),
+                ));
+            }
             let t = if let Some(callee) = self.callee(nd) {
                 let mut c = ctrl.clone();
                 c.extend(controls);
@@ -328,6 +371,7 @@ pub fn inline_signature(
         graph,
         opdefs: OpDefs::default(),
         out: Vec::new(),
+        active: Vec::new(),
         external: Vec::new(),
         ext_of: HashMap::new(),
     };

@@ -3,7 +3,7 @@
 pub mod bn;
 pub mod fold;
 mod inline;
-mod opdefs;
+pub mod opdefs;
 pub mod recompute;
 pub mod unstride;
 

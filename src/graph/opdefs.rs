@@ -40,7 +40,7 @@ pub fn arg_len(arg: &ArgDef, node: &NodeDef) -> Result<usize> {
             .get(&arg.number_attr)
             .and_then(|a| a.value.as_ref())
         {
-            Some(Value::I(n)) => Ok(*n as usize),
+            Some(Value::I(n)) if *n >= 0 => Ok(*n as usize),
             _ => Err(Error::graph(
                 &node.name,
                 format!("missing int attr '{}'", arg.number_attr),
@@ -68,6 +68,12 @@ pub fn flat_output_index(def: &OpDef, node: &NodeDef, arg: &str, idx: usize) -> 
     let mut base = 0;
     for a in &def.output_arg {
         if a.name == arg {
+            if idx >= arg_len(a, node)? {
+                return Err(Error::graph(
+                    &node.name,
+                    format!("output '{arg}' has no tensor {idx}"),
+                ));
+            }
             return Ok(base + idx);
         }
         base += arg_len(a, node)?;

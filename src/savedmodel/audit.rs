@@ -9,7 +9,7 @@
 //! findings unless the user trusts it (`model.trust: true`, `--trust-model`).
 use std::collections::{HashMap, HashSet};
 
-use super::proto::{attr_value::Value, FunctionDef, NodeDef};
+use super::proto::{attr_value::Value, FunctionDef, GraphDef, NodeDef};
 use super::{parse_tensor_name, SavedModelInfo};
 
 /// Why an op is a finding.
@@ -137,6 +137,86 @@ fn called(n: &NodeDef) -> Vec<&str> {
         }
     }
     out
+}
+
+/// The deepest function-call nesting a model may have (Keras nests a handful).
+pub const MAX_CALL_DEPTH: usize = 64;
+
+/// Refuses a function library whose call graph has a cycle or nests deeper than
+/// `MAX_CALL_DEPTH`: TF functions cannot recurse, and TF's own shape inference recurses
+/// without end (a stack overflow that kills the process) when a model says they do.
+pub fn check_call_graph<'a>(gd: &'a GraphDef) -> std::result::Result<(), String> {
+    let lib: HashMap<&str, &FunctionDef> = gd
+        .library
+        .iter()
+        .flat_map(|l| &l.function)
+        .filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f)))
+        .collect();
+    fn callees_of<'g>(lib: &HashMap<&'g str, &'g FunctionDef>, f: &'g FunctionDef) -> Vec<&'g str> {
+        let mut v: Vec<&str> = f
+            .node_def
+            .iter()
+            .flat_map(|n| {
+                let mut c = called(n);
+                if lib.contains_key(n.op.as_str()) {
+                    c.push(n.op.as_str());
+                }
+                c
+            })
+            .filter(|c| lib.contains_key(c))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+    let callees = |f: &'a FunctionDef| callees_of(&lib, f);
+    // Iterative depth-first search: 1 = on the current path, 2 = done (with its depth).
+    let mut state: HashMap<&str, (u8, usize)> = HashMap::new();
+    for &root in lib.keys() {
+        if state.contains_key(root) {
+            continue;
+        }
+        let mut path: Vec<(&str, Vec<&str>)> = vec![(root, callees(lib[root]))];
+        state.insert(root, (1, 0));
+        while let Some((f, todo)) = path.last_mut() {
+            let f = *f;
+            match todo.pop() {
+                Some(c) => {
+                    match state.get(c) {
+                        Some((1, _)) => {
+                            let cycle: Vec<&str> = path
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .skip_while(|n| *n != c)
+                                .collect();
+                            return Err(format!("function '{c}' calls itself ({} -> {c}); TF functions cannot recurse", cycle.join(" -> ")));
+                        }
+                        Some((_, d)) if *d + 1 + path.len() > MAX_CALL_DEPTH => {
+                            return Err(format!("function calls nest deeper than {MAX_CALL_DEPTH} levels (through '{f}')"));
+                        }
+                        Some(_) => {}
+                        None => {
+                            if path.len() >= MAX_CALL_DEPTH {
+                                return Err(format!("function calls nest deeper than {MAX_CALL_DEPTH} levels (through '{f}')"));
+                            }
+                            state.insert(c, (1, 0));
+                            path.push((c, callees(lib[c])));
+                        }
+                    }
+                }
+                None => {
+                    let depth = callees(lib[f])
+                        .iter()
+                        .map(|c| state.get(c).map(|s| s.1 + 1).unwrap_or(0))
+                        .max()
+                        .unwrap_or(0);
+                    state.insert(f, (2, depth));
+                    path.pop();
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The top-level nodes the saver runs (the save and restore ops and what they read), by name.
@@ -275,5 +355,67 @@ mod tests {
             vec![("output_stream", s_attr("stderr"))],
         );
         assert!(danger(&to_log).is_none());
+    }
+}
+
+#[cfg(test)]
+mod call_graph_tests {
+    use super::*;
+    use crate::savedmodel::proto::{FunctionDefLibrary, OpDef};
+
+    fn fun(name: &str, calls: &[&str]) -> FunctionDef {
+        FunctionDef {
+            signature: Some(OpDef {
+                name: name.into(),
+                ..Default::default()
+            }),
+            node_def: calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| NodeDef {
+                    name: format!("n{i}"),
+                    op: c.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn graph(funs: Vec<FunctionDef>) -> GraphDef {
+        GraphDef {
+            library: Some(FunctionDefLibrary {
+                function: funs,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn recursion_and_deep_nesting_are_refused_and_shared_callees_are_fine() {
+        let ok = graph(vec![
+            fun("a", &["b", "c"]),
+            fun("b", &["c"]),
+            fun("c", &["Relu"]),
+        ]);
+        assert_eq!(check_call_graph(&ok), Ok(()));
+        let rec = graph(vec![fun("a", &["b"]), fun("b", &["c"]), fun("c", &["a"])]);
+        let e = check_call_graph(&rec).unwrap_err();
+        assert!(e.contains("calls itself") && e.contains("-> a"), "{e}");
+        let own = graph(vec![fun("f", &["f"])]);
+        assert!(check_call_graph(&own)
+            .unwrap_err()
+            .contains("'f' calls itself"));
+        let chain: Vec<FunctionDef> = (0..100)
+            .map(|i| fun(&format!("f{i}"), &[&format!("f{}", i + 1)]))
+            .collect();
+        assert!(check_call_graph(&graph(chain))
+            .unwrap_err()
+            .contains("deeper than 64"));
+        let fine: Vec<FunctionDef> = (0..30)
+            .map(|i| fun(&format!("f{i}"), &[&format!("f{}", i + 1)]))
+            .collect();
+        assert_eq!(check_call_graph(&graph(fine)), Ok(()));
     }
 }

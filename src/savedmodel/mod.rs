@@ -2,6 +2,7 @@
 //! with our own prost structs, and the model loaded into a TF session the way TF Serving loads it.
 pub mod audit;
 pub mod proto;
+mod refs;
 mod session;
 
 pub use session::{check_audit, session_options, Loaded, Trust};
@@ -127,6 +128,16 @@ impl SavedModelInfo {
             what: "SavedModel proto",
             msg: e.to_string(),
         })?;
+        for m in &sm.meta_graphs {
+            if let Some(gd) = &m.graph_def {
+                audit::check_call_graph(gd)
+                    .and_then(|_| refs::check_refs(gd))
+                    .map_err(|msg| Error::ModelRefused {
+                        path: pb.clone(),
+                        msg,
+                    })?;
+            }
+        }
         let tags_of = |m: &MetaGraphDef| {
             m.meta_info_def
                 .as_ref()

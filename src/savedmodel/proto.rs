@@ -292,6 +292,10 @@ pub struct AttrDef {
     pub r#type: String,
     #[prost(message, optional, tag = "3")]
     pub default_value: Option<AttrValue>,
+    #[prost(bool, tag = "5")]
+    pub has_minimum: bool,
+    #[prost(int64, tag = "6")]
+    pub minimum: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
