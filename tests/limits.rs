@@ -24,6 +24,8 @@ fn batch_and_prefetch_beyond_what_runs_are_refused_with_their_key() {
         ("data.prefetch=18446744073709551615", "data.prefetch"),
         ("data.workers=100000", "data.workers"),
         ("data.max_pixels=0", "data.max_pixels"),
+        ("train.steps=10000000000", "train.steps"),
+        ("eval={labeled: /nonexistent, batch: 1000000000000}", "eval.batch"),
     ] {
         let (code, err) = validate_with(set);
         assert_eq!(code, 2, "{set}: {err}");

@@ -93,12 +93,22 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
             ));
         }
     }
+    let steps = exp.steps(data.len());
+    if steps > 1_000_000_000 {
+        return Err(src.error(
+            "train.epochs",
+            format!(
+                "{steps} steps over {} images is over 1000000000 (use train.max_minutes to stop by time)",
+                data.len()
+            ),
+        ));
+    }
     Ok(Checked {
         signature: sig.name.clone(),
         input: format!("{}×{}×{}", spec.height, spec.width, spec.channels),
         images: data.len(),
         labeled,
-        steps: exp.steps(data.len()),
+        steps,
     })
 }
 

@@ -275,6 +275,10 @@ impl Experiment {
 
     /// Checks what can be checked without reading the model or the images.
     pub fn check_settings(&self) -> Result<()> {
+        // The most steps a run may plan (from train.steps or train.epochs), and the largest
+        // evaluation batch (each is one tensor of batch × side² × 3 floats).
+        const MAX_STEPS: u64 = 1_000_000_000;
+        const MAX_EVAL_BATCH: usize = 4096;
         if self.train.steps.is_some() && self.train.epochs.is_some() {
             return Err(Error::config(
                 "train.epochs",
@@ -288,6 +292,21 @@ impl Experiment {
         }
         if self.train.steps == Some(0) {
             return Err(Error::config("train.steps", "must be ≥ 1"));
+        }
+        if let Some(s) = self.train.steps.filter(|s| *s > MAX_STEPS) {
+            return Err(Error::config(
+                "train.steps",
+                format!("{s} is over {MAX_STEPS} (years of training; use train.max_minutes to stop by time)"),
+            ));
+        }
+        if let Some(ev) = self.eval.as_ref().filter(|e| e.batch > MAX_EVAL_BATCH) {
+            return Err(Error::config(
+                "eval.batch",
+                format!(
+                    "{} is over {MAX_EVAL_BATCH} images per evaluation step",
+                    ev.batch
+                ),
+            ));
         }
         if let Some(m) = self.train.max_minutes {
             if !(m > 0.0 && m.is_finite()) {
