@@ -180,15 +180,7 @@ fn exports_copy_nothing_from_outside_the_model() {
 
 #[test]
 fn eval_batch_zero_is_refused_not_scored() {
-    let (code, _, err) = pretext(&[
-        "eval",
-        "--model",
-        fixture("tiny_cnn").to_str().unwrap(),
-        "--labeled",
-        labeled().to_str().unwrap(),
-        "--batch",
-        "0",
-    ]);
+    let (code, _, err) = eval_tiny(&["--batch", "0"]);
     assert_eq!(code, 2, "{err}");
     assert!(error_line(&err).contains("must be at least 1"), "{err}");
     let tmp = tempfile::tempdir().unwrap();

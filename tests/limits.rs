@@ -25,21 +25,16 @@ fn batch_and_prefetch_beyond_what_runs_are_refused_with_their_key() {
         ("data.workers=100000", "data.workers"),
         ("data.max_pixels=0", "data.max_pixels"),
         ("train.steps=10000000000", "train.steps"),
-        ("eval={labeled: /nonexistent, batch: 1000000000000}", "eval.batch"),
+        (
+            "eval={labeled: /nonexistent, batch: 1000000000000}",
+            "eval.batch",
+        ),
     ] {
         let (code, err) = validate_with(set);
         assert_eq!(code, 2, "{set}: {err}");
         assert!(error_line(&err).contains(key), "{set}: {err}");
     }
-    let (code, _, err) = pretext(&[
-        "train",
-        "--model",
-        fixture("tiny_cnn").to_str().unwrap(),
-        "--images",
-        images().to_str().unwrap(),
-        "--batch",
-        "1000000000000",
-    ]);
+    let (code, _, err) = train_tiny(&["--batch", "1000000000000"]);
     assert_eq!(code, 2, "{err}");
     assert!(error_line(&err).contains("batch"), "{err}");
 }
@@ -91,12 +86,7 @@ fn images_claiming_huge_sizes_are_skipped_unread() {
         &experiment(&fixture("tiny_cnn"), &dir, "dae", 3, ""),
     );
     let run = tmp.path().join("run");
-    let (code, stdout, err) = pretext(&[
-        "run",
-        exp.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
+    let (code, stdout, err) = run_in(&exp, &run);
     assert_eq!(code, 0, "{stdout}\n{err}");
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(

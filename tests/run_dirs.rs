@@ -11,12 +11,7 @@ use common::*;
 const QUIET: &str = "logging:\n  tensorboard: false\n";
 
 fn run_ok(exp: &Path, run: &Path) {
-    let (code, stdout, err) = pretext(&[
-        "run",
-        exp.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
+    let (code, stdout, err) = run_in(exp, run);
     assert_eq!(code, 0, "{stdout}\n{err}");
 }
 
@@ -270,15 +265,7 @@ fn settings_that_mean_nothing_are_refused_with_their_key() {
         l.contains("train.steps") && l.contains("empty value"),
         "{l}"
     );
-    let (code, _, err) = pretext(&[
-        "train",
-        "--model",
-        fixture("tiny_cnn").to_str().unwrap(),
-        "--images",
-        images().to_str().unwrap(),
-        "--steps",
-        "0",
-    ]);
+    let (code, _, err) = train_tiny(&["--steps", "0"]);
     assert_eq!(code, 2, "{err}");
     assert!(
         error_line(&err).contains("steps") && !err.contains("NaN"),
@@ -310,24 +297,11 @@ fn an_unknown_signature_and_an_existing_export_version_are_refused_before_any_wo
         &experiment(&fixture("tiny_cnn"), &images(), "dae", 2, &extra),
     );
     let run = tmp.path().join("run");
-    let (code, _, err) = pretext(&[
-        "run",
-        exp.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
+    let (code, _, err) = run_in(&exp, &run);
     assert_eq!(code, 2, "{err}");
     assert!(error_line(&err).contains("export.version"), "{err}");
     assert!(!run.exists(), "a refused run leaves no directory");
-    let (code, _, err) = pretext(&[
-        "eval",
-        "--model",
-        fixture("tiny_cnn").to_str().unwrap(),
-        "--labeled",
-        labeled().to_str().unwrap(),
-        "--signature",
-        "nosuch",
-    ]);
+    let (code, _, err) = eval_tiny(&["--signature", "nosuch"]);
     assert_eq!(code, 2, "{err}");
     assert!(
         error_line(&err).contains("no signature named 'nosuch'"),

@@ -146,12 +146,7 @@ pub const MAX_CALL_DEPTH: usize = 64;
 /// `MAX_CALL_DEPTH`: TF functions cannot recurse, and TF's own shape inference recurses
 /// without end (a stack overflow that kills the process) when a model says they do.
 pub fn check_call_graph<'a>(gd: &'a GraphDef) -> std::result::Result<(), String> {
-    let lib: HashMap<&str, &FunctionDef> = gd
-        .library
-        .iter()
-        .flat_map(|l| &l.function)
-        .filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f)))
-        .collect();
+    let lib = super::function_library(gd);
     fn callees_of<'g>(lib: &HashMap<&'g str, &'g FunctionDef>, f: &'g FunctionDef) -> Vec<&'g str> {
         let mut v: Vec<&str> = f
             .node_def

@@ -87,6 +87,17 @@ pub fn parse_tensor_name(s: &str) -> (&str, i32) {
     }
 }
 
+/// The function library of a graph by function name.
+pub fn function_library(
+    gd: &proto::GraphDef,
+) -> std::collections::HashMap<&str, &proto::FunctionDef> {
+    gd.library
+        .iter()
+        .flat_map(|l| &l.function)
+        .filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f)))
+        .collect()
+}
+
 pub(crate) fn shape_of(p: &Option<TensorShapeProto>) -> Option<Vec<Option<i64>>> {
     let p = p.as_ref()?;
     if p.unknown_rank {

@@ -98,12 +98,7 @@ fn check_node_attrs(nodes: &[NodeDef], opdefs: &mut OpDefs, graph: &Graph) -> Re
 pub fn check_refs(gd: &GraphDef) -> Result<(), String> {
     let graph = Graph::new();
     let mut opdefs = OpDefs::default();
-    let lib: HashMap<&str, &FunctionDef> = gd
-        .library
-        .iter()
-        .flat_map(|l| &l.function)
-        .filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f)))
-        .collect();
+    let lib = super::function_library(gd);
     check_node_attrs(&gd.node, &mut opdefs, &graph)?;
     for f in lib.values() {
         check_node_attrs(&f.node_def, &mut opdefs, &graph).map_err(|e| {

@@ -90,3 +90,43 @@ pub fn run_ok(exp: &Path, run: &Path) -> String {
     assert_eq!(code, 0, "{err}");
     stdout
 }
+
+/// `pretext train` on the tiny_cnn fixture over the test images, with `extra` flags.
+pub fn train_tiny(extra: &[&str]) -> (i32, String, String) {
+    let model = super::fixture("tiny_cnn");
+    let images = super::images();
+    let mut args = vec![
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    pretext(&args)
+}
+
+/// `pretext eval` of the tiny_cnn fixture on the labeled test set, with `extra` flags.
+pub fn eval_tiny(extra: &[&str]) -> (i32, String, String) {
+    let model = super::fixture("tiny_cnn");
+    let labeled = super::labeled();
+    let mut args = vec![
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--labeled",
+        labeled.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    pretext(&args)
+}
+
+/// `pretext run EXP --run-dir RUN`.
+pub fn run_in(exp: &Path, run: &Path) -> (i32, String, String) {
+    pretext(&[
+        "run",
+        exp.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ])
+}
