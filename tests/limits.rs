@@ -129,6 +129,33 @@ fn idx_files_of_huge_images_are_refused_before_unpacking() {
         line.contains("40000×40000") && line.contains("max_pixels"),
         "{line}"
     );
+    // Images within the limit, but 100,000 of them: 40 GB declared in a file of some 64 KB.
+    let bomb = tmp.path().join("bomb-idx3-ubyte.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&bomb).unwrap(),
+        flate2::Compression::best(),
+    );
+    gz.write_all(&[0, 0, 8, 3]).unwrap();
+    for d in [100_000u32, 632, 632] {
+        gz.write_all(&d.to_be_bytes()).unwrap();
+    }
+    for _ in 0..64 {
+        gz.write_all(&zeros).unwrap();
+    }
+    gz.finish().unwrap();
+    let text = std::fs::read_to_string(&exp).unwrap();
+    std::fs::write(
+        &exp,
+        text.replace(p.to_str().unwrap(), bomb.to_str().unwrap()),
+    )
+    .unwrap();
+    let (code, _, err) = pretext(&["validate", exp.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    let line = error_line(&err);
+    assert!(
+        line.contains("expansion") && line.contains("nothing was unpacked"),
+        "{line}"
+    );
 }
 
 #[test]

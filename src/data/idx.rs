@@ -21,6 +21,45 @@ pub struct IdxFile {
     _unpacked: Option<tempfile::NamedTempFile>,
 }
 
+/// The most a gzip IDX file may expand: image data compresses 2–5× (Fashion-MNIST 1.8×,
+/// MNIST 4.8×); a file that claims far more is a decompression bomb, not a dataset.
+const MAX_GZIP_RATIO: u64 = 64;
+
+/// Refuses unpacking `want` bytes from a `compressed`-byte gzip file when the ratio is
+/// implausible or the temporary directory has not that much room.
+fn check_unpack(want: u64, compressed: u64) -> std::io::Result<()> {
+    if want > compressed.saturating_mul(MAX_GZIP_RATIO) {
+        return Err(bad(format!(
+            "the header declares {want} bytes of images in a {compressed}-byte gzip file \
+             (over {MAX_GZIP_RATIO}× expansion: not image data); nothing was unpacked"
+        )));
+    }
+    let dir = std::env::temp_dir();
+    if let Some(free) = free_bytes(&dir) {
+        if want > free {
+            return Err(bad(format!(
+                "unpacking needs {:.1} GB in {} ({:.1} GB free); set TMPDIR to a larger disk",
+                want as f64 / 1e9,
+                dir.display(),
+                free as f64 / 1e9
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes available to this user on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 /// Why an IDX file cannot be used (the caller names the file).
 fn bad(msg: impl Into<String>) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
@@ -97,8 +136,9 @@ impl IdxFile {
         }
         let data_offset = 4 + 4 * nd as u64;
         let (file, unpacked) = if gz {
-            let mut tmp = tempfile::NamedTempFile::new()?;
             let want = data_offset.saturating_add(dims[0].saturating_mul(rows * cols * channels));
+            check_unpack(want, f.metadata()?.len())?;
+            let mut tmp = tempfile::NamedTempFile::new()?;
             std::io::copy(&mut reader()?.take(want), tmp.as_file_mut())
                 .map_err(|e| bad(format!("gzip data is corrupt: {e}")))?;
             (tmp.reopen()?, Some(tmp))
