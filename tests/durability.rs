@@ -130,13 +130,21 @@ fn sigkill_at_30_moments_never_damages_the_original_and_resume_works() {
             assert_eq!(report(&run)["status"], "finished", "trial {i}");
             resumed += 1;
             to_check.push(snapshot(&trial, ino, &format!("trial{i}-resumed")));
+        } else if run.join("config.yaml").exists() {
+            // Killed before the first checkpoint: resume trains it from step 0.
+            let (code, _, err) = pretext(&["resume", run.to_str().unwrap()]);
+            assert_eq!(code, 0, "trial {i}: {err}");
+            assert_eq!(report(&run)["status"], "finished", "trial {i}");
+            no_ckpt += 1;
+            to_check.push(snapshot(&trial, ino, &format!("trial{i}-restarted")));
         } else {
+            // Killed before the run directory held a run: nothing to resume.
             let (code, _, err) = pretext(&["resume", run.to_str().unwrap()]);
             assert_eq!(code, 2, "trial {i}: {err}");
             no_ckpt += 1;
         }
     }
-    println!("30 SIGKILL trials (20 over a {span:?} run, 10 aimed at the in-place export): {resumed} resumed from a checkpoint, {no_ckpt} killed before the first checkpoint, {finished} killed after the end; {in_export} of them inside the in-place export");
+    println!("30 SIGKILL trials (20 over a {span:?} run, 10 aimed at the in-place export): {resumed} resumed from a checkpoint, {no_ckpt} killed before the first checkpoint (resumed from step 0 when config.yaml was written), {finished} killed after the end; {in_export} of them inside the in-place export");
     let o = std::process::Command::new(python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
