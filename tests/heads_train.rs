@@ -103,7 +103,7 @@ fn moco_loss_falls_on_mobilenet_v2_035() {
     // so the 50 measured steps follow those 8. Momentum 0.99: at 0.9 the loss rises instead
     // (the key encoder follows the online one so fast that the queue's keys go stale).
     let (queue, batch) = (128, 16);
-    let mut c = cfg("mobilenet_v2_035", 0);
+    let mut c = cfg("mobilenet_v2_035", queue as u64 / batch as u64 + 50);
     c.batch = batch;
     c.optimizer.learning_rate = 1e-3;
     c.head = pretext::heads::HeadConfig::Moco(pretext::heads::MocoConfig {
