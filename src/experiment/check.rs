@@ -94,12 +94,13 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
         }
     }
     let steps = exp.steps(data.len());
-    if steps > 1_000_000_000 {
+    if steps > Experiment::MAX_STEPS {
         return Err(src.error(
             "train.epochs",
             format!(
-                "{steps} steps over {} images is over 1000000000 (use train.max_minutes to stop by time)",
-                data.len()
+                "{steps} steps over {} images is over {} (use train.max_minutes to stop by time)",
+                data.len(),
+                Experiment::MAX_STEPS
             ),
         ));
     }

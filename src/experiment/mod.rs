@@ -274,10 +274,12 @@ impl Experiment {
     }
 
     /// Checks what can be checked without reading the model or the images.
+    /// The most steps a run may plan, from train.steps or (once the images are counted, in
+    /// `check`) train.epochs: years of training on any machine.
+    pub const MAX_STEPS: u64 = 1_000_000_000;
+
     pub fn check_settings(&self) -> Result<()> {
-        // The most steps a run may plan (from train.steps or train.epochs), and the largest
-        // evaluation batch (each is one tensor of batch × side² × 3 floats).
-        const MAX_STEPS: u64 = 1_000_000_000;
+        // The largest evaluation batch (one tensor of batch × side² × 3 floats).
         const MAX_EVAL_BATCH: usize = 4096;
         if self.train.steps.is_some() && self.train.epochs.is_some() {
             return Err(Error::config(
@@ -293,10 +295,13 @@ impl Experiment {
         if self.train.steps == Some(0) {
             return Err(Error::config("train.steps", "must be ≥ 1"));
         }
-        if let Some(s) = self.train.steps.filter(|s| *s > MAX_STEPS) {
+        if let Some(s) = self.train.steps.filter(|s| *s > Self::MAX_STEPS) {
             return Err(Error::config(
                 "train.steps",
-                format!("{s} is over {MAX_STEPS} (years of training; use train.max_minutes to stop by time)"),
+                format!(
+                    "{s} is over {} (years of training; use train.max_minutes to stop by time)",
+                    Self::MAX_STEPS
+                ),
             ));
         }
         if let Some(ev) = self.eval.as_ref().filter(|e| e.batch > MAX_EVAL_BATCH) {

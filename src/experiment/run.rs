@@ -128,17 +128,18 @@ pub fn resume(run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
     let src = run_config(run_dir, "resume")?;
     let _lock = RunLock::acquire(run_dir)?;
     let exp = src.parse(&[])?;
-    let steps = exp.train.steps.unwrap_or(1);
-    let started = Instant::now();
-    let mut t = Trainer::new(&exp.train_config(steps))?;
-    let Some((ckpt, state)) = restore_newest(&mut t, run_dir)? else {
+    if checkpoint::list(&checkpoints_dir(run_dir)).is_empty() {
         log::info!(
             "{} stopped before its first checkpoint: training again from step 0",
             run_dir.display()
         );
-        drop(t);
         return start(exp, run_dir, stop);
-    };
+    }
+    let steps = exp.train.steps.unwrap_or(1);
+    let started = Instant::now();
+    let mut t = Trainer::new(&exp.train_config(steps))?;
+    let (ckpt, state) =
+        restore_newest(&mut t, run_dir)?.expect("the run has checkpoints (listed above)");
     let finished = std::fs::read_to_string(run_dir.join("report.json"))
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())

@@ -42,14 +42,11 @@ struct Inliner<'a> {
     out: Vec<NodeDef>,
     external: Vec<(String, String)>,
     ext_of: HashMap<String, String>,
-    /// The calls being inlined, outermost first (a function met again here is recursion).
-    active: Vec<String>,
 }
 
-/// The deepest call nesting and the most nodes one inlined signature may have: far beyond any
-/// model (Keras nests a handful of calls), and a bound on hostile ones (recursion, call trees
-/// that double at every level).
-const MAX_CALL_DEPTH: usize = 64;
+/// The most nodes one inlined signature may have: far beyond any model, and a bound on hostile
+/// call trees that double at every level (recursion and depth are refused earlier, by
+/// `savedmodel::audit::check_call_graph` in `SavedModelInfo::read`).
 const MAX_INLINED_NODES: usize = 2_000_000;
 
 /// TF DataType enum value of a crate DataType.
@@ -187,35 +184,6 @@ impl<'a> Inliner<'a> {
         let f: &'a FunctionDef = self.lib.get(fname).copied().ok_or_else(|| {
             Error::graph(scope, format!("function '{fname}' is not in the library"))
         })?;
-        if self.active.iter().any(|a| a == fname) {
-            return Err(Error::graph(
-                scope,
-                format!(
-                    "function '{fname}' calls itself ({} -> {fname}); a recursive call graph cannot be inlined",
-                    self.active.join(" -> ")
-                ),
-            ));
-        }
-        if self.active.len() >= MAX_CALL_DEPTH {
-            return Err(Error::graph(
-                scope,
-                format!("calls nested deeper than {MAX_CALL_DEPTH} levels"),
-            ));
-        }
-        self.active.push(fname.to_string());
-        let r = self.inline_body(f, fname, args, ctrl, scope);
-        self.active.pop();
-        r
-    }
-
-    fn inline_body(
-        &mut self,
-        f: &'a FunctionDef,
-        fname: &str,
-        args: Vec<String>,
-        ctrl: Vec<String>,
-        scope: &str,
-    ) -> Result<Translated> {
         let sig = f
             .signature
             .as_ref()
@@ -371,7 +339,6 @@ pub fn inline_signature(
         graph,
         opdefs: OpDefs::default(),
         out: Vec::new(),
-        active: Vec::new(),
         external: Vec::new(),
         ext_of: HashMap::new(),
     };

@@ -91,7 +91,13 @@ impl Loaded {
     /// `serve` tags, then checks that every variable the graph declares was restored
     /// (FEASIBILITY §2: some exports load but leave variables missing).
     pub fn load(dir: &Path, trust: Trust) -> Result<Self> {
-        let info = SavedModelInfo::read(dir)?;
+        Self::load_parsed(SavedModelInfo::read(dir)?, trust)
+    }
+
+    /// `load` of a model already parsed (and checked) by `SavedModelInfo::read`.
+    pub fn load_parsed(info: SavedModelInfo, trust: Trust) -> Result<Self> {
+        let dir = info.dir.clone();
+        let dir = dir.as_path();
         check_audit(&info, trust)?;
         let mut scope = Scope::new_root_scope();
         let opts = session_options()?;

@@ -87,7 +87,7 @@ impl Trainer {
             batches = batches.sequential();
         }
         let loader = Loader::new(batches, plan, cfg.batch, cfg.loader)?;
-        let mut model = Loaded::load(&cfg.model, cfg.trust)?;
+        let mut model = Loaded::load_parsed(info, cfg.trust)?;
         let mut flat = inline_signature(&model.info, &signature, &model.scope.graph())?;
         let rewritten = autodiff::fallback::apply(&mut flat.graph_def);
         if !rewritten.is_empty() {
