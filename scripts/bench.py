@@ -60,7 +60,7 @@ def engine_env():
     return env
 COMMON_KEYS = ["engine", "steps", "batch", "size", "images_per_second", "first_step_unix", "peak_rss_mb"]
 PRETEXT_KEYS = ["data_seconds", "session_seconds", "wait_seconds", "graph_build_seconds"]
-PRETEXT_FLAGS = ["--json", "--from-memory", "--warmup-steps"]
+PRETEXT_FLAGS = ["--json", "--from-memory", "--untimed-steps"]
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 SECTION = "## Throughput: pretext vs Python TF (`make bench`)"
 RUN_TIMEOUT = 1800  # seconds per process
@@ -153,11 +153,11 @@ class Runner:
             os.remove(jpath)
         mdir = rel(MODELS[model][0])
         if engine == "pretext":
-            cmd = [rel(self.a.bin), "train", "--model", mdir]
+            cmd = [rel(self.a.bin), "bench", "--model", mdir]
             for d in images:
                 cmd += ["--images", rel(d)]
             cmd += ["--size", str(size), "--batch", str(batch), "--steps", str(steps), "--head", "simclr",
-                    "--warmup-steps", str(warmup), "--json", rel(jpath)]
+                    "--untimed-steps", str(warmup), "--json", rel(jpath)]
             cmd += ["--from-memory"] if from_memory else []
             cmd += ["--recompute", "on"] if (model, size, batch) in RECOMPUTE_ON else []
             cmd += self.extra
@@ -256,11 +256,11 @@ def preflight(a, need_pretext, need_python):
         if not os.access(a.bin, os.X_OK):
             problems.append(f"{rel(a.bin)} not found (make build)")
         else:
-            h = subprocess.run([a.bin, "train", "--help"], capture_output=True, text=True, cwd=ROOT,
+            h = subprocess.run([a.bin, "bench", "--help"], capture_output=True, text=True, cwd=ROOT,
                                env=engine_env())
             lacking = [f for f in PRETEXT_FLAGS if f not in h.stdout + h.stderr]
             if lacking:
-                problems.append(f"{rel(a.bin)} train lacks {', '.join(lacking)} (the interface this "
+                problems.append(f"{rel(a.bin)} bench lacks {', '.join(lacking)} (the interface this "
                                 "benchmark needs: --json OUT writes engine, steps, batch, size, "
                                 "images_per_second, first_step_unix, peak_rss_mb, data_seconds, "
                                 "session_seconds, wait_seconds, graph_build_seconds)")

@@ -1,12 +1,56 @@
-//! `pretext train`: the training engine driven by flags (no run directory), and its timing
-//! mode for benchmarks (`--json`, `--from-memory`). Raw flags become a `TrainConfig` here.
+//! `pretext train`'s flags as key-path overrides on the default experiment. Each flag names one
+//! key of the experiment schema (`FLAGS`), so defaults, validation and errors are the schema's;
+//! `train` then runs the experiment like `pretext run` (`bench` times its steps: cli_bench).
 use std::path::PathBuf;
 
-use pretext::heads::dae::{Decoder, Noise};
-use pretext::heads::{DaeConfig, HeadConfig, SimclrConfig};
-use pretext::optim::OptimizerKind;
+use pretext::experiment::{Experiment, Override, Source};
 use pretext::Error;
+use serde_yaml::Value;
 
+/// The flags of `pretext train` that set one key each: (flag, key path).
+const FLAGS: &[(&str, &str)] = &[
+    ("model", "model.path"),
+    ("trust-model", "model.trust"),
+    ("signature", "model.signature"),
+    ("size", "model.size"),
+    ("range", "model.range"),
+    ("bn", "model.bn"),
+    ("bn-momentum", "model.bn_momentum"),
+    ("bn-fold", "model.bn_fold"),
+    ("recompute", "model.recompute"),
+    ("train-vars", "model.train_vars"),
+    ("device", "model.device"),
+    ("images", "data.folders"),
+    ("tfrecords", "data.tfrecords"),
+    ("image-key", "data.image_key"),
+    ("idx", "data.idx"),
+    ("prefetch", "data.prefetch"),
+    ("workers", "data.workers"),
+    ("nice", "data.nice"),
+    ("steps", "train.steps"),
+    ("batch", "train.batch"),
+    ("head-warmup", "train.head_warmup_steps"),
+    ("seed", "train.seed"),
+    ("optimizer", "optimizer.kind"),
+    ("lr", "optimizer.learning_rate"),
+    ("weight-decay", "optimizer.weight_decay"),
+    ("lr-warmup", "optimizer.schedule"),
+    ("head", "head"),
+    ("multi", "head.heads"),
+    ("mask-ratio", "head.mask_ratio"),
+    ("queue-size", "head.queue_size"),
+    ("temperature", "head.temperature"),
+    ("noise", "head.noise"),
+    ("noise-level", "head.noise_level"),
+    ("target-size", "head.target_size"),
+    ("decoder", "head.decoder"),
+    ("hidden", "head.hidden"),
+    ("labeled", "eval.labeled"),
+    ("export", "export.dir"),
+];
+
+/// Flags of `pretext train` (and `pretext bench`). Unset flags keep the experiment schema's
+/// defaults (shown in `--help`); `--set KEY.PATH=VALUE` reaches every other key.
 #[derive(clap::Args)]
 pub struct TrainArgs {
     #[arg(long)]
@@ -21,344 +65,308 @@ pub struct TrainArgs {
     #[arg(long)]
     tfrecords: Vec<PathBuf>,
     /// The Example feature holding the encoded image.
-    #[arg(long, default_value = pretext::data::DEFAULT_IMAGE_KEY)]
-    image_key: String,
+    #[arg(long)]
+    image_key: Option<String>,
     /// An IDX image file, gzip-compressed or not (repeat for several).
     #[arg(long)]
     idx: Vec<PathBuf>,
     /// Batches prepared ahead of the step on the input threads (0: none).
-    #[arg(long, default_value_t = 2)]
-    prefetch: usize,
+    #[arg(long)]
+    prefetch: Option<String>,
     /// Decoding threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    workers: usize,
+    #[arg(long)]
+    workers: Option<String>,
     /// Niceness of the input threads (0-19; higher: they run in the CPU time the step leaves).
-    #[arg(long, default_value_t = 19)]
-    nice: i32,
-    /// Write timings (images/s after --warmup-steps, first-step time, peak RSS) as JSON here.
     #[arg(long)]
-    json: Option<PathBuf>,
-    /// Make one batch and feed it every step (the step's cost without the input pipeline).
+    nice: Option<String>,
     #[arg(long)]
-    from_memory: bool,
-    /// Steps left out of the steady-state images/s.
-    #[arg(long, default_value_t = 2)]
-    warmup_steps: u64,
-    #[arg(long, default_value_t = 100)]
-    steps: u64,
-    #[arg(long, default_value_t = 16)]
-    batch: usize,
+    steps: Option<String>,
+    #[arg(long)]
+    batch: Option<String>,
     /// Where to write OUT/<version>/ (next integer version).
     #[arg(long)]
     export: Option<PathBuf>,
-    #[arg(long, default_value = "serving_default")]
-    signature: String,
-    /// Input side, for signatures with free spatial size (default 224).
     #[arg(long)]
-    size: Option<u32>,
-    #[arg(long, value_enum, default_value = "adam")]
-    optimizer: Opt,
-    #[arg(long, default_value_t = 3e-4)]
-    lr: f32,
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f32,
+    signature: Option<String>,
+    /// Input side, for signatures with free spatial size.
+    #[arg(long)]
+    size: Option<String>,
+    #[arg(long, value_parser = ["sgd", "adam", "adamw", "lars"])]
+    optimizer: Option<String>,
+    #[arg(long)]
+    lr: Option<String>,
+    #[arg(long)]
+    weight_decay: Option<String>,
     /// Batch norm while training: frozen (inference statistics), train (batch statistics in the
     /// layers that train, moving statistics updated with --bn-momentum; frozen layers keep
     /// inference mode) or train-all (batch statistics everywhere).
-    #[arg(long, value_enum, default_value = "frozen")]
-    bn: Bn,
-    #[arg(long, default_value_t = 0.99)]
-    bn_momentum: f32,
-    /// Fold each inference-mode batch norm (--bn frozen, or the frozen layers' with --bn train)
-    /// into the convolution before it (same values, less time and memory); false keeps them.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    bn_fold: bool,
+    #[arg(long, value_parser = ["frozen", "train", "train-all"])]
+    bn: Option<String>,
+    #[arg(long)]
+    bn_momentum: Option<String>,
+    /// Fold each inference-mode batch norm into the convolution before it (same values, less
+    /// time and memory); false keeps them.
+    #[arg(long, value_parser = ["true", "false"])]
+    bn_fold: Option<String>,
     /// Recompute batch-norm outputs in the backward pass (less memory): auto (when oneDNN is
     /// off), on or off.
-    #[arg(long, value_enum, default_value = "auto")]
-    recompute: Recompute,
+    #[arg(long, value_parser = ["auto", "on", "off"])]
+    recompute: Option<String>,
     /// Which variables train: all, regex:PATTERN (on variable names) or last:N (layers).
-    #[arg(long, default_value = "all")]
-    train_vars: String,
-    /// Linear warmup over this many steps, then cosine decay to 0 at --steps.
     #[arg(long)]
-    warmup: Option<u64>,
+    train_vars: Option<String>,
+    /// Learning rate: linear warmup over this many steps, then cosine decay to 0 at --steps.
+    #[arg(long)]
+    lr_warmup: Option<String>,
     /// The first N steps train the head alone; the model's variables train after them.
-    #[arg(long, default_value_t = 0)]
-    head_warmup: u64,
+    #[arg(long)]
+    head_warmup: Option<String>,
     /// Pixel range the model expects, "LOW,HIGH".
-    #[arg(long, default_value = "0,1")]
-    range: String,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Pretext head: dae (denoising autoencoder), simclr (contrastive, two augmented views) or
+    #[arg(long)]
+    range: Option<String>,
+    /// Seed of the graph's random ops and of the data order.
+    #[arg(long)]
+    seed: Option<String>,
+    /// Pretext head: dae (denoising autoencoder), simclr (contrastive, two augmented views),
     /// rotation (4-way rotation prediction), moco (MoCo v2: momentum encoder + queue), byol
     /// (momentum target, predictor), simsiam (byol with momentum 0) or inpaint (masked block).
-    #[arg(long, value_enum, default_value = "dae")]
-    head: HeadKind,
+    #[arg(long, value_parser = ["dae", "simclr", "rotation", "moco", "byol", "simsiam", "inpaint"])]
+    head: Option<String>,
     /// Multi-task instead of --head: "KIND=WEIGHT,…" (e.g. "dae=1,rotation=0.5").
-    #[arg(long)]
+    #[arg(long, conflicts_with = "head")]
     multi: Option<String>,
     /// Inpainting: fraction of each image hidden (one random block).
-    #[arg(long, default_value_t = 0.25)]
-    mask_ratio: f32,
+    #[arg(long)]
+    mask_ratio: Option<String>,
     /// MoCo: keys in the queue (a multiple of --batch).
-    #[arg(long, default_value_t = 4096)]
-    queue_size: i64,
+    #[arg(long)]
+    queue_size: Option<String>,
     /// SimCLR / MoCo: contrastive temperature.
-    #[arg(long, default_value_t = 0.2)]
-    temperature: f32,
+    #[arg(long)]
+    temperature: Option<String>,
     /// Denoising AE: gaussian (std = level × range), masking (drop rate) or salt-pepper.
-    #[arg(long, value_enum, default_value = "gaussian")]
-    noise: NoiseKind,
+    #[arg(long, value_parser = ["gaussian", "masking", "salt-pepper"])]
+    noise: Option<String>,
     /// Denoising AE: noise level (see --noise).
-    #[arg(long, default_value_t = 0.1)]
-    noise_level: f32,
+    #[arg(long)]
+    noise_level: Option<String>,
     /// Denoising AE: side of the reconstructed image.
-    #[arg(long, default_value_t = 24)]
-    target_size: i64,
+    #[arg(long)]
+    target_size: Option<String>,
     /// Denoising AE decoder: auto (conv if the backbone has a spatial map), dense or conv.
-    #[arg(long, value_enum, default_value = "auto")]
-    decoder: Dec,
+    #[arg(long, value_parser = ["auto", "dense", "conv"])]
+    decoder: Option<String>,
     /// Denoising AE: decoder hidden units.
-    #[arg(long, default_value_t = 512)]
-    hidden: i64,
+    #[arg(long)]
+    hidden: Option<String>,
     /// Labeled set to evaluate on before and after training (see `pretext eval`).
     #[arg(long)]
     labeled: Option<PathBuf>,
     /// Place the tower on this device (e.g. /device:GPU:0).
     #[arg(long)]
     device: Option<String>,
+    /// Any other experiment key: KEY.PATH=VALUE (VALUE read as YAML), e.g. data.max_pixels=1e6.
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    set: Vec<String>,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum HeadKind {
-    Dae,
-    Simclr,
-    Rotation,
-    Moco,
-    Byol,
-    Simsiam,
-    Inpaint,
+fn path_value(p: &std::path::Path) -> Value {
+    Value::from(p.to_string_lossy().into_owned())
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Recompute {
-    Auto,
-    On,
-    Off,
+/// A flag's value read as YAML (numbers, booleans, words).
+fn word(raw: &str) -> Value {
+    serde_yaml::from_str(raw).unwrap_or_else(|_| Value::from(raw))
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Bn {
-    Frozen,
-    Train,
-    TrainAll,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum NoiseKind {
-    Gaussian,
-    Masking,
-    SaltPepper,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Dec {
-    Auto,
-    Dense,
-    Conv,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Opt {
-    Sgd,
-    Adam,
-    Adamw,
-    Lars,
-}
-
-pub fn parse_range(s: &str) -> Result<(f32, f32), Error> {
-    let bad = || {
-        Error::config(
-            "--range",
-            format!("'{s}' is not LOW,HIGH (e.g. 0,1 or -1,1)"),
-        )
-    };
-    let (a, b) = s.split_once(',').ok_or_else(bad)?;
-    Ok((
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    ))
-}
-
-pub fn train(a: TrainArgs) -> Result<(), Error> {
-    let mut cfg = pretext::train::TrainConfig::new(a.model, PathBuf::new());
-    cfg.data.folders = a.images;
-    cfg.data.tfrecords = a.tfrecords;
-    cfg.data.image_key = a.image_key;
-    cfg.data.idx = a.idx;
-    cfg.loader = pretext::data::LoaderOptions {
-        prefetch: a.prefetch,
-        workers: a.workers,
-        nice: a.nice,
-    };
-    cfg.steps = a.steps;
-    cfg.head_warmup_steps = a.head_warmup;
-    cfg.batch = a.batch;
-    cfg.signature = a.signature;
-    cfg.trust = pretext::savedmodel::Trust::from_flag(a.trust_model);
-    cfg.size = a.size;
-    cfg.seed = a.seed;
-    cfg.device = a.device;
-    cfg.range = parse_range(&a.range)?;
-    cfg.bn = match a.bn {
-        Bn::Frozen => pretext::graph::bn::BnMode::Frozen,
-        Bn::Train => pretext::graph::bn::BnMode::Train,
-        Bn::TrainAll => pretext::graph::bn::BnMode::TrainAll,
-    };
-    cfg.bn_momentum = a.bn_momentum;
-    cfg.bn_fold = a.bn_fold;
-    cfg.recompute = match a.recompute {
-        Recompute::Auto => pretext::graph::recompute::Recompute::Auto,
-        Recompute::On => pretext::graph::recompute::Recompute::On,
-        Recompute::Off => pretext::graph::recompute::Recompute::Off,
-    };
-    cfg.train_vars = pretext::train::select::VarSelection::parse(&a.train_vars)?;
-    cfg.optimizer.kind = match a.optimizer {
-        Opt::Sgd => OptimizerKind::Sgd,
-        Opt::Adam => OptimizerKind::Adam,
-        Opt::Adamw => OptimizerKind::Adamw,
-        Opt::Lars => OptimizerKind::Lars,
-    };
-    if let Some(w) = a.warmup {
-        cfg.optimizer.schedule = pretext::optim::Schedule::WarmupCosine {
-            warmup_steps: w,
-            total_steps: a.steps,
-            alpha: 0.0,
+impl TrainArgs {
+    /// The overrides the given flags make, in an order where sections come before their keys.
+    fn overrides(&self) -> Result<Vec<Override>, Error> {
+        let mut out = Vec::new();
+        let mut put = |flag: &str, value: Value| {
+            let key = FLAGS
+                .iter()
+                .find(|(f, _)| *f == flag)
+                .expect("a flag of FLAGS")
+                .1;
+            out.push(Override {
+                key: key.to_string(),
+                value,
+                shown: format!("--{flag}"),
+            });
         };
-    }
-    cfg.optimizer.learning_rate = a.lr;
-    cfg.head = match a.head {
-        HeadKind::Dae => HeadConfig::Dae(DaeConfig {
-            noise: match a.noise {
-                NoiseKind::Gaussian => Noise::Gaussian,
-                NoiseKind::Masking => Noise::Masking,
-                NoiseKind::SaltPepper => Noise::SaltPepper,
-            },
-            noise_level: a.noise_level,
-            target_size: a.target_size,
-            hidden: a.hidden,
-            decoder: match a.decoder {
-                Dec::Auto => Decoder::Auto,
-                Dec::Dense => Decoder::Dense,
-                Dec::Conv => Decoder::Conv,
-            },
-        }),
-        HeadKind::Rotation => HeadConfig::Rotation(Default::default()),
-        HeadKind::Byol => HeadConfig::Byol(Default::default()),
-        HeadKind::Inpaint => HeadConfig::Inpaint(pretext::heads::InpaintConfig {
-            mask_ratio: a.mask_ratio,
-            ..Default::default()
-        }),
-        HeadKind::Simsiam => HeadConfig::Byol(pretext::heads::ByolConfig {
-            momentum: 0.0,
-            ..Default::default()
-        }),
-        HeadKind::Moco => HeadConfig::Moco(pretext::heads::MocoConfig {
-            temperature: a.temperature,
-            queue_size: a.queue_size,
-            ..Default::default()
-        }),
-        HeadKind::Simclr => HeadConfig::Simclr(SimclrConfig {
-            temperature: a.temperature,
-            ..Default::default()
-        }),
-    };
-    if let Some(spec) = &a.multi {
-        cfg.head = HeadConfig::Multi(pretext::heads::MultiConfig::parse(spec)?);
-    }
-    cfg.optimizer.weight_decay = a.weight_decay;
-    if let Some(e) = &a.export {
-        // Checked before training so a long run cannot end in an unusable export path.
-        if e.exists() && !e.is_dir() {
-            return Err(Error::config(
-                "--export",
-                format!("{} is not a directory", e.display()),
-            ));
+        let paths = |ps: &[PathBuf]| Value::Sequence(ps.iter().map(|p| path_value(p)).collect());
+        put("model", path_value(&self.model));
+        put("images", paths(&self.images));
+        if !self.tfrecords.is_empty() {
+            put("tfrecords", paths(&self.tfrecords));
         }
-        pretext::export::check_model_tree(&cfg.model)?;
-    }
-    let started = std::time::Instant::now();
-    let labeled = a
-        .labeled
-        .as_deref()
-        .map(pretext::eval::LabeledSet::scan)
-        .transpose()?;
-    let mut t = pretext::train::Trainer::new(&cfg)?;
-    let build = started.elapsed().as_secs_f64();
-    let score = |t: &pretext::train::Trainer, set: &pretext::eval::LabeledSet| {
-        pretext::eval::evaluate(&t.model, &t.signature, &t.spec, set, 32)
-    };
-    let before = labeled.as_ref().map(|set| score(&t, set)).transpose()?;
-    if a.json.is_some() || a.from_memory {
-        let tm = t.timed_run(cfg.steps, a.warmup_steps, a.from_memory)?;
-        println!(
-            "{} steps of batch {}{}: {:.1} images/s after {} warm-up step(s) ({:.3} s/step); graph built in {build:.1}s; input waited {:.1}s, session {:.1}s, input threads {:.1}s",
-            tm.steps,
-            tm.batch,
-            if tm.from_memory { " from memory" } else { "" },
-            tm.images_per_second,
-            tm.warmup_steps,
-            tm.step_seconds,
-            tm.wait_seconds,
-            tm.session_seconds,
-            tm.data_seconds
-        );
-        if let Some(out) = &a.json {
-            let mut v =
-                serde_json::to_value(&tm).map_err(|e| Error::config("--json", e.to_string()))?;
-            v["engine"] = "pretext".into();
-            v["size"] = t.spec.height.into();
-            v["graph_build_seconds"] = build.into();
-            v["peak_rss_mb"] = pretext::train::timing::peak_rss_mb().into();
-            v["images_read"] = t.input.images_read().into();
-            v["images_skipped"] = t.input.skipped().len().into();
-            v["dataset_images"] = t.input.len().into();
-            let text = serde_json::to_string_pretty(&v).expect("JSON of numbers");
-            std::fs::write(out, text).map_err(|e| Error::io(out, e))?;
+        if !self.idx.is_empty() {
+            put("idx", paths(&self.idx));
         }
-        return Ok(());
+        if self.trust_model {
+            put("trust-model", Value::Bool(true));
+        }
+        match (self.head.as_deref(), &self.multi) {
+            (Some("simsiam"), _) => put("head", word("{kind: byol, momentum: 0.0}")),
+            (Some(kind), _) => put("head", word(&format!("{{kind: {kind}}}"))),
+            (None, Some(spec)) => {
+                let multi = pretext::heads::MultiConfig::parse(spec)
+                    .map_err(|e| flag_error("--multi", e))?;
+                put(
+                    "head",
+                    serde_yaml::to_value(pretext::heads::HeadConfig::Multi(multi))
+                        .expect("a head config"),
+                );
+            }
+            (None, None) => {}
+        }
+        if let Some(r) = &self.range {
+            put("range", word(&format!("[{r}]")));
+        }
+        if let Some(w) = &self.lr_warmup {
+            put(
+                "lr-warmup",
+                word(&format!("{{kind: warmup_cosine, warmup_steps: {w}}}")),
+            );
+        }
+        for (flag, v) in self.plain() {
+            let Some(v) = v else { continue };
+            let value = match flag {
+                "image-key" | "signature" | "device" | "train-vars" => Value::from(v.as_str()),
+                "bn" | "noise" => Value::from(v.replace('-', "_")),
+                _ => word(v),
+            };
+            put(flag, value);
+        }
+        for (flag, p) in [("labeled", &self.labeled), ("export", &self.export)] {
+            if let Some(p) = p {
+                put(flag, path_value(p));
+            }
+        }
+        if let Some(s) = &self.seed {
+            out.push(Override::parse(&format!("data.seed={s}"))?);
+        }
+        for s in &self.set {
+            out.push(Override::parse(s)?);
+        }
+        Ok(out)
     }
-    let t0 = std::time::Instant::now();
-    let losses = t.run(cfg.steps)?;
-    let secs = t0.elapsed().as_secs_f64();
-    let k = losses.len().min(10);
-    let first: f32 = losses[..k].iter().sum::<f32>() / k.max(1) as f32;
-    let last: f32 = losses[losses.len() - k..].iter().sum::<f32>() / k.max(1) as f32;
-    println!("trained {} steps of batch {} in {secs:.1}s ({:.2} steps/s, {:.1} images/s; graph built in {build:.1}s)", losses.len(), cfg.batch, losses.len() as f64 / secs, (losses.len() * cfg.batch) as f64 / secs);
-    println!(
-        "loss: first-10 mean {first:.5}, last-10 mean {last:.5} ({:+.1}%)",
-        (last / first - 1.0) * 100.0
-    );
-    println!(
-        "images read {}, skipped {}",
-        t.input.images_read(),
-        t.input.skipped().len()
-    );
-    for (p, why) in t.input.skipped() {
-        println!("  skipped {p}: {why}");
+
+    /// The flags that give their key's value as typed.
+    fn plain(&self) -> Vec<(&'static str, Option<&String>)> {
+        vec![
+            ("image-key", self.image_key.as_ref()),
+            ("prefetch", self.prefetch.as_ref()),
+            ("workers", self.workers.as_ref()),
+            ("nice", self.nice.as_ref()),
+            ("steps", self.steps.as_ref()),
+            ("batch", self.batch.as_ref()),
+            ("signature", self.signature.as_ref()),
+            ("size", self.size.as_ref()),
+            ("optimizer", self.optimizer.as_ref()),
+            ("lr", self.lr.as_ref()),
+            ("weight-decay", self.weight_decay.as_ref()),
+            ("bn", self.bn.as_ref()),
+            ("bn-momentum", self.bn_momentum.as_ref()),
+            ("bn-fold", self.bn_fold.as_ref()),
+            ("recompute", self.recompute.as_ref()),
+            ("train-vars", self.train_vars.as_ref()),
+            ("head-warmup", self.head_warmup.as_ref()),
+            ("seed", self.seed.as_ref()),
+            ("mask-ratio", self.mask_ratio.as_ref()),
+            ("queue-size", self.queue_size.as_ref()),
+            ("temperature", self.temperature.as_ref()),
+            ("noise", self.noise.as_ref()),
+            ("noise-level", self.noise_level.as_ref()),
+            ("target-size", self.target_size.as_ref()),
+            ("decoder", self.decoder.as_ref()),
+            ("hidden", self.hidden.as_ref()),
+            ("device", self.device.as_ref()),
+        ]
     }
-    if let (Some(set), Some(b)) = (labeled.as_ref(), before) {
-        let after = score(&t, set)?;
-        println!(
-            "kNN top-1: {:.4} before, {:.4} after; linear probe: {:.4} before, {:.4} after",
-            b.knn_top1, after.knn_top1, b.linear_probe, after.linear_probe
+
+    /// The experiment these flags describe, checked, with its source (errors name the flags).
+    pub fn experiment(&self) -> Result<(Source, Experiment), Error> {
+        let flags = FLAGS
+            .iter()
+            .map(|(f, k)| (k.to_string(), format!("--{f}")))
+            .collect();
+        let src = Source::flags(flags);
+        let mut exp = src.parse_with(&self.overrides()?)?;
+        let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+        exp.absolutize(&cwd);
+        Ok((src, exp))
+    }
+}
+
+fn flag_error(flag: &str, e: Error) -> Error {
+    let msg = match e {
+        Error::Config { msg, .. } => msg,
+        e => e.to_string(),
+    };
+    Error::Flag {
+        flag: flag.into(),
+        msg,
+    }
+}
+
+/// `--help` shows each flag's default, read from the experiment schema (the only place it is
+/// written).
+pub fn with_defaults(cmd: clap::Command) -> clap::Command {
+    let exp = Experiment::new("MODEL".into(), vec!["IMAGES".into()]);
+    let mut sources = vec![serde_yaml::to_value(&exp).expect("an experiment")];
+    for kind in ["simclr", "moco", "inpaint"] {
+        let head: pretext::heads::HeadConfig =
+            serde_yaml::from_str(&format!("kind: {kind}")).expect("a head with defaults");
+        let mut v = serde_yaml::Mapping::new();
+        v.insert(
+            "head".into(),
+            serde_yaml::to_value(head).expect("a head config"),
         );
+        sources.push(Value::Mapping(v));
     }
-    if let Some(out) = a.export {
-        let dir = pretext::export::export(&t.model, &out, None)?;
-        println!("exported {}", dir.display());
+    let lookup = |key: &str| {
+        if key == "train.steps" {
+            return Some(pretext::experiment::TrainSection::DEFAULT_STEPS.to_string());
+        }
+        sources.iter().find_map(|root| {
+            let v = key.split('.').try_fold(root, |v, k| v.get(k))?;
+            match v {
+                Value::Null | Value::Mapping(_) => None,
+                Value::Sequence(s) if s.is_empty() => None,
+                v => Some(shown(key, v)),
+            }
+        })
+    };
+    let mut cmd = cmd;
+    for (flag, key) in FLAGS
+        .iter()
+        .filter(|(f, _)| !matches!(*f, "model" | "images"))
+    {
+        let id = flag.replace('-', "_");
+        let Some(d) = lookup(key) else { continue };
+        cmd = cmd.mut_arg(id, |a| {
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            a.help(format!("{help} [default: {d}]").trim().to_string())
+        });
     }
-    Ok(())
+    cmd
+}
+
+/// A default as a flag takes it: floats as f32, `[0, 1]` as `0,1`, enum words with `-`.
+fn shown(key: &str, v: &Value) -> String {
+    match v {
+        Value::Number(n) if n.is_f64() => format!("{}", n.as_f64().unwrap_or(0.0) as f32),
+        Value::Sequence(s) => s
+            .iter()
+            .map(|x| shown(key, x))
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::String(s) if matches!(key, "model.bn" | "head.noise") => s.replace('_', "-"),
+        v => serde_yaml::to_string(v)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
 }

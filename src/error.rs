@@ -57,9 +57,15 @@ pub enum Error {
     /// Another pretext process works on this run directory.
     #[error("{path} is in use by {}; wait for it to finish or stop it (lock: {path}/.lock)", .pid.map(|p| format!("pretext process {p}")).unwrap_or_else(|| "another pretext process".into()))]
     Locked { path: PathBuf, pid: Option<u32> },
-    /// The loss stopped being a finite number.
+    /// The loss stopped being a finite number at `step`.
     #[error("{msg}")]
-    Diverged { msg: String },
+    Diverged { step: u64, msg: String },
+    /// A flag of the command line (`pretext train`), named as typed.
+    #[error("{flag}: {msg}")]
+    Flag { flag: String, msg: String },
+    /// A bug in pretext, not in the input: what it was doing.
+    #[error("internal error while {context}: {msg} (please report it)")]
+    Internal { context: String, msg: String },
     /// A bad experiment file: `at` is `FILE:LINE:COLUMN` (or `FILE`, or the `--set` given).
     #[error("{at}: {key}: {msg}")]
     Experiment {
@@ -82,6 +88,7 @@ impl Error {
         match self {
             Error::Config { .. }
             | Error::Experiment { .. }
+            | Error::Flag { .. }
             | Error::UnknownSignature { .. }
             | Error::NotSavedModel { .. }
             | Error::Parse { .. }
@@ -96,7 +103,8 @@ impl Error {
             | Error::Graph { .. }
             | Error::Tf { .. }
             | Error::Export { .. }
-            | Error::Diverged { .. } => EXIT_RUNTIME,
+            | Error::Diverged { .. }
+            | Error::Internal { .. } => EXIT_RUNTIME,
         }
     }
 
@@ -121,6 +129,14 @@ impl Error {
         Error::Graph {
             node: node.into(),
             msg: msg.into(),
+        }
+    }
+
+    /// A bug in pretext: `context` is what it was doing.
+    pub fn internal(context: impl Into<String>, msg: impl ToString) -> Self {
+        Error::Internal {
+            context: context.into(),
+            msg: msg.to_string(),
         }
     }
 
@@ -183,7 +199,11 @@ mod tests {
         assert!(locked.to_string().contains("pretext process 7"));
         assert_eq!(Error::graph("n", "x").exit_code(), EXIT_RUNTIME);
         assert_eq!(
-            Error::Diverged { msg: "x".into() }.exit_code(),
+            Error::Diverged {
+                step: 1,
+                msg: "x".into()
+            }
+            .exit_code(),
             EXIT_RUNTIME
         );
     }

@@ -8,8 +8,8 @@ use tensorflow::ops;
 use crate::autodiff;
 use crate::error::{Error, Result, TfContext};
 use crate::graph::{inline_signature, op_histogram, FlatGraph, Tower};
-use crate::savedmodel::proto::{GraphDef, NodeDef};
-use crate::savedmodel::{dtype_name, Loaded, SavedModelInfo, TensorSpec};
+use crate::proto::{dtype_name, GraphDef, NodeDef, TensorRef};
+use crate::savedmodel::{Loaded, SavedModelInfo, TensorSpec};
 
 fn shape_str(s: &Option<Vec<Option<i64>>>) -> String {
     match s {
@@ -40,7 +40,7 @@ pub fn default_signature(info: &SavedModelInfo) -> String {
     if names.len() == 1 {
         names[0].clone()
     } else {
-        "serving_default".into()
+        crate::savedmodel::DEFAULT_SIGNATURE.into()
     }
 }
 
@@ -49,7 +49,10 @@ fn cut_op(gd: &mut GraphDef, op: &str, types: &dyn Fn(&str, usize) -> i32) {
     let cut: Vec<NodeDef> = gd.node.iter().filter(|n| n.op == op).cloned().collect();
     for n in cut {
         for i in gd.node.iter_mut().flat_map(|m| m.input.iter_mut()) {
-            let (src, k) = crate::savedmodel::parse_tensor_name(i);
+            let TensorRef {
+                node: src,
+                index: k,
+            } = TensorRef::parse(i);
             if src == n.name && k >= 0 && !i.starts_with('^') {
                 *i = format!("{}/__cut{k}:0", n.name);
             }

@@ -2,18 +2,20 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use pretext::Error;
 
+mod cli_bench;
 mod cli_train;
-use cli_train::{parse_range, train, TrainArgs};
+use cli_bench::{bench, BenchArgs};
+use cli_train::{with_defaults, TrainArgs};
 
 #[derive(Parser)]
 #[command(
     name = "pretext",
     version,
     about = "Retrain TensorFlow SavedModels without labels",
-    after_help = "Examples:\n  pretext validate experiments/default.yaml\n  pretext run experiments/default.yaml --set train.steps=500 --set head.kind=simclr\n  pretext resume runs/default-1\n  pretext export runs/default-1 --to served/\n  pretext inspect models/mobilenet\n  pretext eval --model models/mobilenet --labeled labeled/\n  pretext train --model models/mobilenet --images photos/ --steps 200 --batch 32 --export out/\n\nExit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 130 interrupted (resume continues).\nExperiment files: docs/EXPERIMENTS.md"
+    after_help = "Examples:\n  pretext validate experiments/default.yaml\n  pretext run experiments/default.yaml --set train.steps=500 --set head.kind=simclr\n  pretext resume runs/default-1\n  pretext export runs/default-1 --to served/\n  pretext inspect models/mobilenet\n  pretext eval --model models/mobilenet --labeled labeled/\n  pretext train --model models/mobilenet --images photos/ --steps 200 --batch 32 --export out/\n  pretext bench --model models/mobilenet --images photos/ --steps 20 --json timing.json\n\nExit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 130 interrupted (resume continues).\nExperiment files: docs/EXPERIMENTS.md"
 )]
 struct Cli {
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.
@@ -59,8 +61,18 @@ enum Cmd {
         #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
         set: Vec<String>,
     },
-    /// Retrain a SavedModel on unlabeled images with a pretext head and export it.
-    Train(TrainArgs),
+    /// Retrain a SavedModel on unlabeled images: `run` of the experiment these flags describe
+    /// (the defaults of docs/EXPERIMENTS.md; checkpoints, report, Ctrl-C and `resume` alike).
+    Train {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Run directory (default: runs/train-<n>, the next free n).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+    },
+    /// Time the training step of `train`'s experiment (no run directory): images/s, where the
+    /// time goes, peak memory.
+    Bench(BenchArgs),
     /// kNN top-1 (cosine, k = 20) and linear-probe accuracy of a SavedModel's embeddings on a
     /// labeled set: DIR/<class>/* (80/20 split) or DIR/{train,test}/<class>/*.
     Eval {
@@ -68,7 +80,7 @@ enum Cmd {
         model: PathBuf,
         #[arg(long)]
         labeled: PathBuf,
-        #[arg(long, default_value = "serving_default")]
+        #[arg(long, default_value = pretext::savedmodel::DEFAULT_SIGNATURE)]
         signature: String,
         /// Input side, for signatures with free spatial size (default 224).
         #[arg(long)]
@@ -76,12 +88,46 @@ enum Cmd {
         /// Pixel range the model expects, "LOW,HIGH".
         #[arg(long, default_value = "0,1")]
         range: String,
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = pretext::experiment::EvalSection::DEFAULT_BATCH)]
         batch: usize,
         /// Load the model even if its graph touches files, processes or the network.
         #[arg(long)]
         trust_model: bool,
     },
+}
+
+/// "LOW,HIGH" of `eval --range`.
+fn parse_range(s: &str) -> Result<(f32, f32), Error> {
+    let bad = || Error::Flag {
+        flag: "--range".into(),
+        msg: format!("'{s}' is not LOW,HIGH (e.g. 0,1 or -1,1)"),
+    };
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+/// `eval`'s errors about settings, named by its flags.
+fn eval_flags(e: Error) -> Error {
+    match e {
+        Error::Config { key, msg } => {
+            let flag = match key.as_str() {
+                "eval.labeled" => "--labeled",
+                "eval.batch" => "--batch",
+                "model.signature" => "--signature",
+                "model.size" => "--size",
+                "model.range" => "--range",
+                _ => return Error::Config { key, msg },
+            };
+            Error::Flag {
+                flag: flag.into(),
+                msg,
+            }
+        }
+        e => e,
+    }
 }
 
 fn eval(
@@ -149,19 +195,27 @@ fn finish(r: &pretext::experiment::report::Report) -> Result<bool, Error> {
 
 fn run(path: &std::path::Path, set: &[String], run_dir: Option<PathBuf>) -> Result<bool, Error> {
     let (src, exp) = load_experiment(path, set)?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    run_experiment(&src, &exp, run_dir, &stem)
+}
+
+/// Runs `exp` in `run_dir` (default: runs/<stem>-<n>).
+fn run_experiment(
+    src: &pretext::experiment::Source,
+    exp: &pretext::experiment::Experiment,
+    run_dir: Option<PathBuf>,
+    stem: &str,
+) -> Result<bool, Error> {
     let dir = match run_dir {
         Some(d) => d,
-        None => {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "run".into());
-            pretext::experiment::check::new_run_dir(std::path::Path::new("runs"), &stem)?
-        }
+        None => pretext::experiment::check::new_run_dir(std::path::Path::new("runs"), stem)?,
     };
     println!("run directory: {}", dir.display());
     let stop = stop_flag();
-    finish(&pretext::experiment::run::run(&exp, &src, &dir, &stop)?)
+    finish(&pretext::experiment::run::run(exp, src, &dir, &stop)?)
 }
 
 fn validate(path: &std::path::Path, set: &[String]) -> Result<(), Error> {
@@ -187,7 +241,13 @@ fn validate(path: &std::path::Path, set: &[String]) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cmd = Cli::command()
+        .mut_subcommand("train", with_defaults)
+        .mut_subcommand("bench", with_defaults);
+    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let level = match cli.verbose {
         0 => "info",
         1 => "debug",
@@ -225,7 +285,10 @@ fn main() -> ExitCode {
             })
         }
         Cmd::Validate { experiment, set } => validate(&experiment, &set).map(|_| true),
-        Cmd::Train(a) => train(a).map(|_| true),
+        Cmd::Train { args, run_dir } => args
+            .experiment()
+            .and_then(|(src, exp)| run_experiment(&src, &exp, run_dir, "train")),
+        Cmd::Bench(a) => bench(a).map(|_| true),
         Cmd::Eval {
             model,
             labeled,
@@ -242,6 +305,7 @@ fn main() -> ExitCode {
             &range,
             (batch, trust_model),
         )
+        .map_err(eval_flags)
         .map(|_| true),
     };
     match r {

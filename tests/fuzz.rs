@@ -16,16 +16,13 @@ mod fuzz_support;
 use std::path::Path;
 
 use fuzz_support::{Fuzz, Input};
-use pretext::savedmodel::proto;
+use pretext::proto;
 
 #[test]
 fn yaml_experiments() {
     Fuzz::new("yaml").run(|input: &Input| {
         let text = String::from_utf8_lossy(&input.bytes).into_owned();
-        let src = pretext::experiment::Source {
-            path: "fuzz.yaml".into(),
-            text,
-        };
+        let src = pretext::experiment::Source::new("fuzz.yaml".into(), text);
         let _ = src.parse(&[]);
         // The same text as one --set value.
         let first = String::from_utf8_lossy(&input.bytes[..input.bytes.len().min(64)]).into_owned();

@@ -79,14 +79,14 @@ fn dump(case: &Case, dir: &Path) -> f32 {
     };
     let mut noise = Noise01(11);
     let mut arrays = serde_json::Map::new();
-    for v in t.head_vars.clone() {
+    for v in t.head_vars().to_vec() {
         let new = noise.perturb(&t.read_variable(&v.handle).unwrap());
         t.assign_variable(&v.handle, &new).unwrap();
         let name = v.name.trim_start_matches("head/");
         put(dir, &mut arrays, &format!("var/{name}"), &new);
         let copy = t
-            .momentum_pairs
-            .iter()
+            .momentum_pairs()
+            .into_iter()
             .find(|(_, online)| online.operation.name() == v.handle.operation.name())
             .map(|(copy, _)| copy.clone());
         if let Some(copy) = copy {
@@ -102,7 +102,7 @@ fn dump(case: &Case, dir: &Path) -> f32 {
         }
     }
     if let HeadConfig::Moco(_) = case.head {
-        let q = t.model.output("pretext/head/moco/queue/var").unwrap();
+        let q = t.model().output("pretext/head/moco/queue/var").unwrap();
         let q = t.read_variable(&q).unwrap();
         put(dir, &mut arrays, "var/moco/queue", &q);
     }
@@ -116,7 +116,7 @@ fn dump(case: &Case, dir: &Path) -> f32 {
     for (name, x) in feeds.zip(&xs) {
         put(dir, &mut arrays, &name, x);
     }
-    let names: Vec<String> = t.tensors.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> = t.tensors().iter().map(|(n, _)| n.clone()).collect();
     let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
     let (loss, values) = t.evaluate(&xs, &refs).unwrap();
     for (n, v) in names.iter().zip(&values) {

@@ -84,8 +84,8 @@ fn byol_loss_falls_and_only_the_online_network_learns() {
     let mut c = cfg("mobilenet_v2_035", 1);
     c.head = pretext::heads::HeadConfig::Byol(Default::default());
     let t = Trainer::new(&c).unwrap();
-    assert!(t.param_names.iter().all(|n| !n.contains("momentum")));
-    assert_eq!(t.trained_vars, 156);
+    assert!(t.param_names().iter().all(|n| !n.contains("momentum")));
+    assert_eq!(t.trained_vars(), 156);
     let (first, last) = first_last(
         "mobilenet_v2_035",
         pretext::heads::HeadConfig::Byol(Default::default()),
@@ -105,7 +105,7 @@ fn moco_loss_falls_on_mobilenet_v2_035() {
     let (queue, batch) = (128, 16);
     let mut c = cfg("mobilenet_v2_035", queue as u64 / batch as u64 + 50);
     c.batch = batch;
-    c.optimizer.learning_rate = 1e-3;
+    c.optimizer.set_learning_rate(1e-3);
     c.head = pretext::heads::HeadConfig::Moco(pretext::heads::MocoConfig {
         queue_size: queue,
         momentum: 0.99,
@@ -134,7 +134,7 @@ fn multi_task_feeds_the_union_of_views_and_its_loss_falls() {
         pretext::heads::MultiConfig::parse("dae=1,simclr=0.5").unwrap(),
     );
     assert_eq!(
-        Trainer::new(&c).unwrap().feeds.len(),
+        Trainer::new(&c).unwrap().feeds().len(),
         3,
         "clean batch + two augmented views"
     );
@@ -145,7 +145,7 @@ fn multi_task_feeds_the_union_of_views_and_its_loss_falls() {
         let mut c = cfg("tiny_cnn", 1);
         c.head =
             pretext::heads::HeadConfig::Multi(pretext::heads::MultiConfig::parse(spec).unwrap());
-        Trainer::new(&c).unwrap().towers
+        Trainer::new(&c).unwrap().towers()
     };
     assert_eq!(towers("simclr=1"), 1);
     assert_eq!(towers("byol=1"), 1);
@@ -184,26 +184,26 @@ fn inpainting_loss_falls_on_mobilenet_v2_035() {
 fn simclr_is_fed_two_views_and_no_clean_batch() {
     let mut c = cfg("tiny_cnn", 1);
     c.head = pretext::heads::HeadConfig::Simclr(Default::default());
-    assert_eq!(Trainer::new(&c).unwrap().feeds.len(), 2);
+    assert_eq!(Trainer::new(&c).unwrap().feeds().len(), 2);
 }
 
 /// The current value of a model variable, read through a new ReadVariableOp.
 fn value_of(t: &mut Trainer, handle: &str) -> Vec<f32> {
-    let h = t.model.output(handle).unwrap();
+    let h = t.model().output(handle).unwrap();
     read(t, h)
 }
 
 /// The current value behind a variable handle.
 fn read(t: &mut Trainer, h: tensorflow::Output) -> Vec<f32> {
     let r: tensorflow::Output = {
-        let mut s = t.model.scope.new_sub_scope("test_read");
+        let mut s = t.model().scope.new_sub_scope("test_read");
         tensorflow::ops::ReadVariableOp::new()
             .dtype(tensorflow::DataType::Float)
             .build(h, &mut s)
             .unwrap()
             .into()
     };
-    t.model.run_f32(&[], &r).unwrap().to_vec()
+    t.model().run_f32(&[], &r).unwrap().to_vec()
 }
 
 #[test]
@@ -211,7 +211,7 @@ fn only_selected_variables_change() {
     let mut c = cfg("tiny_cnn", 3);
     c.train_vars = pretext::train::select::VarSelection::parse("regex:^conv2d_1/").unwrap();
     let mut t = Trainer::new(&c).unwrap();
-    assert_eq!(t.trained_vars, 2, "conv2d_1/kernel and conv2d_1/bias");
+    assert_eq!(t.trained_vars(), 2, "conv2d_1/kernel and conv2d_1/bias");
     let (frozen0, trained0) = (
         value_of(&mut t, "conv2d/kernel"),
         value_of(&mut t, "conv2d_1/kernel"),
@@ -229,7 +229,7 @@ fn only_selected_variables_change() {
     );
     c.train_vars = pretext::train::select::VarSelection::parse("last:1").unwrap();
     assert_eq!(
-        Trainer::new(&c).unwrap().trained_vars,
+        Trainer::new(&c).unwrap().trained_vars(),
         2,
         "last layer: dense kernel and bias"
     );
@@ -242,7 +242,7 @@ fn bn_train_updates_moving_statistics_and_frozen_does_not() {
         let mut c = cfg("mobilenet_v2_035", 2);
         c.bn = mode;
         let mut t = Trainer::new(&c).unwrap();
-        assert_eq!(t.bn_updates.is_empty(), !should_change);
+        assert_eq!(t.bn_updates().is_empty(), !should_change);
         let name = "Conv_1_bn/moving_mean";
         let before = value_of(&mut t, name);
         t.run(2).unwrap();
@@ -265,7 +265,7 @@ fn bn_train_updates_moving_statistics_and_frozen_does_not() {
         c.train_vars =
             pretext::train::select::VarSelection::parse("regex:block_16_|Conv_1").unwrap();
         let mut t = Trainer::new(&c).unwrap();
-        assert_eq!(t.bn_updates.len(), 2 * switched, "{mode:?}");
+        assert_eq!(t.bn_updates().len(), 2 * switched, "{mode:?}");
         let before = (value_of(&mut t, trained_bn), value_of(&mut t, frozen_bn));
         t.run(2).unwrap();
         let after = (value_of(&mut t, trained_bn), value_of(&mut t, frozen_bn));
@@ -296,12 +296,13 @@ fn moco_queue_and_momentum_encoder_move_and_only_the_online_encoder_learns() {
     });
     let mut t = Trainer::new(&c).unwrap();
     assert!(
-        t.param_names.iter().all(|n| !n.contains("momentum")),
+        t.param_names().iter().all(|n| !n.contains("momentum")),
         "{:?}",
-        t.param_names
+        t.param_names()
     );
     assert_eq!(
-        t.trained_vars, 10,
+        t.trained_vars(),
+        10,
         "the online backbone's trainable variables"
     );
     let queue = "pretext/head/moco/queue/var";
@@ -352,13 +353,13 @@ fn decoder_choice_decides_which_layers_train() {
     // two variables then get no gradient (and are left out rather than failing the build).
     let mut c = cfg("tiny_cnn", 2);
     let t = Trainer::new(&c).unwrap();
-    assert_eq!(t.trained_vars, 10);
+    assert_eq!(t.trained_vars(), 10);
     c.head = pretext::heads::HeadConfig::Dae(pretext::heads::DaeConfig {
         decoder: pretext::heads::dae::Decoder::Conv,
         ..Default::default()
     });
     let mut t = Trainer::new(&c).unwrap();
-    assert_eq!(t.trained_vars, 8);
+    assert_eq!(t.trained_vars(), 8);
     let l = t.run(2).unwrap();
     assert!(l.iter().all(|v| v.is_finite()));
 }
@@ -370,7 +371,7 @@ fn head_warmup_trains_the_head_alone_then_the_model() {
     c.head_warmup_steps = 2;
     let mut t = Trainer::new(&c).unwrap();
     let head_value = |t: &mut Trainer| -> Vec<f32> {
-        let h = t.head_vars[0].handle.clone();
+        let h = t.head_vars()[0].handle.clone();
         read(t, h)
     };
     let (model0, head0) = (value_of(&mut t, "conv2d/kernel"), head_value(&mut t));
@@ -393,7 +394,7 @@ fn head_warmup_trains_the_head_alone_then_the_model() {
     c.head_warmup_steps = 4;
     match Trainer::new(&c) {
         Err(pretext::Error::Config { key, msg }) => {
-            assert_eq!(key, "head_warmup_steps");
+            assert_eq!(key, "train.head_warmup_steps");
             assert!(msg.contains("4 step"), "{msg}");
         }
         Err(e) => panic!("wrong error: {e}"),

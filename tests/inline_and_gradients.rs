@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 
-use pretext::savedmodel::parse_tensor_name;
+use pretext::proto::TensorRef;
 use tensorflow::{ops, Output, Tensor};
 
 #[test]
@@ -129,9 +129,7 @@ fn gradients_match(fixtures: &[&str], fold: bool) {
         let mut worst = 0f32;
         let mut compared = 0;
         for v in idx["vars"].as_array().unwrap() {
-            let handle = parse_tensor_name(v["graph_input"].as_str().unwrap())
-                .0
-                .to_string();
+            let handle = TensorRef::node_of(v["graph_input"].as_str().unwrap()).to_string();
             let (off, size) = (
                 v["offset"].as_u64().unwrap() as usize,
                 v["size"].as_u64().unwrap() as usize,
@@ -212,7 +210,7 @@ fn folding_the_frozen_layers_in_train_mode_changes_no_loss() {
         c.batch = 8;
         let mut t = pretext::train::Trainer::new(&c).unwrap();
         assert_eq!(
-            t.bn_updates.len(),
+            t.bn_updates().len(),
             2 * 7,
             "6 block batch norms and Conv_1_bn switched"
         );

@@ -87,6 +87,8 @@ fn installed_tree_runs_from_anywhere() {
             "4",
             "--export",
             export.to_str().unwrap(),
+            "--run-dir",
+            tmp.path().join("run").to_str().unwrap(),
         ],
     );
     assert_eq!(code, 0, "{stdout}\n{err}");

@@ -19,16 +19,16 @@ fn write_f32(p: &Path, v: &[f32]) {
 fn export_round_trip_through_tf_python() {
     let name = "mobilenet_v2_035";
     let mut c = cfg(name, 5);
-    c.optimizer.learning_rate = 1e-2;
+    c.optimizer.set_learning_rate(1e-2);
     let mut t = Trainer::new(&c).unwrap();
     t.run(5).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let dir = pretext::export::export(&t.model, out.path(), None).unwrap();
+    let dir = pretext::export::export(t.model(), out.path(), None).unwrap();
     assert_eq!(dir, out.path().join("1"));
     let x = golden_input(name);
     let y = t
-        .model
-        .run_signature(&t.signature, &x, &output_key(name))
+        .model()
+        .run_signature(&t.signature(), &x, &output_key(name))
         .unwrap();
     write_f32(&out.path().join("expected.bin"), &y);
     let shape: Vec<String> = x.dims().iter().map(|d| d.to_string()).collect();
@@ -60,9 +60,9 @@ fn export_round_trip_through_tf_python() {
         "TF Python rejected the export (see output above)"
     );
     // Next export gets the next version; an explicit existing version is refused.
-    let dir2 = pretext::export::export(&t.model, out.path(), None).unwrap();
+    let dir2 = pretext::export::export(t.model(), out.path(), None).unwrap();
     assert_eq!(dir2, out.path().join("2"));
-    let e = pretext::export::export(&t.model, out.path(), Some(1))
+    let e = pretext::export::export(t.model(), out.path(), Some(1))
         .unwrap_err()
         .to_string();
     assert!(e.contains("already exists"), "{e}");
@@ -185,7 +185,7 @@ fn unreadable_files_are_skipped_and_training_goes_on() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("skipped 1") && out.contains("broken.jpg"),
+        out.contains("skipped: 1") && out.contains("broken.jpg"),
         "{out}"
     );
     assert!(

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use pretext::graph::unstride::unstride_1x1;
 use pretext::graph::{attr_type, const_node, node_def};
-use pretext::savedmodel::proto::{
+use pretext::proto::{
     attr_value::Value, AttrValue, Dim, GraphDef, ListValue, TensorProto, TensorShapeProto,
 };
 use prost::Message;
@@ -160,7 +160,7 @@ fn every_fixture_trains_with_onednn() {
         let mut c = cfg(name, 3);
         c.batch = 8;
         let mut t = pretext::train::Trainer::new(&c).unwrap();
-        let losses = t.run_until(3, None).unwrap();
+        let losses = t.run(3).unwrap();
         assert!(losses.iter().all(|l| l.is_finite()), "{name}: {losses:?}");
     }
 }

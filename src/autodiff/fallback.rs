@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use crate::graph::{attr_type, const_node, data_inputs, node_def as node};
-use crate::savedmodel::proto::{attr_value::Value, GraphDef, NodeDef, TensorProto};
+use crate::proto::{attr_value::Value, GraphDef, NodeDef, TensorProto};
 
 /// A rewrite: new nodes, and for each output index of the old node the tensor replacing it.
 pub struct Rewrite {
@@ -92,6 +92,22 @@ fn identity_n(n: &NodeDef) -> Option<Rewrite> {
     Some(Rewrite { nodes, outputs })
 }
 
+/// The fallback gradient rules as a graph pass (`apply`).
+pub struct FallbackGradients;
+
+impl crate::graph::GraphPass for FallbackGradients {
+    fn name(&self) -> &'static str {
+        "fallback gradient rules"
+    }
+    fn run(
+        &self,
+        flat: &mut crate::graph::FlatGraph,
+        _cx: &crate::graph::PassContext,
+    ) -> crate::error::Result<Vec<String>> {
+        Ok(apply(&mut flat.graph_def))
+    }
+}
+
 /// Applies every registered rule to `gd`; returns the names of the rewritten nodes.
 pub fn apply(gd: &mut GraphDef) -> Vec<String> {
     let rules = registry();
@@ -131,7 +147,7 @@ pub fn apply(gd: &mut GraphDef) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::savedmodel::proto::AttrValue;
+    use crate::proto::AttrValue;
     use prost::Message;
     use tensorflow::{
         Graph, ImportGraphDefOptions, Output, Session, SessionOptions, SessionRunArgs, Tensor,
@@ -233,7 +249,7 @@ mod tests {
         idn.attr.insert(
             "T".into(),
             AttrValue {
-                value: Some(Value::List(crate::savedmodel::proto::ListValue {
+                value: Some(Value::List(crate::proto::ListValue {
                     r#type: vec![1, 1],
                     ..Default::default()
                 })),

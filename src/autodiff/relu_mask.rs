@@ -11,8 +11,8 @@ use prost::Message;
 use tensorflow::{Graph, ImportGraphDefOptions, Output};
 
 use crate::error::{Error, Result, TfContext};
-use crate::savedmodel::parse_tensor_name;
-use crate::savedmodel::proto::{GraphDef, NodeDef};
+use crate::proto::TensorRef;
+use crate::proto::{GraphDef, NodeDef};
 
 /// Gradient op → the forward op whose output gives the same mask.
 const MASKS: &[(&str, &str)] = &[("Relu6Grad", "Relu6"), ("ReluGrad", "Relu")];
@@ -22,7 +22,7 @@ pub const SCOPE: &str = "pretext/mask_from_output";
 
 /// `name` with a `:0` suffix dropped (how GraphDef inputs spell output 0 either way).
 fn canonical(input: &str) -> String {
-    let (n, i) = parse_tensor_name(input);
+    let TensorRef { node: n, index: i } = TensorRef::parse(input);
     if i <= 0 {
         n.to_string()
     } else {
@@ -99,7 +99,7 @@ pub fn patch(
         n.attr.remove("_class");
         for input in &n.input {
             let control = input.starts_with('^');
-            let (name, index) = parse_tensor_name(input.trim_start_matches('^'));
+            let TensorRef { node: name, index } = TensorRef::parse(input.trim_start_matches('^'));
             // One mapping per tensor ("x" and "x:0" are the same one).
             let key = if control {
                 format!("^{name}")

@@ -45,7 +45,7 @@ fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
 impl LabeledSet {
     /// Reads the class folders of `dir`.
     pub fn scan(dir: &Path) -> Result<Self> {
-        let bad = |msg: &str| Error::config("--labeled", format!("{}: {msg}", dir.display()));
+        let bad = |msg: &str| Error::config("eval.labeled", format!("{}: {msg}", dir.display()));
         if !dir.is_dir() {
             return Err(bad("not a directory of class folders"));
         }

@@ -71,7 +71,7 @@ fn labeled_set_splits_and_rejects_bad_layouts() {
         .unwrap();
     let e = LabeledSet::scan(one.path()).unwrap_err().to_string();
     assert!(
-        e.contains("--labeled") && e.contains("two class folders"),
+        e.contains("eval.labeled") && e.contains("two class folders"),
         "{e}"
     );
 }

@@ -24,7 +24,11 @@ pub struct Checked {
 /// Checks the experiment against the world: the model and its signature, the images, the
 /// labeled set and the export directory — everything short of building the graph.
 pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
-    let at = |key: &str, e: Error| src.error(key, e.to_string());
+    // A setting's error keeps its own key; any other is put at `key`.
+    let at = |key: &str, e: Error| match e {
+        Error::Config { key, msg } => src.error(&key, msg),
+        e => src.error(key, e.to_string()),
+    };
     let m = &exp.model;
     if m.path.is_file() {
         return Err(src.error(

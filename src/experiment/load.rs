@@ -2,16 +2,20 @@
 //! path, `--set key.path=value` overrides, and the location of a key for later errors.
 use std::path::{Path, PathBuf};
 
-use serde_yaml::{Mapping, Value};
+use serde_yaml::Value;
 
+use super::overrides::{default_kinds, given, set, Override};
 use super::Experiment;
 use crate::error::{Error, Result};
 
-/// An experiment file's text, kept to locate keys in later errors.
+/// Where an experiment came from, kept to name keys in later errors in the words of the
+/// front end: `FILE:LINE:COLUMN` for a YAML file, the flag for `pretext train`.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub path: PathBuf,
     pub text: String,
+    /// For an experiment made of flags: (key path, flag) of every flag that sets a key.
+    flags: Option<Vec<(String, String)>>,
 }
 
 /// Line and column (1-based) of the key at `path` (`a.b.c`; list indices like `heads[0]` are
@@ -96,37 +100,6 @@ fn split_message(msg: &str) -> (String, String) {
     }
 }
 
-fn set(root: &mut Value, key: &str, value: Value, spec: &str) -> Result<()> {
-    let bad = |msg: String| Error::Experiment {
-        at: format!("--set {spec}"),
-        key: key.to_string(),
-        msg,
-    };
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err(bad("empty key in the path".into()));
-    }
-    let mut cur = root;
-    for (i, p) in parts.iter().enumerate() {
-        if cur.is_null() {
-            *cur = Value::Mapping(Mapping::new());
-        }
-        let map = cur.as_mapping_mut().ok_or_else(|| {
-            bad(format!(
-                "'{}' is not a section, cannot set a key inside it",
-                parts[..i].join(".")
-            ))
-        })?;
-        let k = Value::String(p.to_string());
-        if i + 1 == parts.len() {
-            map.insert(k, value);
-            return Ok(());
-        }
-        cur = map.entry(k).or_insert(Value::Null);
-    }
-    Ok(())
-}
-
 impl Source {
     /// Reads an experiment file.
     pub fn read(path: &Path) -> Result<Source> {
@@ -151,14 +124,56 @@ impl Source {
             });
         }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Ok(Source {
-            path: path.to_path_buf(),
+        Ok(Source::new(path.to_path_buf(), text))
+    }
+
+    /// An experiment file's `text`, as read from `path`.
+    pub fn new(path: PathBuf, text: String) -> Source {
+        Source {
+            path,
             text,
-        })
+            flags: None,
+        }
+    }
+
+    /// The source of an experiment made of command-line flags: every key comes from an
+    /// `Override`; `flags` lists (key path, flag) for each flag that sets a key, so errors
+    /// about a key name its flag.
+    pub fn flags(flags: Vec<(String, String)>) -> Source {
+        Source {
+            path: PathBuf::from("(command line)"),
+            text: "{}".into(),
+            flags: Some(flags),
+        }
+    }
+
+    /// The flag that sets `key` (or a section above it), for an experiment made of flags.
+    fn flag_for(&self, key: &str) -> Option<&str> {
+        let flags = self.flags.as_ref()?;
+        let mut k = key.split('[').next().unwrap_or(key);
+        loop {
+            if let Some((_, f)) = flags.iter().find(|(fk, _)| fk == k) {
+                return Some(f);
+            }
+            k = k.rsplit_once('.')?.0;
+        }
     }
 
     /// An error at the key `key` (located in the file when it is there).
     pub fn error(&self, key: &str, msg: impl Into<String>) -> Error {
+        if self.flags.is_some() {
+            return match self.flag_for(key) {
+                Some(flag) => Error::Flag {
+                    flag: flag.to_string(),
+                    msg: msg.into(),
+                },
+                None => Error::Experiment {
+                    at: "--set".into(),
+                    key: key.to_string(),
+                    msg: msg.into(),
+                },
+            };
+        }
         let at = match locate(&self.text, key) {
             Some((l, c)) => format!("{}:{l}:{c}", self.path.display()),
             None => self.path.display().to_string(),
@@ -170,9 +185,18 @@ impl Source {
         }
     }
 
-    /// Parses and checks the experiment, after applying `overrides` (`key.path=value`, the
-    /// value read as YAML).
+    /// Parses and checks the experiment, after applying `--set` overrides (`key.path=value`,
+    /// the value read as YAML).
     pub fn parse(&self, overrides: &[String]) -> Result<Experiment> {
+        let overrides = overrides
+            .iter()
+            .map(|o| Override::parse(o))
+            .collect::<Result<Vec<_>>>()?;
+        self.parse_with(&overrides)
+    }
+
+    /// Parses and checks the experiment after setting each override's key, in order.
+    pub fn parse_with(&self, overrides: &[Override]) -> Result<Experiment> {
         let file = self.path.display().to_string();
         let at_file = |msg: String| Error::Experiment {
             at: file.clone(),
@@ -209,7 +233,11 @@ impl Source {
                     .into(),
             ));
         }
-        let exp: Experiment = if overrides.is_empty() {
+        for o in overrides {
+            set(&mut value, o)?;
+        }
+        let filled = default_kinds(&mut value);
+        let exp: Experiment = if overrides.is_empty() && !filled {
             serde_yaml::from_str::<Experiment>(&self.text).map_err(|e| {
                 // A value refused by a conversion (e.g. `model.train_vars`) is reported by
                 // serde_yaml at its enclosing section; the path tracker names the key itself.
@@ -228,42 +256,20 @@ impl Source {
                 }
             })?
         } else {
-            for spec in overrides {
-                let (key, raw) = spec.split_once('=').ok_or_else(|| Error::Experiment {
-                    at: format!("--set {spec}"),
-                    key: spec.clone(),
-                    msg: "expected KEY.PATH=VALUE".into(),
-                })?;
-                if raw.trim().is_empty() {
-                    return Err(Error::Experiment {
-                        at: format!("--set {spec}"),
-                        key: key.trim().to_string(),
-                        msg: "empty value; give one, or KEY=null for the default".into(),
-                    });
-                }
-                let v: Value = serde_yaml::from_str(raw).map_err(|e| Error::Experiment {
-                    at: format!("--set {spec}"),
-                    key: key.to_string(),
-                    msg: format!("value is not YAML: {e}"),
-                })?;
-                set(&mut value, key.trim(), v, spec)?;
-            }
             serde_path_to_error::deserialize(value).map_err(|e| {
                 let key = e.path().to_string();
                 let (_, msg) = split_message(&e.inner().to_string());
-                let given = overrides.iter().find(|o| o.starts_with(&format!("{key}=")));
-                match given {
-                    Some(o) => Error::Experiment {
-                        at: format!("--set {o}"),
-                        key,
-                        msg,
-                    },
+                match given(overrides, &key, &msg) {
+                    Some(o) => o.error(key, msg),
                     None => self.error(&key, msg),
                 }
             })?
         };
         exp.check_settings().map_err(|e| match e {
-            Error::Config { key, msg } => self.error(&key, msg),
+            Error::Config { key, msg } => match given(overrides, &key, &msg) {
+                Some(o) => o.error(key, msg),
+                None => self.error(&key, msg),
+            },
             e => e,
         })?;
         Ok(exp)
@@ -282,15 +288,5 @@ mod tests {
         assert_eq!(locate(t, "head.heads[0].weight"), Some((8, 7)));
         assert_eq!(locate(t, "head.heads[0].head.kind"), Some((10, 9)));
         assert_eq!(locate(t, "model.nothing"), None);
-    }
-
-    #[test]
-    fn overrides_create_and_replace_keys() {
-        let mut v: Value = serde_yaml::from_str("train:\n  steps: 5\n").unwrap();
-        set(&mut v, "train.steps", Value::from(7), "x").unwrap();
-        set(&mut v, "eval.labeled", Value::from("d"), "x").unwrap();
-        assert_eq!(v["train"]["steps"], Value::from(7));
-        assert_eq!(v["eval"]["labeled"], Value::from("d"));
-        assert!(set(&mut v, "train.steps.x", Value::from(1), "x").is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! Experiments as YAML files: the schema (one struct per section, unknown keys refused), and its
 //! `.init()` into the library's configs. Parsing, locations and `--set` overrides are in `load`.
 pub mod check;
+mod hooks;
 mod load;
 pub mod lock;
+mod overrides;
 pub mod report;
 pub mod run;
 
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use load::{locate, Source};
+pub use overrides::Override;
 
 use crate::data::augment::AugmentConfig;
 use crate::error::{Error, Result};
@@ -154,6 +157,11 @@ pub struct TrainSection {
     pub seed: u64,
 }
 
+impl TrainSection {
+    /// Steps of a run that gives neither `steps` nor `epochs`.
+    pub const DEFAULT_STEPS: u64 = 100;
+}
+
 impl Default for TrainSection {
     fn default() -> Self {
         TrainSection {
@@ -193,6 +201,11 @@ pub struct EvalSection {
     pub batch: usize,
 }
 
+impl EvalSection {
+    /// Images per evaluation step unless `eval.batch` says otherwise.
+    pub const DEFAULT_BATCH: usize = 32;
+}
+
 /// Where the retrained model goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -227,7 +240,7 @@ impl Default for LoggingSection {
 }
 
 fn default_signature() -> String {
-    "serving_default".into()
+    crate::savedmodel::DEFAULT_SIGNATURE.into()
 }
 fn default_range() -> (f32, f32) {
     (0.0, 1.0)
@@ -236,40 +249,36 @@ fn default_bn_momentum() -> f32 {
     0.99
 }
 fn default_eval_batch() -> usize {
-    32
+    EvalSection::DEFAULT_BATCH
 }
 fn yes() -> bool {
     true
 }
 
-/// Keys of `TrainConfig::validate` errors → the experiment's key paths.
-fn experiment_key(key: &str) -> String {
-    let map = [
-        ("batch", "train.batch"),
-        ("prefetch", "data.prefetch"),
-        ("workers", "data.workers"),
-        ("max_pixels", "data.max_pixels"),
-        ("head_warmup_steps", "train.head_warmup_steps"),
-        ("size", "model.size"),
-        ("range", "model.range"),
-        ("signature", "model.signature"),
-        ("--train-vars", "model.train_vars"),
-    ];
-    for (from, to) in map {
-        if key == from {
-            return to.into();
-        }
-    }
-    key.to_string()
-}
-
 impl Experiment {
+    /// The experiment on `model` over the image folders `folders` with every other setting at
+    /// its default: the schema's defaults are the only ones pretext has.
+    pub fn new(model: PathBuf, folders: Vec<PathBuf>) -> Experiment {
+        use serde_yaml::{Mapping, Value};
+        let section = |k: &str, v: Value| {
+            let mut m = Mapping::new();
+            m.insert(Value::from(k), v);
+            Value::Mapping(m)
+        };
+        let path = |p: PathBuf| Value::from(p.to_string_lossy().into_owned());
+        let mut root = Mapping::new();
+        root.insert("model".into(), section("path", path(model)));
+        let folders = Value::Sequence(folders.into_iter().map(path).collect());
+        root.insert("data".into(), section("folders", folders));
+        serde_yaml::from_value(Value::Mapping(root)).expect("every other key has a default")
+    }
+
     /// Steps the run takes on `images` unlabeled images.
     pub fn steps(&self, images: usize) -> u64 {
         match (self.train.steps, self.train.epochs) {
             (Some(s), _) => s,
             (None, Some(e)) => ((e * images as f64) / self.train.batch.max(1) as f64).ceil() as u64,
-            (None, None) => 100,
+            (None, None) => TrainSection::DEFAULT_STEPS,
         }
     }
 
@@ -375,55 +384,54 @@ impl Experiment {
             (None, Some(_)) => u64::MAX / 2,
             (None, None) => self.steps(0),
         };
-        self.train_config(steps).validate().map_err(|e| match e {
-            Error::Config { key, msg } => Error::config(experiment_key(&key), msg),
-            e => e,
-        })
+        self.train_config(steps).validate()
     }
 
     /// The library config for a run of `steps` steps.
     pub fn train_config(&self, steps: u64) -> TrainConfig {
-        let m = &self.model;
-        let mut c = TrainConfig::new(m.path.clone(), PathBuf::new());
-        c.data = crate::data::DataSources {
-            folders: self.data.folders.clone(),
-            recursive: self.data.recursive,
-            extensions: self.data.extensions.clone(),
-            tfrecords: self.data.tfrecords.clone(),
-            image_key: self.data.image_key.clone(),
-            idx: self.data.idx.clone(),
-            max_pixels: Some(self.data.max_pixels),
-        };
-        c.shuffle = self.data.shuffle;
-        c.data_seed = Some(self.data.seed);
-        c.loader = crate::data::LoaderOptions {
-            prefetch: self.data.prefetch,
-            workers: self.data.workers,
-            nice: self.data.nice,
-        };
-        c.signature = m.signature.clone();
-        c.trust = crate::savedmodel::Trust::from_flag(m.trust);
-        c.size = m.size;
-        c.range = m.range;
-        c.bn = m.bn;
-        c.bn_momentum = m.bn_momentum;
-        c.bn_fold = m.bn_fold;
-        c.recompute = m.recompute;
-        c.train_vars = m.train_vars.clone();
-        c.device = m.device.clone();
-        c.steps = steps;
-        c.batch = self.train.batch;
-        c.head_warmup_steps = self.train.head_warmup_steps;
-        c.seed = self.train.seed;
-        c.head = self.head.clone();
-        c.augment = self.augment.clone();
-        c.optimizer = self.optimizer.clone();
-        if let Schedule::WarmupCosine { total_steps, .. } = &mut c.optimizer.schedule {
+        let (m, d) = (&self.model, &self.data);
+        let mut optimizer = self.optimizer.clone();
+        if let Schedule::WarmupCosine { total_steps, .. } = optimizer.schedule_mut() {
             if *total_steps == 0 {
                 *total_steps = steps;
             }
         }
-        c
+        TrainConfig {
+            model: m.path.clone(),
+            trust: crate::savedmodel::Trust::from_flag(m.trust),
+            signature: m.signature.clone(),
+            data: crate::data::DataSources {
+                folders: d.folders.clone(),
+                recursive: d.recursive,
+                extensions: d.extensions.clone(),
+                tfrecords: d.tfrecords.clone(),
+                image_key: d.image_key.clone(),
+                idx: d.idx.clone(),
+                max_pixels: Some(d.max_pixels),
+            },
+            shuffle: d.shuffle,
+            data_seed: Some(d.seed),
+            loader: crate::data::LoaderOptions {
+                prefetch: d.prefetch,
+                workers: d.workers,
+                nice: d.nice,
+            },
+            steps,
+            head_warmup_steps: self.train.head_warmup_steps,
+            batch: self.train.batch,
+            size: m.size,
+            range: m.range,
+            optimizer,
+            head: self.head.clone(),
+            augment: self.augment.clone(),
+            train_vars: m.train_vars.clone(),
+            bn: m.bn,
+            bn_momentum: m.bn_momentum,
+            bn_fold: m.bn_fold,
+            recompute: m.recompute,
+            seed: self.train.seed,
+            device: m.device.clone(),
+        }
     }
 
     /// Relative paths made absolute against `cwd` (a run directory's config must not depend

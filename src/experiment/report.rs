@@ -184,20 +184,23 @@ impl Report {
     }
 
     /// Takes the trainer's counters and the losses so far.
-    pub fn fill(&mut self, t: &Trainer, losses: &[f32], seconds: f64) {
-        self.images_read = t.input.images_read();
+    pub fn fill(&mut self, t: &Trainer, tally: &crate::train::Tally) {
+        let (losses, seconds) = (&tally.losses, tally.seconds());
+        self.wait_seconds = tally.wait_seconds;
+        self.session_seconds = tally.session_seconds;
+        self.images_read = t.input().images_read();
         self.images_skipped = t
-            .input
+            .input()
             .dataset()
             .scan_skipped
             .iter()
-            .chain(t.input.skipped())
+            .chain(t.input().skipped())
             .cloned()
             .collect();
-        self.data_seconds = t.input.data_seconds;
-        self.steps = t.step;
+        self.data_seconds = t.input().data_seconds;
+        self.steps = t.step();
         self.train_seconds = seconds;
-        self.images_per_second = (t.step as usize * self.batch) as f64 / seconds.max(1e-9);
+        self.images_per_second = (t.step() as usize * self.batch) as f64 / seconds.max(1e-9);
         let k = losses.len().min(10);
         self.loss_first10 = mean(&losses[..k]);
         self.loss_last10 = mean(&losses[losses.len() - k..]);
@@ -207,7 +210,7 @@ impl Report {
     /// Writes `report.json` and `report.md` into the run directory.
     pub fn write(&self) -> Result<()> {
         let json = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::config("(report)", e.to_string()))?;
+            .map_err(|e| Error::internal("serialising the report", e))?;
         write_atomic(&self.run_dir.join("report.json"), &json)?;
         write_atomic(&self.run_dir.join("report.md"), &self.markdown())
     }
@@ -302,7 +305,7 @@ pub fn export(
     run_dir: Option<&Path>,
 ) -> Result<(PathBuf, Option<PathBuf>)> {
     if x.in_place {
-        let (p, backup) = crate::export::export_in_place(&t.model, &exp.model.path)?;
+        let (p, backup) = crate::export::export_in_place(t.model(), &exp.model.path)?;
         log::info!(
             "retrained in place: {} (original kept in {})",
             p.display(),
@@ -315,7 +318,7 @@ pub fn export(
         .as_ref()
         .ok_or_else(|| Error::config("export.dir", "missing: where to write <dir>/<version>/"))?;
     let Some(run_dir) = run_dir else {
-        return Ok((crate::export::export(&t.model, dir, x.version)?, None));
+        return Ok((crate::export::export(t.model(), dir, x.version)?, None));
     };
     // A run exports each trained state once: the version is recorded before it is written, so
     // a run killed after the export but before its report finds that version on `resume`.
@@ -324,10 +327,14 @@ pub fn export(
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok());
     let version = match intent {
-        Some(i) if i.step == t.step && i.dir == *dir => {
+        Some(i) if i.step == t.step() && i.dir == *dir => {
             let done = dir.join(i.version.to_string());
             if done.join("saved_model.pb").is_file() {
-                log::info!("step {} was already exported to {}", t.step, done.display());
+                log::info!(
+                    "step {} was already exported to {}",
+                    t.step(),
+                    done.display()
+                );
                 return Ok((done, None));
             }
             i.version
@@ -335,14 +342,14 @@ pub fn export(
         _ => crate::export::next_version(dir, x.version),
     };
     let intent = ExportIntent {
-        step: t.step,
+        step: t.step(),
         dir: dir.clone(),
         version,
     };
-    let json =
-        serde_json::to_string(&intent).map_err(|e| Error::config("(export)", e.to_string()))?;
+    let json = serde_json::to_string(&intent)
+        .map_err(|e| Error::internal("serialising the export intent", e))?;
     write_atomic(&intent_path, &json)?;
-    Ok((crate::export::export(&t.model, dir, Some(version))?, None))
+    Ok((crate::export::export(t.model(), dir, Some(version))?, None))
 }
 
 /// The export a run is making (`RUN/export.json`): which trained step goes to which version.

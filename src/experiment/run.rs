@@ -2,16 +2,17 @@
 //! training with checkpoints / TensorBoard / progress, stop on request or on a non-finite loss,
 //! evaluation after, export, and the report. `resume` continues from the newest checkpoint.
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
+use super::hooks::{Checkpoints, Progress, Scalars, TensorBoard};
 use super::lock::RunLock;
 use super::report::{write_atomic, Report, Status};
 use super::{check, Experiment, Source};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, LabeledSet, Scores};
 use crate::train::checkpoint::{self, RunState};
-use crate::train::summary::Summaries;
+use crate::train::drive::{Hook, Stop, StopFlag, Tally, TimeBudget};
 use crate::train::Trainer;
 
 /// Files of a run directory.
@@ -48,7 +49,7 @@ pub fn run(exp: &Experiment, src: &Source, run_dir: &Path, stop: &AtomicBool) ->
     resolved.train.steps = Some(checked.steps);
     resolved.train.epochs = None;
     let yaml = serde_yaml::to_string(&resolved)
-        .map_err(|e| Error::config("(config)", format!("cannot serialise: {e}")))?;
+        .map_err(|e| Error::internal("serialising the resolved experiment", e))?;
     write_atomic(&run_dir.join("config.yaml"), &yaml)?;
     start(resolved, run_dir, stop)
 }
@@ -67,11 +68,12 @@ fn start(resolved: Experiment, run_dir: &Path, stop: &AtomicBool) -> Result<Repo
             b.knn_top1,
             b.linear_probe
         );
-        let json = serde_json::to_string(b).map_err(|e| Error::config("(eval)", e.to_string()))?;
+        let json =
+            serde_json::to_string(b).map_err(|e| Error::internal("serialising the scores", e))?;
         write_atomic(&run_dir.join("eval_before.json"), &json)?;
     }
     let mut report = Report::new(run_dir, resolved, build, before);
-    drive(&mut t, &mut report, &labeled, stop, Vec::new(), 0.0)?;
+    drive(&mut t, &mut report, &labeled, stop, Tally::default())?;
     Ok(report)
 }
 
@@ -163,14 +165,8 @@ pub fn resume(run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok());
     let mut report = Report::new(run_dir, exp, build, before);
-    drive(
-        &mut t,
-        &mut report,
-        &labeled,
-        stop,
-        state.losses,
-        state.seconds,
-    )?;
+    let tally = Tally::resumed(state.losses, state.seconds);
+    drive(&mut t, &mut report, &labeled, stop, tally)?;
     Ok(report)
 }
 
@@ -196,7 +192,7 @@ pub fn export_run(run_dir: &Path, dir: Option<&Path>) -> Result<PathBuf> {
         in_place: false,
     });
     match (dir, &x) {
-        (Some(d), _) => crate::export::export(&t.model, d, x.version),
+        (Some(d), _) => crate::export::export(t.model(), d, x.version),
         (None, x) => super::report::export(&t, &exp, x, None).map(|(p, _)| p),
     }
 }
@@ -213,50 +209,8 @@ fn labeled_set(exp: &Experiment) -> Result<Labeled> {
 fn score(t: &Trainer, labeled: &Labeled) -> Result<Option<Scores>> {
     labeled
         .as_ref()
-        .map(|(set, batch)| evaluate(&t.model, &t.signature, &t.spec, set, *batch))
+        .map(|(set, batch)| evaluate(t.model(), t.signature(), t.spec(), set, *batch))
         .transpose()
-}
-
-/// A progress bar on a terminal, plain log lines otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Progress {
-    fn new(total: u64, at: u64) -> Progress {
-        use std::io::IsTerminal;
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let b = indicatif::ProgressBar::new(total);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} steps  {msg}  ETA {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            b.set_position(at);
-            b
-        });
-        Progress { bar }
-    }
-
-    fn update(&self, step: u64, total: u64, loss: f32, rate: f64, log_line: bool) {
-        match &self.bar {
-            Some(b) => {
-                b.set_position(step);
-                b.set_message(format!("loss {loss:.4}  {rate:.1} images/s"));
-            }
-            None if log_line => {
-                log::info!("step {step}/{total} loss {loss:.5} ({rate:.1} images/s)")
-            }
-            None => {}
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
 }
 
 /// The training loop of a run (fresh or resumed), then evaluation, export and the report; a
@@ -266,11 +220,11 @@ fn drive(
     report: &mut Report,
     labeled: &Labeled,
     stop: &AtomicBool,
-    losses: Vec<f32>,
-    seconds_before: f64,
+    mut tally: Tally,
 ) -> Result<()> {
-    let r = drive_inner(t, report, labeled, stop, losses, seconds_before);
+    let r = drive_inner(t, report, labeled, stop, &mut tally);
     if let Err(e) = &r {
+        report.fill(t, &tally);
         report.status = Status::Failed;
         report.error = Some(e.to_string());
         if let Err(w) = report.write() {
@@ -280,119 +234,68 @@ fn drive(
     r
 }
 
+/// Steps the trainer with the run's hooks; the status the loop ended with.
+fn train_steps(
+    t: &mut Trainer,
+    report: &mut Report,
+    stop: &AtomicBool,
+    tally: &mut Tally,
+) -> Result<Status> {
+    let exp = report.config.clone();
+    let dir = report.run_dir.clone();
+    let steps = exp.train.steps.unwrap_or(1);
+    let every = exp.logging.every;
+    let mut tb = match exp.logging.tensorboard {
+        true => Some(TensorBoard::new(t, dir.join("tensorboard"), every)?),
+        false => None,
+    };
+    let mut progress = Progress::new(steps, t.step(), every);
+    let mut ckpt = Checkpoints {
+        dir: checkpoints_dir(&dir),
+        every: exp.checkpoint.every,
+        keep: exp.checkpoint.keep,
+    };
+    let mut signal = StopFlag(stop);
+    let mut budget = exp.train.max_minutes.map(|m| TimeBudget(m * 60.0));
+    let mut scalars = Scalars(report);
+    let mut hooks: Vec<&mut dyn Hook> = vec![&mut signal, &mut progress, &mut scalars];
+    if let Some(b) = budget.as_mut() {
+        hooks.push(b);
+    }
+    if let Some(tb) = tb.as_mut() {
+        hooks.push(tb);
+    }
+    hooks.push(&mut ckpt);
+    let r = t.drive(steps, tally, &mut hooks);
+    drop(hooks);
+    progress.clear();
+    Ok(match r {
+        Ok(None) => Status::Finished,
+        Ok(Some(Stop::Interrupted)) => Status::Interrupted,
+        Ok(Some(Stop::TimeBudget)) => Status::TimeBudget,
+        Err(Error::Diverged { step, msg }) => {
+            let last = checkpoint::list(&ckpt.dir)
+                .pop()
+                .map(|(s, p)| format!("the last good checkpoint is step {s}: {}", p.display()))
+                .unwrap_or_else(|| "no checkpoint was written before it".into());
+            return Err(Error::Diverged {
+                step,
+                msg: format!("{msg}; stopped, {last}"),
+            });
+        }
+        Err(e) => return Err(e),
+    })
+}
+
 fn drive_inner(
     t: &mut Trainer,
     report: &mut Report,
     labeled: &Labeled,
     stop: &AtomicBool,
-    mut losses: Vec<f32>,
-    seconds_before: f64,
+    tally: &mut Tally,
 ) -> Result<()> {
-    let exp = report.config.clone();
-    let dir = report.run_dir.clone();
-    let ckpts = checkpoints_dir(&dir);
-    let steps = exp.train.steps.unwrap_or(1);
-    let every = exp.logging.every;
-    let tb = if exp.logging.tensorboard {
-        let mut images: Vec<(String, tensorflow::Output)> = t
-            .feeds
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (format!("input/{i}"), f.clone()))
-            .collect();
-        // Reconstructions (autoencoders, inpainting) beside their targets, both in [0, 1].
-        images.extend(
-            t.tensors
-                .iter()
-                .filter(|(k, _)| k.ends_with("/reconstruction") || k.ends_with("/target"))
-                .cloned(),
-        );
-        Some(Summaries::new(t, &dir.join("tensorboard"), &images)?)
-    } else {
-        None
-    };
-    let budget = exp
-        .train
-        .max_minutes
-        .map(|m| Duration::from_secs_f64(m * 60.0));
-    let progress = Progress::new(steps, t.step);
-    let t0 = Instant::now();
-    let elapsed = |t0: &Instant| seconds_before + t0.elapsed().as_secs_f64();
-    let heads: Vec<(String, tensorflow::Output)> = t.summaries.clone();
-    let fetch: Vec<&tensorflow::Output> = heads.iter().map(|(_, o)| o).collect();
-    let (mut window_t, mut window_n) = (Instant::now(), 0usize);
-    let mut rate = 0.0;
-    report.status = Status::Finished;
-    while t.step < steps {
-        if stop.load(Ordering::SeqCst) {
-            report.status = Status::Interrupted;
-            break;
-        }
-        if budget
-            .map(|b| elapsed(&t0) >= b.as_secs_f64())
-            .unwrap_or(false)
-        {
-            log::info!("time budget reached after {} step(s)", t.step);
-            report.status = Status::TimeBudget;
-            break;
-        }
-        let td = Instant::now();
-        let xs = t.next_batch()?;
-        report.wait_seconds += td.elapsed().as_secs_f64();
-        let ts = Instant::now();
-        let log_step = (t.step + 1) % every == 0;
-        let (extra, feeds): (Vec<&tensorflow::Operation>, Vec<_>) = match (&tb, log_step) {
-            (Some(s), true) => (s.step_ops.iter().collect(), vec![s.step_feed(t.step + 1)]),
-            _ => (Vec::new(), Vec::new()),
-        };
-        let vals = t.step_with(&xs, &extra, &feeds, &fetch)?;
-        report.session_seconds += ts.elapsed().as_secs_f64();
-        let images = xs.first().map(|x| x.dims()[0] as usize).unwrap_or(0);
-        t.recycle(xs);
-        let loss = vals[0];
-        if !vals.iter().all(|v| v.is_finite()) {
-            let culprit = heads
-                .iter()
-                .zip(&vals[1..])
-                .find(|(_, v)| !v.is_finite())
-                .map(|((k, _), v)| format!("{k} = {v}"))
-                .unwrap_or_else(|| format!("loss = {loss}"));
-            let last = checkpoint::list(&ckpts)
-                .pop()
-                .map(|(s, p)| format!("the last good checkpoint is step {s}: {}", p.display()))
-                .unwrap_or_else(|| "no checkpoint was written before it".into());
-            progress.finish();
-            report.fill(t, &losses, elapsed(&t0));
-            return Err(Error::Diverged {
-                msg: format!(
-                    "head {}: non-finite loss at step {}: {culprit}; stopped, {last}",
-                    exp.head.head().kind(),
-                    t.step
-                ),
-            });
-        }
-        losses.push(loss);
-        for ((k, _), v) in heads.iter().zip(&vals[1..]) {
-            report.scalar(k, *v);
-        }
-        window_n += images;
-        if log_step || t.step == steps {
-            rate = window_n as f64 / window_t.elapsed().as_secs_f64().max(1e-9);
-            (window_t, window_n) = (Instant::now(), 0);
-            if let Some(s) = &tb {
-                s.write_rate(t, t.step, rate as f32)?;
-            }
-        }
-        progress.update(t.step, steps, loss, rate, log_step);
-        if exp.checkpoint.every > 0 && t.step % exp.checkpoint.every == 0 && t.step < steps {
-            t.checkpoint(&ckpts, &losses, elapsed(&t0), exp.checkpoint.keep)?;
-        }
-    }
-    progress.finish();
-    let secs = elapsed(&t0);
-    let ck = t.checkpoint(&ckpts, &losses, secs, exp.checkpoint.keep)?;
-    log::info!("checkpoint {}", ck.display());
-    report.fill(t, &losses, secs);
+    report.status = train_steps(t, report, stop, tally)?;
+    report.fill(t, tally);
     if report.status == Status::Interrupted {
         report.write()?;
         return Ok(());
@@ -405,8 +308,9 @@ fn drive_inner(
             a.linear_probe
         );
     }
+    let exp = report.config.clone();
     if let Some(x) = &exp.export {
-        let (p, backup) = super::report::export(t, &exp, x, Some(&dir))?;
+        let (p, backup) = super::report::export(t, &exp, x, Some(&report.run_dir))?;
         report.export = Some(p);
         report.backup = backup;
     }

@@ -2,11 +2,7 @@
 use super::*;
 
 fn parse(text: &str) -> Result<Experiment> {
-    Source {
-        path: "exp.yaml".into(),
-        text: text.into(),
-    }
-    .parse(&[])
+    Source::new("exp.yaml".into(), text.into()).parse(&[])
 }
 
 fn err(text: &str) -> String {
@@ -74,10 +70,7 @@ fn empty_and_non_mapping_files_are_refused() {
 
 #[test]
 fn overrides_apply_and_bad_overrides_name_themselves() {
-    let s = Source {
-        path: "exp.yaml".into(),
-        text: OK.into(),
-    };
+    let s = Source::new("exp.yaml".into(), OK.into());
     let e = s
         .parse(&["train.steps=7".into(), "head.kind=rotation".into()])
         .unwrap();
@@ -98,8 +91,8 @@ fn warmup_cosine_ends_at_the_run_length_by_default() {
         "{OK}optimizer:\n  schedule:\n    kind: warmup_cosine\n    warmup_steps: 10\n"
     ))
     .unwrap();
-    match e.train_config(500).optimizer.schedule {
-        Schedule::WarmupCosine { total_steps, .. } => assert_eq!(total_steps, 500),
+    match e.train_config(500).optimizer.schedule() {
+        Schedule::WarmupCosine { total_steps, .. } => assert_eq!(*total_steps, 500),
         s => panic!("{s:?}"),
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use std::collections::{HashMap, HashSet};
 
-use crate::savedmodel::proto::{attr_value::Value, AttrValue, GraphDef, NodeDef};
+use crate::proto::{attr_value::Value, AttrValue, GraphDef, NodeDef, TensorRef};
 
 /// How batch norm behaves while training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -22,6 +22,29 @@ pub enum BnMode {
     /// Batch statistics in every batch norm, frozen layers included.
     #[serde(rename = "train_all")]
     TrainAll,
+}
+
+/// Batch norms switched to batch statistics as `BnMode` says: in the layers whose variables
+/// train (`train`), or all (`train_all`); none when frozen.
+pub struct BnTrainMode;
+
+impl super::GraphPass for BnTrainMode {
+    fn name(&self) -> &'static str {
+        "batch norms in train mode"
+    }
+    fn run(&self, flat: &mut super::FlatGraph, cx: &super::PassContext) -> Result<Vec<String>> {
+        match cx.bn {
+            BnMode::Frozen => Ok(Vec::new()),
+            BnMode::Train => {
+                let ext = flat.external_ops();
+                let of_trained = of_trained_layers(&flat.graph_def, &ext, cx.trainable);
+                set_training(&mut flat.graph_def, cx.bn_momentum, |n| {
+                    of_trained.contains(&n.name)
+                })
+            }
+            BnMode::TrainAll => set_training(&mut flat.graph_def, cx.bn_momentum, |_| true),
+        }
+    }
 }
 
 /// The fused batch-norm op types (what `set_training` switches and `fold` folds).
@@ -91,9 +114,9 @@ pub fn of_trained_layers(
 ) -> HashSet<String> {
     let nodes: HashMap<&str, &NodeDef> = gd.node.iter().map(|n| (n.name.as_str(), n)).collect();
     let variable = |t: &str| -> Option<&str> {
-        let mut n = *nodes.get(t.split(':').next()?)?;
+        let mut n = *nodes.get(TensorRef::node_of(t))?;
         for _ in 0..64 {
-            let first = n.input.first()?.split(':').next()?;
+            let first = TensorRef::node_of(n.input.first()?);
             match n.op.as_str() {
                 "Identity" => n = *nodes.get(first)?,
                 "ReadVariableOp" => return ext.get(first).copied(),
@@ -119,7 +142,7 @@ pub fn of_trained_layers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::node_def;
+    use crate::proto::nodes::node_def;
 
     fn n(name: &str, op: &str, inputs: &[&str]) -> NodeDef {
         node_def(

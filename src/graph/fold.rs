@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use super::bn::FUSED;
 use super::{attr_type, const_node, data_inputs, node_def};
-use crate::savedmodel::proto::{
+use crate::proto::{
     attr_value::Value, AttrValue, Dim, GraphDef, NodeDef, TensorProto, TensorShapeProto,
 };
 
@@ -91,6 +91,25 @@ fn foldable(
 
 fn float_op(name: String, op: &str, inputs: Vec<String>) -> NodeDef {
     node_def(name, op, inputs, vec![("T", attr_type(DT_FLOAT))])
+}
+
+/// Frozen batch norms folded into their convolutions, when `bn_fold` is on.
+pub struct FoldFrozenBn;
+
+impl super::GraphPass for FoldFrozenBn {
+    fn name(&self) -> &'static str {
+        "inference-mode batch norms folded into their convolutions"
+    }
+    fn run(
+        &self,
+        flat: &mut super::FlatGraph,
+        cx: &super::PassContext,
+    ) -> crate::error::Result<Vec<String>> {
+        Ok(match cx.bn_fold {
+            true => fold_frozen(&mut flat.graph_def),
+            false => Vec::new(),
+        })
+    }
 }
 
 /// Folds every frozen batch norm whose input is a convolution used by nothing else (module

@@ -35,7 +35,7 @@ fn conv_bn_graph(conv_op: &str, training: bool) -> GraphDef {
     conv.attr.insert(
         "strides".into(),
         AttrValue {
-            value: Some(Value::List(crate::savedmodel::proto::ListValue {
+            value: Some(Value::List(crate::proto::ListValue {
                 i: vec![1, 1, 1, 1],
                 ..Default::default()
             })),

@@ -3,15 +3,17 @@
 //! translated to a tensor of the flat graph (`Translate`), and nothing of the original is touched.
 use std::collections::{HashMap, HashSet};
 
-use tensorflow::{DataType, Graph};
+use tensorflow::Graph;
 
-use super::opdefs::{arg_len, flat_output_index, OpDefs};
 use super::{attr_type, func_attr};
 use crate::error::{Error, Result};
-use crate::savedmodel::proto::{
+use crate::proto::dtype_code;
+use crate::proto::opdefs::{arg_len, flat_output_index, OpDefs};
+use crate::proto::TensorRef;
+use crate::proto::{
     attr_value::Value, AttrValue, FunctionDef, GraphDef, NodeDef, TensorShapeProto,
 };
-use crate::savedmodel::{parse_tensor_name, SavedModelInfo, Signature};
+use crate::savedmodel::{SavedModelInfo, Signature};
 
 /// The inlined signature, ready to import under a prefix.
 #[derive(Debug, Clone)]
@@ -48,26 +50,6 @@ struct Inliner<'a> {
 /// call trees that double at every level (recursion and depth are refused earlier, by
 /// `savedmodel::audit::check_call_graph` in `SavedModelInfo::read`).
 const MAX_INLINED_NODES: usize = 2_000_000;
-
-/// TF DataType enum value of a crate DataType.
-pub fn dtype_code(dt: DataType) -> i32 {
-    match dt {
-        DataType::Float => 1,
-        DataType::Double => 2,
-        DataType::Int32 => 3,
-        DataType::UInt8 => 4,
-        DataType::Int16 => 5,
-        DataType::Int8 => 6,
-        DataType::String => 7,
-        DataType::Int64 => 9,
-        DataType::Bool => 10,
-        DataType::BFloat16 => 14,
-        DataType::Half => 19,
-        DataType::Resource => 20,
-        DataType::Variant => 21,
-        _ => 0,
-    }
-}
 
 /// Depth-first post-order over `roots` (iterative: bodies can be thousands of nodes deep).
 fn topo_order<'n>(roots: &[&'n str], deps: impl Fn(&'n str) -> Vec<&'n str>) -> Vec<&'n str> {
@@ -211,7 +193,7 @@ impl<'a> Inliner<'a> {
                 .map(|nd| {
                     nd.input
                         .iter()
-                        .map(|i| i.trim_start_matches('^').split(':').next().unwrap_or(""))
+                        .map(|i| TensorRef::body_node_of(i))
                         .filter(|d| body.contains_key(d))
                         .collect()
                 })
@@ -274,7 +256,7 @@ impl<'a> Inliner<'a> {
             .filter_map(|n| tr.get(n.as_str()))
             .map(Self::control_of)
             .collect();
-        done_inputs.extend(rets.iter().map(|r| format!("^{}", parse_tensor_name(r).0)));
+        done_inputs.extend(rets.iter().map(|r| format!("^{}", TensorRef::node_of(r))));
         done_inputs.sort();
         done_inputs.dedup();
         let done = format!("{scope}/__done");
@@ -292,7 +274,7 @@ impl<'a> Inliner<'a> {
         if let Some(p) = self.ext_of.get(tensor) {
             return Ok(format!("{p}:0"));
         }
-        let (n, i) = parse_tensor_name(tensor);
+        let TensorRef { node: n, index: i } = TensorRef::parse(tensor);
         let op = self
             .graph
             .operation_by_name(n)
@@ -347,14 +329,14 @@ pub fn inline_signature(
     let mut input_nodes: HashMap<&str, String> = HashMap::new();
     let mut inputs = Vec::new();
     for s in &sig.inputs {
-        let (n, _) = parse_tensor_name(&s.tensor);
+        let TensorRef { node: n, index: _ } = TensorRef::parse(&s.tensor);
         let name = format!("input/{}", s.key);
         let mut attr = HashMap::new();
         attr.insert("dtype".to_string(), attr_type(s.dtype));
         if let Some(shape) = &s.shape {
             let dim = shape
                 .iter()
-                .map(|d| crate::savedmodel::proto::Dim {
+                .map(|d| crate::proto::Dim {
                     size: d.unwrap_or(-1),
                     name: String::new(),
                 })
@@ -382,7 +364,7 @@ pub fn inline_signature(
     let out_nodes: Vec<&str> = sig
         .outputs
         .iter()
-        .map(|o| parse_tensor_name(&o.tensor).0)
+        .map(|o| TensorRef::node_of(&o.tensor))
         .collect();
     for o in &out_nodes {
         if !top.contains_key(o) {
@@ -404,7 +386,7 @@ pub fn inline_signature(
                 nd.input
                     .iter()
                     .filter(|i| !i.starts_with('^'))
-                    .map(|i| parse_tensor_name(i).0)
+                    .map(|i| TensorRef::node_of(i))
                     .filter(|d| top.contains_key(d))
                     .collect()
             })
@@ -420,7 +402,7 @@ pub fn inline_signature(
     let mut tr: HashMap<&str, Translated> = HashMap::new();
     let top_tensor =
         |inl: &mut Inliner, tr: &HashMap<&str, Translated>, t: &str| -> Result<String> {
-            let (n, i) = parse_tensor_name(t);
+            let TensorRef { node: n, index: i } = TensorRef::parse(t);
             if let Some(inp) = input_nodes.get(n) {
                 return Ok(format!("{inp}:0"));
             }

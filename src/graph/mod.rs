@@ -3,12 +3,14 @@
 pub mod bn;
 pub mod fold;
 mod inline;
-pub mod opdefs;
+pub mod pass;
 pub mod recompute;
 pub mod unstride;
 
-pub use inline::{dtype_code, inline_signature, FlatGraph};
-pub use opdefs::OpDefs;
+pub use crate::proto::nodes::{attr_type, const_node, data_inputs, func_attr, node_def, CALL_OPS};
+pub use crate::proto::{dtype_code, OpDefs};
+pub use inline::{inline_signature, FlatGraph};
+pub use pass::{GraphPass, PassContext, PassLog};
 
 use std::collections::HashMap;
 
@@ -16,69 +18,8 @@ use prost::Message;
 use tensorflow::{ImportGraphDefOptions, Operation, Output};
 
 use crate::error::{Error, Result, TfContext};
-use crate::savedmodel::proto::{attr_value::Value, AttrValue, NodeDef, TensorProto};
+use crate::proto::{NodeDef, TensorRef};
 use crate::savedmodel::Loaded;
-
-/// Op types that call a library function through their `f` attribute.
-pub const CALL_OPS: &[&str] = &["StatefulPartitionedCall", "PartitionedCall"];
-
-/// The function a call node invokes (`f` attr of (Stateful)PartitionedCall), if it is one.
-pub fn func_attr(n: &NodeDef) -> Option<&str> {
-    if !CALL_OPS.contains(&n.op.as_str()) {
-        return None;
-    }
-    match n.attr.get("f").and_then(|a| a.value.as_ref()) {
-        Some(Value::Func(f)) => Some(f.name.as_str()),
-        _ => None,
-    }
-}
-
-/// A NodeDef with no device (patches add these to flat graphs before import).
-pub fn node_def(
-    name: String,
-    op: &str,
-    input: Vec<String>,
-    attrs: Vec<(&str, AttrValue)>,
-) -> NodeDef {
-    NodeDef {
-        name,
-        op: op.into(),
-        input,
-        device: String::new(),
-        attr: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-    }
-}
-
-/// A node's data inputs (its `^control` inputs left out), in order.
-pub fn data_inputs(n: &NodeDef) -> Vec<&String> {
-    n.input.iter().filter(|i| !i.starts_with('^')).collect()
-}
-
-/// A Const node holding `t`.
-pub fn const_node(name: String, t: TensorProto) -> NodeDef {
-    let dtype = t.dtype;
-    node_def(
-        name,
-        "Const",
-        vec![],
-        vec![
-            ("dtype", attr_type(dtype)),
-            (
-                "value",
-                AttrValue {
-                    value: Some(Value::Tensor(t)),
-                },
-            ),
-        ],
-    )
-}
-
-/// Builds an AttrValue holding a type.
-pub fn attr_type(dt: i32) -> AttrValue {
-    AttrValue {
-        value: Some(Value::Type(dt)),
-    }
-}
 
 impl FlatGraph {
     /// Placeholder node name → the outer op it stands for (for a model variable, its
@@ -86,7 +27,7 @@ impl FlatGraph {
     pub fn external_ops(&self) -> HashMap<&str, &str> {
         self.external
             .iter()
-            .map(|(p, o)| (p.as_str(), crate::savedmodel::parse_tensor_name(o).0))
+            .map(|(p, o)| (p.as_str(), TensorRef::node_of(o)))
             .collect()
     }
 }
@@ -152,7 +93,7 @@ impl Tower {
                 ));
             }
             for (t, o) in flat.inputs.iter().zip(given) {
-                let (n, i) = crate::savedmodel::parse_tensor_name(t);
+                let TensorRef { node: n, index: i } = TensorRef::parse(t);
                 opts.add_input_mapping(n, i.max(0) as usize, o)
                     .map_err(|e| Error::graph(t, e.to_string()))?;
             }

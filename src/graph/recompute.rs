@@ -10,7 +10,7 @@
 //! recomputing still gains a little with TF's default kernels (see `Recompute`).
 use serde::{Deserialize, Serialize};
 
-use crate::savedmodel::proto::{attr_value::Value, AttrValue, GraphDef};
+use crate::proto::{attr_value::Value, AttrValue, GraphDef};
 
 /// Whether to recompute batch norm in the backward pass.
 ///
@@ -43,6 +43,32 @@ impl Recompute {
 /// The attribute grappler's memory optimizer looks for.
 pub const HINT: &str = "_recompute_hint";
 
+/// Marks the batch norms for recomputation when `Recompute` is enabled.
+pub struct RecomputeBn;
+
+impl super::GraphPass for RecomputeBn {
+    fn name(&self) -> &'static str {
+        "batch norms recomputed in the backward pass"
+    }
+    fn run(
+        &self,
+        flat: &mut super::FlatGraph,
+        cx: &super::PassContext,
+    ) -> crate::error::Result<Vec<String>> {
+        if !cx.recompute.enabled() {
+            return Ok(Vec::new());
+        }
+        mark_batch_norms(&mut flat.graph_def);
+        Ok(flat
+            .graph_def
+            .node
+            .iter()
+            .filter(|n| n.attr.contains_key(HINT))
+            .map(|n| n.name.clone())
+            .collect())
+    }
+}
+
 /// Marks every fused batch-norm node of `gd`; returns how many.
 pub fn mark_batch_norms(gd: &mut GraphDef) -> usize {
     let mut n = 0;
@@ -65,7 +91,7 @@ pub fn mark_batch_norms(gd: &mut GraphDef) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::savedmodel::proto::NodeDef;
+    use crate::proto::NodeDef;
 
     #[test]
     fn only_batch_norms_are_marked() {

@@ -19,10 +19,11 @@
 use std::collections::HashMap;
 
 use super::{attr_type, const_node, data_inputs, FlatGraph};
-use crate::savedmodel::proto::{
+use crate::proto::{
     attr_value::Value, AttrValue, Dim, GraphDef, ListValue, NodeDef, TensorProto, TensorShapeProto,
 };
-use crate::savedmodel::{parse_tensor_name, shape_of, SavedModelInfo};
+use crate::proto::{shape_of, TensorRef};
+use crate::savedmodel::SavedModelInfo;
 
 const DT_INT32: i32 = 3;
 
@@ -67,7 +68,10 @@ impl<'a> StaticShapes<'a> {
     pub fn of(&self, tensor: &str) -> Option<Vec<i64>> {
         let mut t = tensor;
         for _ in 0..64 {
-            let (name, _) = parse_tensor_name(t);
+            let TensorRef {
+                node: name,
+                index: _,
+            } = TensorRef::parse(t);
             let n = self.nodes.get(name)?;
             if n.op == "Placeholder" {
                 return self.external.get(name).cloned();
@@ -237,6 +241,22 @@ pub fn unstride_1x1(
     }
     gd.node.extend(added);
     rewritten
+}
+
+/// Strided 1x1 convolutions trained at unit stride (`apply`).
+pub struct Unstride;
+
+impl super::GraphPass for Unstride {
+    fn name(&self) -> &'static str {
+        "strided 1x1 convolutions at unit stride (oneDNN-safe)"
+    }
+    fn run(
+        &self,
+        flat: &mut FlatGraph,
+        cx: &super::PassContext,
+    ) -> crate::error::Result<Vec<String>> {
+        Ok(apply(flat, cx.info))
+    }
 }
 
 /// `unstride_1x1` on a tower's flat graph, kernel shapes from the model's variables.

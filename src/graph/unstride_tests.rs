@@ -1,8 +1,8 @@
 //! Unit tests of the strided 1×1 rewrite: which nodes it takes, and that the rewritten graph
 //! computes the same convolution (values; gradients against TF are in tests/unstride.rs).
 use super::*;
-use crate::graph::node_def;
-use crate::savedmodel::proto::attr_value::Value;
+use crate::proto::attr_value::Value;
+use crate::proto::nodes::node_def;
 use prost::Message;
 use tensorflow::{Graph, ImportGraphDefOptions, Session, SessionOptions, SessionRunArgs, Tensor};
 
@@ -64,10 +64,10 @@ fn conv_graph(kernel: [i64; 4], strides: [i64; 4], padding: &str) -> GraphDef {
 
 fn kernel_of(gd: &GraphDef) -> impl Fn(&str) -> Option<Vec<i64>> + '_ {
     move |t| {
-        let (name, _) = parse_tensor_name(t);
+        let name = TensorRef::node_of(t);
         let mut n = gd.node.iter().find(|n| n.name == name)?;
         while n.op == "Identity" {
-            let src = parse_tensor_name(&n.input[0]).0;
+            let src = TensorRef::node_of(&n.input[0]);
             n = gd.node.iter().find(|m| m.name == src)?;
         }
         known_shape(n)

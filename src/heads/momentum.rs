@@ -6,6 +6,7 @@ use tensorflow::{ops, DataType, Output};
 use super::HeadBuilder;
 use crate::error::{Result, TfContext};
 use crate::graph::Tower;
+use crate::proto::TensorRef;
 
 /// target ← m·target + (1 − m)·online, for each (target, online) variable handle pair.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +58,7 @@ impl<'m> HeadBuilder<'m> {
                 .unwrap_or(false);
             if is_var {
                 let h = self.shadow(outer, &o)?;
-                if trainable.contains(crate::savedmodel::parse_tensor_name(outer).0) {
+                if trainable.contains(TensorRef::node_of(outer)) {
                     pairs.push((h.clone(), o));
                 }
                 externals.push(h);

@@ -30,7 +30,7 @@ impl MultiConfig {
             let weight = w
                 .trim()
                 .parse()
-                .map_err(|_| Error::config("--multi", format!("'{w}' is not a weight")))?;
+                .map_err(|_| Error::config("head.heads", format!("'{w}' is not a weight")))?;
             let head = match kind.trim() {
                 "dae" => HeadConfig::Dae(Default::default()),
                 "simclr" => HeadConfig::Simclr(Default::default()),
@@ -40,7 +40,7 @@ impl MultiConfig {
                 "inpaint" => HeadConfig::Inpaint(Default::default()),
                 k => {
                     return Err(Error::config(
-                        "--multi",
+                        "head.heads",
                         format!(
                             "unknown head kind '{k}' (valid: dae, simclr, rotation, moco, byol, inpaint)"
                         ),

@@ -9,8 +9,9 @@
 //! findings unless the user trusts it (`model.trust: true`, `--trust-model`).
 use std::collections::{HashMap, HashSet};
 
-use super::proto::{attr_value::Value, FunctionDef, GraphDef, NodeDef};
-use super::{parse_tensor_name, SavedModelInfo};
+use super::SavedModelInfo;
+use crate::proto::TensorRef;
+use crate::proto::{attr_value::Value, FunctionDef, GraphDef, NodeDef};
 
 /// Why an op is a finding.
 fn danger(n: &NodeDef) -> Option<&'static str> {
@@ -146,7 +147,7 @@ pub const MAX_CALL_DEPTH: usize = 64;
 /// `MAX_CALL_DEPTH`: TF functions cannot recurse, and TF's own shape inference recurses
 /// without end (a stack overflow that kills the process) when a model says they do.
 pub fn check_call_graph<'a>(gd: &'a GraphDef) -> std::result::Result<(), String> {
-    let lib = super::function_library(gd);
+    let lib = crate::proto::function_library(gd);
     fn callees_of<'g>(lib: &HashMap<&'g str, &'g FunctionDef>, f: &'g FunctionDef) -> Vec<&'g str> {
         let mut v: Vec<&str> = f
             .node_def
@@ -230,7 +231,7 @@ fn saver_nodes(info: &SavedModelInfo) -> HashSet<String> {
             ]
         })
         .filter(|t| !t.is_empty())
-        .map(|t| parse_tensor_name(t.trim_start_matches('^')).0.to_string())
+        .map(|t| TensorRef::node_of(t.trim_start_matches('^')).to_string())
         .collect();
     let mut seen = HashSet::new();
     while let Some(n) = stack.pop() {
@@ -241,7 +242,7 @@ fn saver_nodes(info: &SavedModelInfo) -> HashSet<String> {
             stack.extend(
                 nd.input
                     .iter()
-                    .map(|i| parse_tensor_name(i.trim_start_matches('^')).0.to_string()),
+                    .map(|i| TensorRef::node_of(i.trim_start_matches('^')).to_string()),
             );
         }
     }
@@ -305,8 +306,8 @@ pub fn audit(info: &SavedModelInfo) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::node_def;
-    use crate::savedmodel::proto::AttrValue;
+    use crate::proto::nodes::node_def;
+    use crate::proto::AttrValue;
 
     fn s_attr(v: &str) -> AttrValue {
         AttrValue {
@@ -356,7 +357,7 @@ mod tests {
 #[cfg(test)]
 mod call_graph_tests {
     use super::*;
-    use crate::savedmodel::proto::{FunctionDefLibrary, OpDef};
+    use crate::proto::{FunctionDefLibrary, OpDef};
 
     fn fun(name: &str, calls: &[&str]) -> FunctionDef {
         FunctionDef {

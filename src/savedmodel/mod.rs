@@ -1,7 +1,10 @@
 //! Reads a SavedModel: saved_model.pb (signatures, graph, function library, object graph) parsed
 //! with our own prost structs, and the model loaded into a TF session the way TF Serving loads it.
+
+/// The signature TF Serving and `hub.load` call when none is named.
+pub const DEFAULT_SIGNATURE: &str = "serving_default";
+
 pub mod audit;
-pub mod proto;
 mod refs;
 mod session;
 
@@ -13,7 +16,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 use crate::error::{Error, Result};
-use proto::{MetaGraphDef, NodeDef, TensorShapeProto};
+use crate::proto::{self, shape_of, MetaGraphDef, NodeDef, TensorRef};
 
 /// One input or output of a signature.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,62 +56,6 @@ pub struct SavedModelInfo {
     pub dir: PathBuf,
     pub tags: Vec<String>,
     pub meta: MetaGraphDef,
-}
-
-/// Human name of a TF DataType enum value.
-pub fn dtype_name(dt: i32) -> &'static str {
-    match dt {
-        1 => "float32",
-        2 => "float64",
-        3 => "int32",
-        4 => "uint8",
-        6 => "int8",
-        7 => "string",
-        9 => "int64",
-        10 => "bool",
-        19 => "float16",
-        20 => "resource",
-        21 => "variant",
-        _ => "other",
-    }
-}
-
-/// Splits `node:3` / `node` / `^node` into (node, index); control inputs give index -1.
-pub fn parse_tensor_name(s: &str) -> (&str, i32) {
-    if let Some(rest) = s.strip_prefix('^') {
-        return (rest, -1);
-    }
-    match s.rsplit_once(':') {
-        Some((n, i)) => match i.parse() {
-            Ok(i) => (n, i),
-            Err(_) => (s, 0),
-        },
-        None => (s, 0),
-    }
-}
-
-/// The function library of a graph by function name.
-pub fn function_library(
-    gd: &proto::GraphDef,
-) -> std::collections::HashMap<&str, &proto::FunctionDef> {
-    gd.library
-        .iter()
-        .flat_map(|l| &l.function)
-        .filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f)))
-        .collect()
-}
-
-pub(crate) fn shape_of(p: &Option<TensorShapeProto>) -> Option<Vec<Option<i64>>> {
-    let p = p.as_ref()?;
-    if p.unknown_rank {
-        return None;
-    }
-    Some(
-        p.dim
-            .iter()
-            .map(|d| if d.size < 0 { None } else { Some(d.size) })
-            .collect(),
-    )
 }
 
 impl SavedModelInfo {
@@ -243,7 +190,7 @@ impl SavedModelInfo {
             .signature_def
             .values()
             .flat_map(|s| s.outputs.values())
-            .map(|t| parse_tensor_name(&t.name).0)
+            .map(|t| TensorRef::node_of(&t.name))
             .collect();
         let mut seen = std::collections::HashSet::new();
         while let Some(n) = stack.pop() {
@@ -255,7 +202,7 @@ impl SavedModelInfo {
                     nd.input
                         .iter()
                         .filter(|i| !i.starts_with('^'))
-                        .map(|i| parse_tensor_name(i).0),
+                        .map(|i| TensorRef::node_of(i)),
                 );
             }
         }
@@ -272,7 +219,7 @@ impl SavedModelInfo {
         let mut known: HashMap<String, proto::SavedVariable> = HashMap::new();
         if let Some(og) = &self.meta.object_graph_def {
             for n in nodes {
-                let Some(f) = crate::graph::func_attr(n) else {
+                let Some(f) = crate::proto::nodes::func_attr(n) else {
                     continue;
                 };
                 let Some(cf) = og.concrete_functions.get(f) else {
@@ -292,7 +239,7 @@ impl SavedModelInfo {
                     .iter()
                     .zip(&cf.bound_inputs)
                 {
-                    let (h, _) = parse_tensor_name(inp);
+                    let TensorRef { node: h, index: _ } = TensorRef::parse(inp);
                     if let Some(v) = og.nodes.get(*id as usize).and_then(|o| o.variable.clone()) {
                         if by_name
                             .get(h)
@@ -350,13 +297,6 @@ impl SavedModelInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tensor_names() {
-        assert_eq!(parse_tensor_name("a/b:3"), ("a/b", 3));
-        assert_eq!(parse_tensor_name("a/b"), ("a/b", 0));
-        assert_eq!(parse_tensor_name("^a/b"), ("a/b", -1));
-    }
 
     #[test]
     fn missing_and_wrong_paths_are_named() {

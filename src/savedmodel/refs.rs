@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use tensorflow::Graph;
 
-use super::parse_tensor_name;
-use super::proto::{attr_value::Value, FunctionDef, GraphDef, NodeDef, OpDef};
-use crate::graph::opdefs::{arg_len, OpDefs};
+use crate::proto::opdefs::{arg_len, OpDefs};
+use crate::proto::TensorRef;
+use crate::proto::{attr_value::Value, FunctionDef, GraphDef, NodeDef, OpDef};
 
 /// Output args of `nd` as (name, tensor count), from the callee's signature or TF's registry;
 /// `None` for an op this TF does not know (TF's importer refuses those itself).
@@ -98,7 +98,7 @@ fn check_node_attrs(nodes: &[NodeDef], opdefs: &mut OpDefs, graph: &Graph) -> Re
 pub fn check_refs(gd: &GraphDef) -> Result<(), String> {
     let graph = Graph::new();
     let mut opdefs = OpDefs::default();
-    let lib = super::function_library(gd);
+    let lib = crate::proto::function_library(gd);
     check_node_attrs(&gd.node, &mut opdefs, &graph)?;
     for f in lib.values() {
         check_node_attrs(&f.node_def, &mut opdefs, &graph).map_err(|e| {
@@ -111,7 +111,10 @@ pub fn check_refs(gd: &GraphDef) -> Result<(), String> {
     let top: HashMap<&str, &NodeDef> = gd.node.iter().map(|n| (n.name.as_str(), n)).collect();
     for n in &gd.node {
         for i in &n.input {
-            let (src, idx) = parse_tensor_name(i);
+            let TensorRef {
+                node: src,
+                index: idx,
+            } = TensorRef::parse(i);
             let at = |msg: String| format!("node '{}', input '{i}': {msg}", n.name);
             let Some(s) = top.get(src) else {
                 return Err(at("no such node".into()));
@@ -187,7 +190,7 @@ fn check_function(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::savedmodel::proto::{ArgDef, FunctionDefLibrary, OpDef};
+    use crate::proto::{ArgDef, FunctionDefLibrary, OpDef};
 
     fn node(name: &str, op: &str, input: &[&str]) -> NodeDef {
         NodeDef {
@@ -248,7 +251,7 @@ mod tests {
 
     #[test]
     fn unknown_types_and_counts_below_their_minimum_are_named() {
-        let attr = |v: Value| crate::savedmodel::proto::AttrValue { value: Some(v) };
+        let attr = |v: Value| crate::proto::AttrValue { value: Some(v) };
         let g = |n: NodeDef| GraphDef {
             node: vec![n],
             ..Default::default()

@@ -5,8 +5,9 @@ use std::path::Path;
 use prost::Message;
 use tensorflow::{Graph, Scope, Session, SessionOptions};
 
-use super::{parse_tensor_name, proto, SavedModelInfo, Signature};
+use super::{SavedModelInfo, Signature};
 use crate::error::{Error, Result, TfContext};
+use crate::proto::{self, TensorRef};
 
 /// A SavedModel loaded into a TF session. The graph lives in `scope`, so pretext appends to it
 /// with the crate's op builders; the session sees each appended op (TF extends sessions lazily).
@@ -178,7 +179,7 @@ impl Loaded {
 
     /// A tensor `node:index` of the loaded graph.
     pub fn output(&self, tensor: &str) -> Result<tensorflow::Output> {
-        let (n, i) = parse_tensor_name(tensor);
+        let TensorRef { node: n, index: i } = TensorRef::parse(tensor);
         Ok(tensorflow::Output {
             operation: self.op(n)?,
             index: i.max(0),

@@ -3,13 +3,11 @@
 //! checkpoint must hold.
 use tensorflow::{ops, DataType, Output};
 
-use std::collections::HashSet;
-
 use super::TrainConfig;
 use crate::autodiff::VarGrad;
 use crate::error::{Error, Result, TfContext};
-use crate::graph::{self, bn::BnMode, FlatGraph, Tower};
-use crate::heads::{momentum::Ema, HeadVar};
+use crate::graph::FlatGraph;
+use crate::heads::{momentum::Ema, BuiltHead, HeadVar};
 use crate::optim::{Optimizer, Param, Schedule};
 use crate::savedmodel::Loaded;
 
@@ -24,44 +22,40 @@ pub(super) struct HeadWarmup {
     pub targets: Vec<tensorflow::Operation>,
 }
 
-/// What the warm-up phase needs from the built head.
-pub(super) struct HeadParts<'a> {
-    pub towers: &'a [Tower],
-    pub loss: &'a Output,
-    pub vars: &'a [HeadVar],
-    pub ema: &'a [Ema],
-    pub assign: &'a [(Output, Output)],
-}
-
 pub(super) fn head_warmup(
     model: &mut Loaded,
     cfg: &TrainConfig,
-    head: HeadParts,
+    head: &BuiltHead,
     bn_updates: &[tensorflow::Operation],
 ) -> Result<HeadWarmup> {
-    let reads = head_reads(head.vars);
+    let reads = head_reads(&head.vars);
     if reads.is_empty() {
         return Err(Error::config(
-            "head_warmup_steps",
+            "train.head_warmup_steps",
             "the head has no variables of its own to warm up; use 0",
         ));
     }
     let grads = crate::autodiff::gradients(
         &mut model.scope,
-        head.towers,
-        head.loss.clone(),
+        &head.towers,
+        head.out.loss.clone(),
         &reads,
         "pretext/head_warmup_gradients",
     )?;
-    let params = params_of(model, &grads, head.vars)?;
+    let params = params_of(model, &grads, &head.vars)?;
     let mut opt_cfg = cfg.optimizer.clone();
-    opt_cfg.schedule = Schedule::Constant;
+    *opt_cfg.schedule_mut() = Schedule::Constant;
     let opt = {
         let mut s = model.scope.new_sub_scope("pretext/head_warmup");
-        opt_cfg.init(&mut s, &params, &[head.loss.operation.clone()])?
+        opt_cfg.init(&mut s, &params, &[head.out.loss.operation.clone()])?
     };
     let mut targets = bn_updates.to_vec();
-    targets.extend(post_step_ops(model, &opt, head.ema, head.assign)?);
+    targets.extend(post_step_ops(
+        model,
+        &opt,
+        &head.out.ema,
+        &head.out.post_assign,
+    )?);
     log::info!(
         "head warm-up: the first {} step(s) train the head's {} variable(s) alone",
         cfg.head_warmup_steps,
@@ -225,46 +219,8 @@ pub(super) fn read_order(flat: &FlatGraph) -> Vec<String> {
         .iter()
         .filter(|n| n.op == "ReadVariableOp")
         .filter_map(|n| {
-            let placeholder = n.input.first()?.split(':').next()?;
+            let placeholder = crate::proto::TensorRef::node_of(n.input.first()?);
             ext.get(placeholder).map(|h| h.to_string())
         })
         .collect()
-}
-
-/// Applies the batch-norm mode to the flat graph: switches the batch norms that use batch
-/// statistics (`bn::set_training`), folds the ones left in inference mode (`bn_fold`), marks
-/// batch norms for recomputation; returns the switched node names.
-pub(super) fn batch_norm_patch(
-    flat: &mut FlatGraph,
-    cfg: &TrainConfig,
-    trainable: &HashSet<String>,
-) -> Result<Vec<String>> {
-    let of_trained = match cfg.bn {
-        BnMode::Train => {
-            graph::bn::of_trained_layers(&flat.graph_def, &flat.external_ops(), trainable)
-        }
-        _ => HashSet::new(),
-    };
-    let gd = &mut flat.graph_def;
-    let switched = match cfg.bn {
-        BnMode::Frozen => Vec::new(),
-        BnMode::Train => {
-            graph::bn::set_training(gd, cfg.bn_momentum, |n| of_trained.contains(&n.name))?
-        }
-        BnMode::TrainAll => graph::bn::set_training(gd, cfg.bn_momentum, |_| true)?,
-    };
-    if cfg.bn_fold {
-        let folded = graph::fold::fold_frozen(gd);
-        if !folded.is_empty() {
-            log::info!(
-                "{} inference-mode batch norm(s) folded into their convolutions",
-                folded.len()
-            );
-        }
-    }
-    if cfg.recompute.enabled() {
-        let n = graph::recompute::mark_batch_norms(gd);
-        log::debug!("{n} batch-norm node(s) recomputed in the backward pass");
-    }
-    Ok(switched)
 }

@@ -167,8 +167,8 @@ pub fn write(
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     saver.save(model, &tmp.join("variables"))?;
-    let json =
-        serde_json::to_string(state).map_err(|e| Error::config("(checkpoint)", e.to_string()))?;
+    let json = serde_json::to_string(state)
+        .map_err(|e| Error::internal("serialising the checkpoint state", e))?;
     let st = tmp.join("state.json");
     std::fs::write(&st, json).map_err(|e| Error::io(&st, e))?;
     sync_dir(&tmp)?;
@@ -227,13 +227,15 @@ impl super::Trainer {
             losses: losses.to_vec(),
             seconds,
         };
-        write(&self.saver, &self.model, dir, &state, keep)
+        write(&self.plan.saver, &self.model, dir, &state, keep)
     }
 
     /// Restores variables and position from a checkpoint directory; returns its state.
     pub fn restore(&mut self, ckpt: &std::path::Path) -> Result<RunState> {
         let state = read_state(ckpt)?;
-        self.saver.restore(&self.model, &ckpt.join("variables"))?;
+        self.plan
+            .saver
+            .restore(&self.model, &ckpt.join("variables"))?;
         self.input.restore(&state.data)?;
         self.step = state.step;
         Ok(state)

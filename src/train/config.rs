@@ -54,48 +54,23 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// A config with defaults for everything but the paths.
+    /// A config with the experiment schema's defaults (`Experiment::new`) for everything but
+    /// the paths; the data order follows `seed`.
     pub fn new(model: PathBuf, images: PathBuf) -> Self {
-        TrainConfig {
-            model,
-            trust: Default::default(),
-            signature: "serving_default".into(),
-            data: crate::data::DataSources {
-                folders: vec![images],
-                recursive: true,
-                extensions: crate::data::default_extensions(),
-                image_key: crate::data::DEFAULT_IMAGE_KEY.into(),
-                ..Default::default()
-            },
-            shuffle: true,
-            data_seed: None,
-            loader: Default::default(),
-            steps: 100,
-            head_warmup_steps: 0,
-            batch: 16,
-            size: None,
-            range: (0.0, 1.0),
-            optimizer: OptimizerConfig::default(),
-            head: HeadConfig::default(),
-            augment: AugmentConfig::default(),
-            train_vars: select::VarSelection::All,
-            bn: BnMode::Frozen,
-            bn_momentum: 0.99,
-            bn_fold: true,
-            recompute: Default::default(),
-            seed: 0,
-            device: None,
-        }
+        let exp = crate::experiment::Experiment::new(model, vec![images]);
+        let mut c = exp.train_config(exp.steps(0));
+        c.data_seed = None;
+        c
     }
 
     /// Checks every setting before any graph is built.
     pub fn validate(&self) -> Result<()> {
         if self.batch == 0 {
-            return Err(Error::config("batch", "must be ≥ 1"));
+            return Err(Error::config("train.batch", "must be ≥ 1"));
         }
         if self.batch > MAX_BATCH {
             return Err(Error::config(
-                "batch",
+                "train.batch",
                 format!(
                     "{} is over the most pretext feeds in one step ({MAX_BATCH})",
                     self.batch
@@ -103,11 +78,11 @@ impl TrainConfig {
             ));
         }
         if self.steps == 0 {
-            return Err(Error::config("steps", "must be ≥ 1"));
+            return Err(Error::config("train.steps", "must be ≥ 1"));
         }
         if self.loader.prefetch > MAX_PREFETCH {
             return Err(Error::config(
-                "prefetch",
+                "data.prefetch",
                 format!(
                     "{} is over {MAX_PREFETCH} batches ahead",
                     self.loader.prefetch
@@ -116,28 +91,31 @@ impl TrainConfig {
         }
         if self.loader.workers > MAX_WORKERS {
             return Err(Error::config(
-                "workers",
+                "data.workers",
                 format!("{} is over {MAX_WORKERS} threads", self.loader.workers),
             ));
         }
         if self.data.max_pixels == Some(0) {
-            return Err(Error::config("max_pixels", "must be ≥ 1"));
+            return Err(Error::config("data.max_pixels", "must be ≥ 1"));
         }
         self.check_batch_memory()?;
         if !(self.range.0 < self.range.1) {
             return Err(Error::config(
-                "range",
+                "model.range",
                 format!("{:?}: low must be below high", self.range),
             ));
         }
         if let Some(s) = self.size {
             if !(8..=2048).contains(&s) {
-                return Err(Error::config("size", format!("{s} is outside [8, 2048]")));
+                return Err(Error::config(
+                    "model.size",
+                    format!("{s} is outside [8, 2048]"),
+                ));
             }
         }
         if self.head_warmup_steps > 0 && self.head_warmup_steps >= self.steps {
             return Err(Error::config(
-                "head_warmup_steps",
+                "train.head_warmup_steps",
                 format!(
                     "{} must be below the run's {} step(s), or the model never trains",
                     self.head_warmup_steps, self.steps
@@ -171,7 +149,7 @@ impl TrainConfig {
         };
         if bytes > avail / 2 {
             return Err(Error::config(
-                "batch",
+                "train.batch",
                 format!(
                     "{} images × {views} view(s) of {side}×{side}×3 in {buffers} batch buffers need {:.1} GB; \
                      this machine has {:.1} GB available (at most half goes to batches)",
@@ -200,12 +178,12 @@ pub fn image_spec(sig: &Signature, size: Option<u32>, range: (f32, f32)) -> Resu
         .first()
         .ok_or_else(|| Error::graph(&sig.name, "signature has no inputs"))?;
     if sig.inputs.len() != 1 || inp.dtype != 1 {
-        return Err(Error::config("signature", format!("signature '{}' must take one float32 image batch; it takes {} input(s), first '{}' of type {}", sig.name, sig.inputs.len(), inp.key, crate::savedmodel::dtype_name(inp.dtype))));
+        return Err(Error::config("model.signature", format!("signature '{}' must take one float32 image batch; it takes {} input(s), first '{}' of type {}", sig.name, sig.inputs.len(), inp.key, crate::proto::dtype_name(inp.dtype))));
     }
     let shape = inp.shape.clone().unwrap_or_else(|| vec![None; 4]);
     if shape.len() != 4 {
         return Err(Error::config(
-            "signature",
+            "model.signature",
             format!(
                 "input '{}' has rank {}, an image batch has rank 4 (NHWC)",
                 inp.key,
@@ -216,7 +194,7 @@ pub fn image_spec(sig: &Signature, size: Option<u32>, range: (f32, f32)) -> Resu
     let side = |d: Option<i64>| -> Result<u32> {
         match (d, size) {
             (Some(v), Some(s)) if v as u32 != s => Err(Error::config(
-                "size",
+                "model.size",
                 format!("the signature fixes the input side to {v}; {s} was asked"),
             )),
             (Some(v), _) => Ok(v as u32),
@@ -227,7 +205,7 @@ pub fn image_spec(sig: &Signature, size: Option<u32>, range: (f32, f32)) -> Resu
     let channels = shape[3].unwrap_or(3);
     if channels != 1 && channels != 3 {
         return Err(Error::config(
-            "signature",
+            "model.signature",
             format!(
                 "input '{}' has {channels} channels; images give 1 or 3",
                 inp.key

@@ -13,12 +13,12 @@ impl Trainer {
         let mut wanted = Vec::with_capacity(names.len());
         for name in names {
             let t = self
-                .tensors
+                .tensors()
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, t)| t.clone())
                 .ok_or_else(|| {
-                    let known: Vec<&str> = self.tensors.iter().map(|(n, _)| n.as_str()).collect();
+                    let known: Vec<&str> = self.tensors().iter().map(|(n, _)| n.as_str()).collect();
                     Error::graph(
                         *name,
                         format!("no such head tensor (known: {})", known.join(", ")),
@@ -30,7 +30,7 @@ impl Trainer {
         for (f, x) in self.feeds.iter().zip(xs) {
             run.add_feed(&f.operation, f.index, x);
         }
-        let loss_tok = run.request_fetch(&self.loss.operation, self.loss.index);
+        let loss_tok = run.request_fetch(&self.loss().operation, self.loss().index);
         let toks: Vec<_> = wanted
             .iter()
             .map(|t| run.request_fetch(&t.operation, t.index))

@@ -3,249 +3,83 @@
 mod build;
 pub mod checkpoint;
 mod config;
+pub mod drive;
 mod inspect;
+mod plan;
+pub mod prepare;
 pub mod select;
 pub mod summary;
 pub mod timing;
 
 pub use config::{image_spec, TrainConfig};
-use std::time::Instant;
+pub use drive::{Feed, Hook, Stop, Tally};
 
-use tensorflow::{ops, DataType, Output, SessionRunArgs, Shape, Tensor};
+use tensorflow::{Output, SessionRunArgs, Tensor};
 
-use crate::autodiff;
-use crate::data::{Batches, Dataset, ImageSpec, Loader, ViewPlan};
-use crate::error::{Error, Result, TfContext};
-use crate::graph::{inline_signature, FlatGraph};
-use crate::heads::{HeadBuilder, HeadVar};
-use crate::optim::Optimizer;
-use crate::savedmodel::{Loaded, SavedModelInfo, Signature};
+use crate::data::{ImageSpec, Loader};
+use crate::error::{Result, TfContext};
+use crate::heads::{BuiltHead, HeadBuilder, HeadSettings, HeadVar};
+use crate::savedmodel::{Loaded, Signature};
 
-/// A model with a pretext head and an optimizer, ready to step.
+/// A model with a pretext head and an optimizer, ready to step. Built in three stages
+/// (`prepare` → the head → `plan`); read through its accessors.
 pub struct Trainer {
-    pub model: Loaded,
-    pub signature: Signature,
-    pub flat: FlatGraph,
-    pub spec: ImageSpec,
+    model: Loaded,
+    signature: Signature,
+    spec: ImageSpec,
     /// The input pipeline (prefetching batches of views on worker threads).
-    pub input: Loader,
+    input: Loader,
     /// Placeholders fed each step, in `ViewBatch` order: the clean batch (if the head uses it),
     /// then each augmented view.
-    pub feeds: Vec<Output>,
-    pub loss: Output,
-    /// The head's named intermediate tensors (see `HeadOutput::tensors`; `Trainer::evaluate`).
-    pub tensors: Vec<(String, Output)>,
-    /// Variables the head created (`pretext/head/<name>/var`), not their momentum copies.
-    pub head_vars: Vec<HeadVar>,
-    /// (momentum copy, online variable) handles the post-step EMA moves, model and head ones.
-    pub momentum_pairs: Vec<(Output, Output)>,
-    pub optimizer: Optimizer,
-    /// Assignments run with each step: batch-norm moving statistics (train mode), and after the
-    /// optimizer's update, heads' momentum targets and queues.
-    pub bn_updates: Vec<tensorflow::Operation>,
-    /// The head-only phase of the first steps, if asked for.
-    warmup: Option<build::HeadWarmup>,
-    /// Names of the variables the optimizer updates (model handles, `head/…`).
-    pub param_names: Vec<String>,
-    pub trained_vars: usize,
-    /// Online backbone passes in the graph (momentum copies not counted).
-    pub towers: usize,
+    feeds: Vec<Output>,
+    head: BuiltHead,
+    plan: plan::UpdatePlan,
     batch: usize,
     /// Optimizer steps taken (continued across a resume).
-    pub step: u64,
+    step: u64,
+    /// The head's kind (`dae`, `simclr`, …), for messages.
+    head_kind: &'static str,
     /// Fed `[seed, step]` each step (per-step random draws of the heads).
     step_seed: Output,
     seed: i64,
-    /// Scalars the head reports (e.g. each head's loss in a multi-task sum), by tag.
-    pub summaries: Vec<(String, Output)>,
-    /// Global L2 norm of the gradients.
-    pub grad_norm: Output,
-    /// Saves and restores every variable the run changes.
-    pub saver: checkpoint::Saver,
 }
-
-use build::{checkpoint_vars, global_norm, post_step_ops};
 
 impl Trainer {
     /// Loads the model, builds towers, head, gradients and optimizer, initialises new variables.
     pub fn new(cfg: &TrainConfig) -> Result<Self> {
         cfg.validate()?;
-        let info = SavedModelInfo::read(&cfg.model)?;
-        let signature = info.signature(&cfg.signature)?;
-        let spec = image_spec(&signature, cfg.size, cfg.range)?;
-        let data = std::sync::Arc::new(Dataset::open(&cfg.data)?);
         let head = cfg.head.head();
+        let prepare::Prepared {
+            mut model,
+            signature,
+            spec,
+            flat,
+            loader,
+            trainable,
+            switched,
+        } = prepare::prepare(cfg, head)?;
         let (clean, augmented) = head.views();
-        let plan = ViewPlan {
-            clean,
-            augmented,
-            augment: cfg.augment.clone(),
+        let inputs = prepare::placeholders(&mut model, &spec, augmented, cfg.seed as i64)?;
+        let mut feeds = if clean {
+            vec![inputs.input.clone()]
+        } else {
+            vec![]
         };
-        // The input threads start now: the first batches decode while the graph is built.
-        let mut batches = Batches::new(data, spec.clone(), cfg.data_seed.unwrap_or(cfg.seed));
-        if !cfg.shuffle {
-            batches = batches.sequential();
-        }
-        let loader = Loader::new(batches, plan, cfg.batch, cfg.loader)?;
-        let mut model = Loaded::load_parsed(info, cfg.trust)?;
-        let mut flat = inline_signature(&model.info, &signature, &model.scope.graph())?;
-        let rewritten = autodiff::fallback::apply(&mut flat.graph_def);
-        if !rewritten.is_empty() {
-            log::info!(
-                "fallback gradient rules rewrote {} node(s), e.g. {}",
-                rewritten.len(),
-                rewritten[0]
-            );
-        }
-        let unstrided = crate::graph::unstride::apply(&mut flat, &model.info);
-        if !unstrided.is_empty() {
-            log::info!(
-                "{} strided 1x1 convolution(s) train at unit stride (oneDNN-safe rewrite): {}",
-                unstrided.len(),
-                unstrided.join(", ")
-            );
-        }
-        let read_order = build::read_order(&flat);
-        let trainable = cfg
-            .train_vars
-            .select(&model.info.variables(), &read_order)?;
-        let switched = build::batch_norm_patch(&mut flat, cfg, &trainable)?;
-        let placeholder = |name: &str| -> Result<Output> {
-            let s = model.scope.new_sub_scope("pretext");
-            let shape = Shape::from(Some(vec![
-                None,
-                Some(spec.height as i64),
-                Some(spec.width as i64),
-                Some(spec.channels as i64),
-            ]));
-            Ok(ops::Placeholder::new()
-                .dtype(DataType::Float)
-                .shape(shape)
-                .build(&mut s.with_op_name(name))
-                .tf_ctx(|| format!("placeholder {name}"))?
-                .into())
+        feeds.extend(inputs.views.iter().cloned());
+        let step_seed = inputs.step_seed.clone();
+        let settings = HeadSettings {
+            range: cfg.range,
+            seed: cfg.seed as i64,
+            device: cfg.device.clone(),
         };
-        let input = placeholder("images")?;
-        // [seed, step] for the heads' per-step random draws (fed each step; 0 otherwise).
-        let step_seed: Output = {
-            let mut s = model.scope.new_sub_scope("pretext");
-            let d =
-                ops::constant(&[cfg.seed as i64, 0][..], &mut s).tf_ctx(|| "step seed".into())?;
-            ops::PlaceholderWithDefault::new()
-                .dtype(DataType::Int64)
-                .shape(Shape::from(Some(vec![Some(2)])))
-                .build(d, &mut s.with_op_name("step_seed"))
-                .tf_ctx(|| "step seed".into())?
-                .into()
-        };
-        let views = (0..augmented)
-            .map(|i| placeholder(&format!("view{i}")))
-            .collect::<Result<Vec<_>>>()?;
-        let mut feeds = if clean { vec![input.clone()] } else { vec![] };
-        feeds.extend(views.iter().cloned());
-        let (loss, tensors, towers, head_vars, head_inits, ema, post_assign, summaries) = {
-            let mut b = HeadBuilder::new(
-                &mut model,
-                &flat,
-                input.clone(),
-                views,
-                cfg.range,
-                cfg.seed as i64,
-                cfg.device.clone(),
-                step_seed.clone(),
-            );
-            let out = head.build(&mut b)?;
-            (
-                out.loss,
-                out.tensors,
-                std::mem::take(&mut b.towers),
-                std::mem::take(&mut b.vars),
-                std::mem::take(&mut b.init_ops),
-                out.ema,
-                out.post_assign,
-                out.summaries,
-            )
-        };
-        let mut reads: Vec<(String, Output)> = towers
-            .iter()
-            .flat_map(|t| {
-                t.reads
-                    .iter()
-                    .filter(|(h, _)| trainable.contains(h))
-                    .cloned()
-            })
-            .collect();
-        reads.extend(build::head_reads(&head_vars));
-        let grads = autodiff::gradients(
-            &mut model.scope,
-            &towers,
-            loss.clone(),
-            &reads,
-            "pretext/gradients",
-        )?;
-        let params = build::params_of(&model, &grads, &head_vars)?;
-        let grad_norm = {
-            let mut s = model.scope.new_sub_scope("pretext/grad_norm");
-            let gs: Vec<Output> = grads.iter().map(|g| g.grad.clone()).collect();
-            global_norm(&mut s, &gs)?
-        };
-        let trained_vars = params.len() - head_vars.len().min(params.len());
-        log::info!(
-            "training {} model variable(s) and {} head variable(s); {} tower(s) of {} nodes",
-            trained_vars,
-            head_vars.len(),
-            towers.len(),
-            flat.graph_def.node.len()
-        );
-        let mut bn_updates = Vec::new();
-        {
-            let mut s = model.scope.new_sub_scope("pretext/bn_update");
-            for t in &towers {
-                for (handle, value) in t.bn_updates(&model, &switched)? {
-                    bn_updates.push(
-                        ops::assign_variable_op(handle, value, &mut s)
-                            .tf_ctx(|| "moving-statistics update".into())?,
-                    );
-                }
-            }
-        }
-        if !switched.is_empty() {
-            log::info!(
-                "batch norm in train mode: {} op(s), moving statistics updated each step",
-                switched.len()
-            );
-        }
-        let optimizer = {
-            let mut s = model.scope.new_sub_scope("pretext");
-            cfg.optimizer
-                .init(&mut s, &params, &[loss.operation.clone()])?
-        };
-        let warmup = match cfg.head_warmup_steps {
-            0 => None,
-            _ => Some(build::head_warmup(
-                &mut model,
-                cfg,
-                build::HeadParts {
-                    towers: &towers,
-                    loss: &loss,
-                    vars: &head_vars,
-                    ema: &ema,
-                    assign: &post_assign,
-                },
-                &bn_updates,
-            )?),
-        };
-        let post_step = post_step_ops(&mut model, &optimizer, &ema, &post_assign)?;
-        bn_updates.extend(post_step);
-        let param_names = params.iter().map(|p| p.name.clone()).collect();
-        let vars = checkpoint_vars(&model)?;
-        let saver = checkpoint::Saver::new(&mut model, &vars)?;
-        let momentum_pairs = ema.iter().flat_map(|e| e.pairs.iter().cloned()).collect();
+        let built = HeadBuilder::new(&mut model, &flat, inputs, settings).build(head)?;
+        let plan = plan::plan(&mut model, cfg, &built, &trainable, &switched)?;
         let mut run = SessionRunArgs::new();
-        let warmup_init = warmup.as_ref().map(|w| &w.init_op);
-        for op in head_inits
+        let warmup_init = plan.warmup.as_ref().map(|w| &w.init_op);
+        for op in built
+            .init_ops
             .iter()
-            .chain([&optimizer.init_op])
+            .chain([&plan.optimizer.init_op])
             .chain(warmup_init)
         {
             run.add_target(op);
@@ -257,28 +91,103 @@ impl Trainer {
         Ok(Trainer {
             model,
             signature,
-            flat,
             spec,
             input: loader,
             feeds,
-            loss,
-            tensors,
-            head_vars,
-            momentum_pairs,
-            optimizer,
-            bn_updates,
-            warmup,
-            param_names,
-            trained_vars,
-            towers: towers.len(),
+            head: built,
+            plan,
             batch: cfg.batch,
             step: 0,
+            head_kind: head.kind(),
             step_seed,
             seed: cfg.seed as i64,
-            summaries,
-            grad_norm,
-            saver,
         })
+    }
+
+    /// The model in its session: the variables training changes are its own.
+    pub fn model(&self) -> &Loaded {
+        &self.model
+    }
+
+    /// The signature trained (and evaluated).
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// The image layout fed to the signature.
+    pub fn spec(&self) -> &ImageSpec {
+        &self.spec
+    }
+
+    /// The input pipeline (counts, skipped files, position).
+    pub fn input(&self) -> &Loader {
+        &self.input
+    }
+
+    /// Optimizer steps taken (continued across a resume).
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The placeholders each step feeds: the clean batch if the head uses it, then each view.
+    pub fn feeds(&self) -> &[Output] {
+        &self.feeds
+    }
+
+    /// The loss of a step (before its update).
+    pub fn loss(&self) -> &Output {
+        &self.head.out.loss
+    }
+
+    /// The head's named intermediate tensors (see `HeadOutput::tensors`).
+    pub fn tensors(&self) -> &[(String, Output)] {
+        &self.head.out.tensors
+    }
+
+    /// Scalars the head reports (e.g. each head's loss in a multi-task sum), by tag.
+    pub fn summaries(&self) -> &[(String, Output)] {
+        &self.head.out.summaries
+    }
+
+    /// Variables the head created (`pretext/head/<name>/var`), not their momentum copies.
+    pub fn head_vars(&self) -> &[HeadVar] {
+        &self.head.vars
+    }
+
+    /// (momentum copy, online variable) handles the post-step EMA moves.
+    pub fn momentum_pairs(&self) -> Vec<(Output, Output)> {
+        let ema = &self.head.out.ema;
+        ema.iter().flat_map(|e| e.pairs.iter().cloned()).collect()
+    }
+
+    /// Online backbone passes in the graph (momentum copies not counted).
+    pub fn towers(&self) -> usize {
+        self.head.towers.len()
+    }
+
+    /// The learning rate of the step (a graph tensor).
+    pub fn learning_rate(&self) -> &Output {
+        &self.plan.optimizer.learning_rate
+    }
+
+    /// Global L2 norm of the gradients.
+    pub fn grad_norm(&self) -> &Output {
+        &self.plan.grad_norm
+    }
+
+    /// Names of the variables the optimizer updates (model handles, `head/…`).
+    pub fn param_names(&self) -> &[String] {
+        &self.plan.param_names
+    }
+
+    /// Model variables that train.
+    pub fn trained_vars(&self) -> usize {
+        self.plan.trained_vars
+    }
+
+    /// Batch-norm moving-statistics updates run with each step (train mode).
+    pub fn bn_updates(&self) -> &[tensorflow::Operation] {
+        &self.plan.bn_updates
     }
 
     /// The next step's input tensors, in `feeds` order.
@@ -317,21 +226,26 @@ impl Trainer {
             run.add_feed(&f.operation, f.index, x);
         }
         run.add_feed(&self.step_seed.operation, self.step_seed.index, &seed);
-        let (train_op, updates) = match &self.warmup {
-            Some(w) if self.step < w.steps => (&w.train_op, &w.targets),
-            _ => (&self.optimizer.train_op, &self.bn_updates),
+        let p = &self.plan;
+        let (train_op, updates): (_, Vec<&tensorflow::Operation>) = match &p.warmup {
+            Some(w) if self.step < w.steps => (&w.train_op, w.targets.iter().collect()),
+            _ => (
+                &p.optimizer.train_op,
+                p.bn_updates.iter().chain(&p.post_step).collect(),
+            ),
         };
-        if self.step > 0 && self.warmup.as_ref().map(|w| w.steps) == Some(self.step) {
+        if self.step > 0 && p.warmup.as_ref().map(|w| w.steps) == Some(self.step) {
             log::info!(
                 "head warm-up done: the model's variables train from step {}",
                 self.step + 1
             );
         }
         run.add_target(train_op);
-        for u in updates.iter().chain(extra.iter().copied()) {
+        for u in updates.into_iter().chain(extra.iter().copied()) {
             run.add_target(u);
         }
-        let mut toks = vec![run.request_fetch(&self.loss.operation, self.loss.index)];
+        let loss = &self.head.out.loss;
+        let mut toks = vec![run.request_fetch(&loss.operation, loss.index)];
         for f in fetch {
             toks.push(run.request_fetch(&f.operation, f.index));
         }
@@ -348,40 +262,15 @@ impl Trainer {
             .collect()
     }
 
-    /// Runs `steps` steps on fresh batches; logs progress; returns the losses.
+    /// Runs `steps` more steps on fresh batches, logging every 10; returns their losses.
     pub fn run(&mut self, steps: u64) -> Result<Vec<f32>> {
-        self.run_until(steps, None)
-    }
-
-    /// Like `run`, stopping early (after a whole step) once `deadline` has passed.
-    pub fn run_until(&mut self, steps: u64, deadline: Option<Instant>) -> Result<Vec<f32>> {
-        let mut losses = Vec::with_capacity(steps as usize);
-        let t0 = Instant::now();
-        for i in 0..steps {
-            if deadline.map(|d| Instant::now() >= d).unwrap_or(false) {
-                log::info!("time budget reached after {i} step(s)");
-                break;
-            }
-            let x = self.next_batch()?;
-            let l = self.step_on(&x)?;
-            self.recycle(x);
-            if !l.is_finite() {
-                return Err(Error::graph(
-                    "pretext/head",
-                    format!("loss became {l} at step {}", i + 1),
-                ));
-            }
-            losses.push(l);
-            if (i + 1) % 10 == 0 || i + 1 == steps {
-                let el = t0.elapsed().as_secs_f64();
-                log::info!(
-                    "step {}/{steps} loss {l:.5} ({:.2} steps/s, {:.1} images/s)",
-                    i + 1,
-                    (i + 1) as f64 / el,
-                    ((i + 1) as usize * self.batch) as f64 / el
-                );
-            }
-        }
-        Ok(losses)
+        let mut tally = Tally::default();
+        let until = self.step + steps;
+        self.drive(
+            until,
+            &mut tally,
+            &mut [&mut drive::LogLines(drive::Rate::new(10))],
+        )?;
+        Ok(tally.losses)
     }
 }

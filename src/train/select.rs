@@ -72,7 +72,7 @@ impl VarSelection {
     pub fn parse(s: &str) -> Result<Self> {
         let bad = || {
             Error::config(
-                "--train-vars",
+                "model.train_vars",
                 format!("'{s}' is not one of: all, regex:PATTERN, last:N"),
             )
         };
@@ -226,7 +226,7 @@ mod tests {
         assert!(VarSelection::parse("some")
             .unwrap_err()
             .to_string()
-            .contains("--train-vars"));
+            .contains("model.train_vars"));
         let e = VarSelection::parse("regex:nomatch")
             .unwrap()
             .select(&vars, &order)

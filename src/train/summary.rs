@@ -57,14 +57,11 @@ impl Summaries {
             .tf_ctx(ctx)?
             .into();
         let mut scalars = vec![
-            ("loss".to_string(), t.loss.clone()),
-            (
-                "learning_rate".to_string(),
-                t.optimizer.learning_rate.clone(),
-            ),
-            ("gradient_norm".to_string(), t.grad_norm.clone()),
+            ("loss".to_string(), t.loss().clone()),
+            ("learning_rate".to_string(), t.learning_rate().clone()),
+            ("gradient_norm".to_string(), t.grad_norm().clone()),
         ];
-        scalars.extend(t.summaries.iter().filter(|(k, _)| k != "loss").cloned());
+        scalars.extend(t.summaries().iter().filter(|(k, _)| k != "loss").cloned());
         let mut step_ops = Vec::new();
         for (k, v) in &scalars {
             let tg = tag(&mut s, k)?;

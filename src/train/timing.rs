@@ -3,8 +3,9 @@
 //! every step) that isolates the engine's per-step cost from the input pipeline.
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::drive::{Feed, Hook, StepInfo, Stop, Tally};
 use super::Trainer;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// What a timed run measured.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -14,7 +15,7 @@ pub struct Timing {
     /// Whether one batch was made once and fed every step.
     pub from_memory: bool,
     /// Steps left out of the steady-state figures.
-    pub warmup_steps: u64,
+    pub untimed_steps: u64,
     /// Images per second over the steps after the warm-up ones (end to end: input + step).
     pub images_per_second: f64,
     /// Mean seconds per step after the warm-up ones.
@@ -37,60 +38,58 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-impl Trainer {
-    /// Runs `steps` steps, timing each; `from_memory` feeds the first batch every step.
-    pub fn timed_run(&mut self, steps: u64, warmup: u64, from_memory: bool) -> Result<Timing> {
-        let mut t = Timing {
-            steps: 0,
-            batch: self.batch,
-            from_memory,
-            warmup_steps: warmup.min(steps.saturating_sub(1)),
-            images_per_second: 0.0,
-            step_seconds: 0.0,
-            first_step_unix: 0.0,
-            wait_seconds: 0.0,
-            session_seconds: 0.0,
-            data_seconds: 0.0,
-            loss_first: f32::NAN,
-            loss_last: f32::NAN,
-        };
-        let mut fixed = None;
-        let mut steady_from = None;
-        for i in 0..steps {
-            if i == t.warmup_steps {
-                steady_from = Some(Instant::now());
-            }
-            let tw = Instant::now();
-            let mut fresh = match (&fixed, from_memory) {
-                (Some(_), true) => None,
-                _ => Some(self.next_batch()?),
-            };
-            if from_memory && fixed.is_none() {
-                fixed = fresh.take();
-            }
-            t.wait_seconds += tw.elapsed().as_secs_f64();
-            let ts = Instant::now();
-            let xs = fresh.as_ref().or(fixed.as_ref()).expect("a batch");
-            let l = self.step_on(xs)?;
-            t.session_seconds += ts.elapsed().as_secs_f64();
-            if let Some(xs) = fresh {
-                self.recycle(xs);
-            }
-            if !l.is_finite() {
-                return Err(Error::graph(
-                    "pretext/head",
-                    format!("loss became {l} at step {}", i + 1),
-                ));
-            }
-            if i == 0 {
-                t.first_step_unix = unix_now();
-                t.loss_first = l;
-            }
-            t.loss_last = l;
-            t.steps += 1;
+/// The timing of a drive: per-step seconds, the steady state after `untimed` steps.
+struct Timer {
+    t: Timing,
+    steady_from: Option<Instant>,
+}
+
+impl Hook for Timer {
+    fn stop(&mut self, t: &Trainer, _tally: &Tally) -> Option<Stop> {
+        if t.step == self.t.untimed_steps && self.steady_from.is_none() {
+            self.steady_from = Some(Instant::now());
         }
-        if let Some(s) = steady_from {
-            let n = (t.steps - t.warmup_steps).max(1);
+        None
+    }
+
+    fn after_step(&mut self, _t: &mut Trainer, s: &StepInfo, _tally: &Tally) -> Result<()> {
+        if s.step == 1 {
+            self.t.first_step_unix = unix_now();
+            self.t.loss_first = s.loss;
+        }
+        self.t.loss_last = s.loss;
+        self.t.steps += 1;
+        self.t.wait_seconds += s.wait_seconds;
+        self.t.session_seconds += s.session_seconds;
+        Ok(())
+    }
+}
+
+impl Trainer {
+    /// Runs `steps` steps from step 0, timing each; `feed` says where batches come from.
+    pub fn timed_run(&mut self, steps: u64, untimed: u64, feed: Feed) -> Result<Timing> {
+        let mut timer = Timer {
+            t: Timing {
+                steps: 0,
+                batch: self.batch,
+                from_memory: feed == Feed::Memory,
+                untimed_steps: untimed.min(steps.saturating_sub(1)),
+                images_per_second: 0.0,
+                step_seconds: 0.0,
+                first_step_unix: 0.0,
+                wait_seconds: 0.0,
+                session_seconds: 0.0,
+                data_seconds: 0.0,
+                loss_first: f32::NAN,
+                loss_last: f32::NAN,
+            },
+            steady_from: None,
+        };
+        let until = self.step + steps;
+        self.drive_from(feed, until, &mut Tally::default(), &mut [&mut timer])?;
+        let mut t = timer.t;
+        if let Some(s) = timer.steady_from {
+            let n = (t.steps - t.untimed_steps).max(1);
             t.step_seconds = s.elapsed().as_secs_f64() / n as f64;
             t.images_per_second = self.batch as f64 / t.step_seconds;
         }

@@ -20,8 +20,15 @@ pub fn out(o: Output) -> (i32, String, String) {
     )
 }
 
+/// Runs pretext; `train` without `--run-dir` runs in a temporary directory (its default run
+/// directory, runs/train-N, is made in the working directory).
 pub fn pretext(args: &[&str]) -> (i32, String, String) {
-    out(pretext_cmd().args(args).output().unwrap())
+    let mut c = pretext_cmd();
+    let cwd = tempfile::tempdir().unwrap();
+    if args.first() == Some(&"train") && !args.contains(&"--run-dir") {
+        c.current_dir(cwd.path());
+    }
+    out(c.args(args).output().unwrap())
 }
 
 /// The one `error:` line of a failed command.

@@ -103,11 +103,16 @@ pub fn load_with_tower_folded(
     let mut m = Loaded::load(&fixture(name), Default::default()).unwrap();
     let sig = m.info.signature("serving_default").unwrap();
     let mut flat = inline_signature(&m.info, &sig, &m.scope.graph()).unwrap();
-    pretext::autodiff::fallback::apply(&mut flat.graph_def);
-    pretext::graph::unstride::apply(&mut flat, &m.info);
-    if fold {
-        pretext::graph::fold::fold_frozen(&mut flat.graph_def);
-    }
+    let none = std::collections::HashSet::new();
+    let cx = pretext::graph::PassContext {
+        info: &m.info,
+        trainable: &none,
+        bn: pretext::graph::bn::BnMode::Frozen,
+        bn_momentum: 0.99,
+        bn_fold: fold,
+        recompute: pretext::graph::recompute::Recompute::Off,
+    };
+    pretext::train::prepare::prepare_graph(&mut flat, &cx).unwrap();
     let t = Tower::import(&mut m, &flat, "t", None, None).unwrap();
     (m, sig, t)
 }

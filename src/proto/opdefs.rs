@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use prost::Message;
 use tensorflow::Graph;
 
+use super::{attr_value::Value, ArgDef, NodeDef, OpDef};
 use crate::error::{Error, Result};
-use crate::savedmodel::proto::{attr_value::Value, ArgDef, NodeDef, OpDef};
 
 /// A cache of OpDefs, filled on demand from a graph's op registry.
 #[derive(Default)]
@@ -87,7 +87,7 @@ pub fn flat_output_index(def: &OpDef, node: &NodeDef, arg: &str, idx: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::savedmodel::proto::{AttrValue, ListValue};
+    use crate::proto::{AttrValue, ListValue};
 
     fn argdef(name: &str, number: &str, list: &str) -> ArgDef {
         ArgDef {

@@ -1,0 +1,138 @@
+//! The first stage of building a trainer: the model read and loaded, the input pipeline
+//! started, the signature inlined into a flat graph and rewritten for training, the variables
+//! that train chosen, and the placeholders each step feeds.
+use std::collections::HashSet;
+
+use tensorflow::{ops, DataType, Output, Shape};
+
+use super::{build, image_spec, TrainConfig};
+use crate::autodiff::fallback::FallbackGradients;
+use crate::data::{Batches, Dataset, ImageSpec, Loader, ViewPlan};
+use crate::error::{Result, TfContext};
+use crate::graph::bn::BnTrainMode;
+use crate::graph::fold::FoldFrozenBn;
+use crate::graph::recompute::RecomputeBn;
+use crate::graph::unstride::Unstride;
+use crate::graph::{inline_signature, FlatGraph};
+use crate::graph::{GraphPass, PassContext, PassLog};
+use crate::heads::{Head, HeadInputs};
+use crate::savedmodel::{Loaded, SavedModelInfo, Signature};
+
+/// A loaded model with its training graph prepared, before any head is built.
+pub(super) struct Prepared {
+    pub model: Loaded,
+    pub signature: Signature,
+    pub spec: ImageSpec,
+    pub flat: FlatGraph,
+    /// The input pipeline, already decoding the first batches.
+    pub loader: Loader,
+    /// Handles of the model variables that train.
+    pub trainable: HashSet<String>,
+    /// Batch-norm nodes switched to batch statistics.
+    pub switched: Vec<String>,
+}
+
+/// Reads and loads the model, starts the input threads (the first batches decode while the
+/// graph is built), inlines the signature, picks the variables that train and runs `PASSES`.
+pub(super) fn prepare(cfg: &TrainConfig, head: &dyn Head) -> Result<Prepared> {
+    let info = SavedModelInfo::read(&cfg.model)?;
+    let signature = info.signature(&cfg.signature)?;
+    let spec = image_spec(&signature, cfg.size, cfg.range)?;
+    let data = std::sync::Arc::new(Dataset::open(&cfg.data)?);
+    let (clean, augmented) = head.views();
+    let plan = ViewPlan {
+        clean,
+        augmented,
+        augment: cfg.augment.clone(),
+    };
+    let mut batches = Batches::new(data, spec.clone(), cfg.data_seed.unwrap_or(cfg.seed));
+    if !cfg.shuffle {
+        batches = batches.sequential();
+    }
+    let loader = Loader::new(batches, plan, cfg.batch, cfg.loader)?;
+    let model = Loaded::load_parsed(info, cfg.trust)?;
+    let mut flat = inline_signature(&model.info, &signature, &model.scope.graph())?;
+    let read_order = build::read_order(&flat);
+    let trainable = cfg
+        .train_vars
+        .select(&model.info.variables(), &read_order)?;
+    let cx = PassContext {
+        info: &model.info,
+        trainable: &trainable,
+        bn: cfg.bn,
+        bn_momentum: cfg.bn_momentum,
+        bn_fold: cfg.bn_fold,
+        recompute: cfg.recompute,
+    };
+    let passes = prepare_graph(&mut flat, &cx)?;
+    let switched = passes.changed(BnTrainMode.name()).to_vec();
+    Ok(Prepared {
+        model,
+        signature,
+        spec,
+        flat,
+        loader,
+        trainable,
+        switched,
+    })
+}
+
+/// The rewrites of a tower's flat graph, in the order they run: gradients TF lacks first (they
+/// replace whole nodes), then strided 1x1 convolutions, then batch norm: train mode for the
+/// layers that train, folding of those left in inference mode, recompute marks.
+pub const PASSES: &[&dyn GraphPass] = &[
+    &FallbackGradients,
+    &Unstride,
+    &BnTrainMode,
+    &FoldFrozenBn,
+    &RecomputeBn,
+];
+
+/// Runs `PASSES` on `flat`.
+pub fn prepare_graph(flat: &mut FlatGraph, cx: &PassContext) -> Result<PassLog> {
+    crate::graph::pass::run_passes(flat, cx, PASSES)
+}
+
+/// The step's placeholders: the clean batch, each augmented view, and `[seed, step]`.
+pub(super) fn placeholders(
+    model: &mut Loaded,
+    spec: &ImageSpec,
+    views: usize,
+    seed: i64,
+) -> Result<HeadInputs> {
+    let placeholder = |model: &mut Loaded, name: &str| -> Result<Output> {
+        let s = model.scope.new_sub_scope("pretext");
+        let shape = Shape::from(Some(vec![
+            None,
+            Some(spec.height as i64),
+            Some(spec.width as i64),
+            Some(spec.channels as i64),
+        ]));
+        Ok(ops::Placeholder::new()
+            .dtype(DataType::Float)
+            .shape(shape)
+            .build(&mut s.with_op_name(name))
+            .tf_ctx(|| format!("placeholder {name}"))?
+            .into())
+    };
+    let input = placeholder(model, "images")?;
+    // [seed, step] for the heads' per-step random draws (fed each step; 0 otherwise).
+    let step_seed: Output = {
+        let mut s = model.scope.new_sub_scope("pretext");
+        let d = ops::constant(&[seed, 0][..], &mut s).tf_ctx(|| "step seed".into())?;
+        ops::PlaceholderWithDefault::new()
+            .dtype(DataType::Int64)
+            .shape(Shape::from(Some(vec![Some(2)])))
+            .build(d, &mut s.with_op_name("step_seed"))
+            .tf_ctx(|| "step seed".into())?
+            .into()
+    };
+    let views = (0..views)
+        .map(|i| placeholder(model, &format!("view{i}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(HeadInputs {
+        input,
+        views,
+        step_seed,
+    })
+}
