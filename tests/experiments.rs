@@ -180,13 +180,21 @@ fn a_run_writes_config_report_checkpoints_and_tensorboard_events() {
 
 /// Starts a run, sends SIGINT once it logs step `at`, returns (exit code, stderr).
 fn interrupt_at(exp: &std::path::Path, run: &std::path::Path, at: u64) -> (i32, String) {
-    let mut child = pretext_cmd()
-        .args([
+    interrupt_args_at(
+        &[
             "run",
             exp.to_str().unwrap(),
             "--run-dir",
             run.to_str().unwrap(),
-        ])
+        ],
+        at,
+    )
+}
+
+/// Runs pretext with `args`, sends SIGINT when the log reports step `at`; (code, stderr).
+fn interrupt_args_at(args: &[&str], at: u64) -> (i32, String) {
+    let mut child = pretext_cmd()
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -243,6 +251,105 @@ fn ctrl_c_checkpoints_and_resume_reproduces_the_uninterrupted_losses() {
         println!("{head}: interrupted after step {stopped}; max |resumed − uninterrupted| over steps {}..40 = {worst:e}", stopped + 1);
         assert!(worst <= 1e-6, "{head}: resumed losses differ by {worst}");
         assert_eq!(la[..stopped as usize], lb[..stopped as usize]);
+    }
+}
+
+#[test]
+fn train_flags_are_an_experiment_that_checkpoints_on_ctrl_c_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, imgs) = (fixture("tiny_cnn"), images());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let args = |run: &std::path::Path| -> Vec<String> {
+        [
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--images",
+            imgs.to_str().unwrap(),
+            "--steps",
+            "200",
+            "--batch",
+            "4",
+            "--head",
+            "simclr",
+            "--lr",
+            "0.001",
+            "--set",
+            "logging.every=1",
+            "--set",
+            "checkpoint.every=10",
+            "--set",
+            "logging.tensorboard=false",
+            "--run-dir",
+            run.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a_args = args(&a);
+    let (code, _, err) = pretext(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    // The flags are the experiment's keys, resolved in the run directory.
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(a.join("config.yaml")).unwrap()).unwrap();
+    assert_eq!(config["train"]["batch"], serde_yaml::Value::from(4));
+    assert_eq!(config["train"]["steps"], serde_yaml::Value::from(200));
+    assert_eq!(config["head"]["kind"], serde_yaml::Value::from("simclr"));
+    let lr = config["optimizer"]["learning_rate"].as_f64().unwrap();
+    assert!((lr - 0.001).abs() < 1e-9, "{lr}");
+    let b_args = args(&b);
+    let (code, err) = interrupt_args_at(&b_args.iter().map(String::as_str).collect::<Vec<_>>(), 7);
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("resume with: pretext resume"), "{err}");
+    let stopped = report(&b)["steps"].as_u64().unwrap();
+    assert!((7..200).contains(&stopped), "stopped at {stopped}");
+    let (code, _, err) = pretext(&["resume", b.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!((la.len(), lb.len()), (200, 200));
+    let worst = la
+        .iter()
+        .zip(&lb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-6, "resumed losses differ by {worst}");
+}
+
+#[test]
+fn train_flags_name_themselves_in_errors_and_show_the_schema_defaults() {
+    for (flags, want) in [
+        (&["--steps", "0"][..], "error: --steps: must be ≥ 1"),
+        (&["--batch", "0"][..], "error: --batch: must be ≥ 1"),
+        (
+            &["--temperature", "0.5"][..],
+            "error: --temperature: unknown field `temperature`",
+        ),
+        (
+            &["--head", "moco", "--queue-size", "100"][..],
+            "error: --queue-size: 100 must be",
+        ),
+        (
+            &["--optimizer", "adam", "--set", "optimizer.nesterov=true"][..],
+            "optimizer.nesterov",
+        ),
+    ] {
+        let (code, _, err) = train_tiny(flags);
+        assert_eq!(code, 2, "{flags:?}: {err}");
+        assert!(
+            error_line(&err).starts_with(want) || error_line(&err).contains(want),
+            "{flags:?}: {err}"
+        );
+    }
+    let (code, out, _) = pretext(&["train", "--help"]);
+    assert_eq!(code, 0);
+    for d in [
+        "[default: 32]",
+        "[default: adam]",
+        "[default: 0.0003]",
+        "[default: 100]",
+    ] {
+        assert!(out.contains(d), "{d} missing from:\n{out}");
     }
 }
 

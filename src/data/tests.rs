@@ -1,3 +1,4 @@
+//! Image folders: scanning, skipped files, symlink loops, batches and the reuse of their tensors.
 use super::*;
 
 fn write_png(p: &Path, w: u32, h: u32, v: u8) {

@@ -123,3 +123,32 @@ fn train_vars_take_the_documented_forms_and_name_the_key_when_bad() {
         "{e}"
     );
 }
+
+#[test]
+fn optimizer_settings_belong_to_their_kind_and_kinds_default() {
+    let e = err(&format!("{OK}optimizer:\n  kind: adam\n  nesterov: true\n"));
+    assert!(e.contains("unknown field `nesterov`"), "{e}");
+    assert!(e.starts_with("exp.yaml:"), "located in the file: {e}");
+    let x = parse(&format!("{OK}optimizer:\n  learning_rate: 0.01\n")).unwrap();
+    assert_eq!(x.optimizer.kind(), "adam");
+    assert_eq!(x.optimizer.learning_rate(), 0.01);
+    let x = parse(&format!("{OK}optimizer:\n  kind: sgd\n  nesterov: true\n")).unwrap();
+    assert!(matches!(
+        x.optimizer,
+        crate::optim::OptimizerConfig::Sgd(crate::optim::SgdConfig { nesterov: true, .. })
+    ));
+    let x = parse(&format!("{OK}head:\n  noise_level: 0.2\n")).unwrap();
+    assert_eq!(x.head.head().kind(), "dae");
+}
+
+#[test]
+fn the_library_defaults_are_the_schema_defaults() {
+    let e = Experiment::new("m".into(), vec!["imgs".into()]);
+    assert_eq!(e, parse(OK).unwrap());
+    let c = crate::train::TrainConfig::new("m".into(), "imgs".into());
+    assert_eq!(c.batch, e.train.batch);
+    assert_eq!(c.steps, TrainSection::DEFAULT_STEPS);
+    assert_eq!(c.bn_momentum, e.model.bn_momentum);
+    assert_eq!(c.signature, crate::savedmodel::DEFAULT_SIGNATURE);
+    assert_eq!(c.optimizer, e.optimizer);
+}

@@ -1,3 +1,4 @@
+//! Folding frozen batch norms: values and gradients equal the unfolded graph, on random convolutions.
 use super::*;
 use prost::Message;
 use rand::{Rng, SeedableRng};
