@@ -52,8 +52,10 @@ pub enum Error {
     NoImages { path: PathBuf, skipped: usize },
     #[error("{path}: {msg}")]
     Export { path: PathBuf, msg: String },
+    /// A bad setting, named by its place in the experiment schema; front ends render the key
+    /// in their own words (`FILE:LINE:COL`, the flag).
     #[error("setting '{key}': {msg}")]
-    Config { key: String, msg: String },
+    Config { key: Key, msg: String },
     /// Another pretext process works on this run directory.
     #[error("{path} is in use by {}; wait for it to finish or stop it (lock: {path}/.lock)", .pid.map(|p| format!("pretext process {p}")).unwrap_or_else(|| "another pretext process".into()))]
     Locked { path: PathBuf, pid: Option<u32> },
@@ -73,6 +75,33 @@ pub enum Error {
         key: String,
         msg: String,
     },
+}
+
+/// A setting's place in the experiment schema (`train.batch`, `head.heads[0].weight`): the
+/// library's one name for a setting, whichever front end it came through.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key(String);
+
+impl Key {
+    pub fn new(path: impl Into<String>) -> Key {
+        Key(path.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<&str> for Key {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
 }
 
 /// How the command line ends for an error (docs/ERRORS.md): 2 when the input must change (a
@@ -143,7 +172,7 @@ impl Error {
     /// A bad setting, named by its key path.
     pub fn config(key: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Config {
-            key: key.into(),
+            key: Key::new(key),
             msg: msg.into(),
         }
     }

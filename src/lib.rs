@@ -52,4 +52,4 @@ pub mod runtime;
 pub mod savedmodel;
 pub mod train;
 
-pub use error::{Error, Result};
+pub use error::{Error, Key, Result};

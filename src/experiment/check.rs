@@ -26,7 +26,7 @@ pub struct Checked {
 pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
     // A setting's error keeps its own key; any other is put at `key`.
     let at = |key: &str, e: Error| match e {
-        Error::Config { key, msg } => src.error(&key, msg),
+        Error::Config { key, msg } => src.error(key.as_str(), msg),
         e => src.error(key, e.to_string()),
     };
     let m = &exp.model;

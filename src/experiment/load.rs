@@ -266,9 +266,9 @@ impl Source {
             })?
         };
         exp.check_settings().map_err(|e| match e {
-            Error::Config { key, msg } => match given(overrides, &key, &msg) {
-                Some(o) => o.error(key, msg),
-                None => self.error(&key, msg),
+            Error::Config { key, msg } => match given(overrides, key.as_str(), &msg) {
+                Some(o) => o.error(key.to_string(), msg),
+                None => self.error(key.as_str(), msg),
             },
             e => e,
         })?;
