@@ -9,8 +9,8 @@ to compare against). Runs one process at a time, never two concurrently:
 
   main    for MobileNetV2 alpha 0.35 (the mobilenet_v2_035 fixture, 96 px, batch 32 and 128) and
           the pretrained MobileNetV2 (nsfwjs_mobilenet_v2, 96 px batch 32, 224 px batch 32 and
-          128), no TF environment variable set for either engine: `pretext train` end to
-          end, `pretext train --from-memory` (one batch made once and fed every step: the pure
+          128), no TF environment variable set for either engine: `pretext bench` end to
+          end, `pretext bench --from-memory` (one batch made once and fed every step: the pure
           session step) and the Python reference (scripts/reference/simclr_train.py), same steps,
           on .cache/bench_images (1000 JPEG crops of photos, 256-640 px sides).
   flat    pretext end to end on 1k vs 70k Fashion-MNIST images: peak RSS ratio.
@@ -19,7 +19,7 @@ to compare against). Runs one process at a time, never two concurrently:
 Measured by this driver the same way for both engines: time to first step = the engine's
 "first_step_unix" minus time.time() taken just before the process was launched; peak RSS =
 ru_maxrss of the process from os.wait4. images/s = the engine's own steady-state figure (the
-steps after the first --warmup-steps). Raw JSON per run (the engine's, NAME.json, and this
+steps after the first --untimed-steps; the Python reference calls them --warmup-steps). Raw JSON per run (the engine's, NAME.json, and this
 driver's, NAME.run.json) and logs (NAME.log) go to .cache/bench/ (.cache/bench/quick/ for
 --quick). The markdown report is printed, saved as report.md there, and written into
 docs/BENCHMARKS.md between <!-- bench:start --> and <!-- bench:end --> (only after a complete
@@ -223,7 +223,7 @@ class Runner:
             return fail(f"exit code {rc}{hint}")
         if not os.path.exists(jpath):
             return fail(f"exited 0 but wrote no JSON at {rel(jpath)}"
-                        + (" (pretext train must write it for --json)" if engine == "pretext" else ""))
+                        + (" (pretext bench must write it for --json)" if engine == "pretext" else ""))
         try:
             j = json.load(open(jpath))
         except ValueError as e:

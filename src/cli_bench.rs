@@ -24,10 +24,33 @@ pub struct BenchArgs {
 
 pub fn bench(a: BenchArgs) -> Result<(), Error> {
     let (_, exp) = a.train.experiment()?;
-    if exp.train.epochs.is_some() {
+    // What bench would silently not do is refused.
+    let refused = [
+        (
+            exp.train.epochs.is_some(),
+            "--set train.epochs",
+            "bench runs a number of steps: give --steps",
+        ),
+        (
+            exp.train.max_minutes.is_some(),
+            "--set train.max_minutes",
+            "bench runs a number of steps: give --steps",
+        ),
+        (
+            exp.export.is_some(),
+            "--export",
+            "bench writes no model: use pretext train",
+        ),
+        (
+            exp.eval.is_some(),
+            "--labeled",
+            "bench does not evaluate: use pretext train",
+        ),
+    ];
+    if let Some((_, flag, msg)) = refused.into_iter().find(|(given, _, _)| *given) {
         return Err(Error::Flag {
-            flag: "--set train.epochs".into(),
-            msg: "bench runs a number of steps: give --steps".into(),
+            flag: flag.into(),
+            msg: msg.into(),
         });
     }
     // No `check` pass: what is timed from the start is what Trainer::new reads, once.

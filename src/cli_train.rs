@@ -36,7 +36,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("weight-decay", "optimizer.weight_decay"),
     ("lr-warmup", "optimizer.schedule"),
     ("head", "head"),
-    ("multi", "head.heads"),
+    ("multi", "head"),
     ("mask-ratio", "head.mask_ratio"),
     ("queue-size", "head.queue_size"),
     ("temperature", "head.temperature"),
@@ -71,17 +71,17 @@ pub struct TrainArgs {
     #[arg(long)]
     idx: Vec<PathBuf>,
     /// Batches prepared ahead of the step on the input threads (0: none).
-    #[arg(long)]
+    #[arg(long, value_parser = number::<usize>)]
     prefetch: Option<String>,
     /// Decoding threads (0: one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = number::<usize>)]
     workers: Option<String>,
     /// Niceness of the input threads (0-19; higher: they run in the CPU time the step leaves).
-    #[arg(long)]
+    #[arg(long, value_parser = number::<i32>)]
     nice: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = number::<u64>)]
     steps: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = number::<usize>)]
     batch: Option<String>,
     /// Where to write OUT/<version>/ (next integer version).
     #[arg(long)]
@@ -89,20 +89,20 @@ pub struct TrainArgs {
     #[arg(long)]
     signature: Option<String>,
     /// Input side, for signatures with free spatial size.
-    #[arg(long)]
+    #[arg(long, value_parser = number::<u32>)]
     size: Option<String>,
     #[arg(long, value_parser = ["sgd", "adam", "adamw", "lars"])]
     optimizer: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = number::<f32>)]
     lr: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = number::<f32>)]
     weight_decay: Option<String>,
     /// Batch norm while training: frozen (inference statistics), train (batch statistics in the
     /// layers that train, moving statistics updated with --bn-momentum; frozen layers keep
     /// inference mode) or train-all (batch statistics everywhere).
     #[arg(long, value_parser = ["frozen", "train", "train-all"])]
     bn: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = number::<f32>)]
     bn_momentum: Option<String>,
     /// Fold each inference-mode batch norm into the convolution before it (same values, less
     /// time and memory); false keeps them.
@@ -116,16 +116,16 @@ pub struct TrainArgs {
     #[arg(long)]
     train_vars: Option<String>,
     /// Learning rate: linear warmup over this many steps, then cosine decay to 0 at --steps.
-    #[arg(long)]
+    #[arg(long, value_parser = number::<u64>)]
     lr_warmup: Option<String>,
     /// The first N steps train the head alone; the model's variables train after them.
-    #[arg(long)]
+    #[arg(long, value_parser = number::<u64>)]
     head_warmup: Option<String>,
     /// Pixel range the model expects, "LOW,HIGH".
     #[arg(long)]
     range: Option<String>,
     /// Seed of the graph's random ops and of the data order.
-    #[arg(long)]
+    #[arg(long, value_parser = number::<u64>)]
     seed: Option<String>,
     /// Pretext head: dae (denoising autoencoder), simclr (contrastive, two augmented views),
     /// rotation (4-way rotation prediction), moco (MoCo v2: momentum encoder + queue), byol
@@ -136,28 +136,28 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "head")]
     multi: Option<String>,
     /// Inpainting: fraction of each image hidden (one random block).
-    #[arg(long)]
+    #[arg(long, value_parser = number::<f32>)]
     mask_ratio: Option<String>,
     /// MoCo: keys in the queue (a multiple of --batch).
-    #[arg(long)]
+    #[arg(long, value_parser = number::<i64>)]
     queue_size: Option<String>,
     /// SimCLR / MoCo: contrastive temperature.
-    #[arg(long)]
+    #[arg(long, value_parser = number::<f32>)]
     temperature: Option<String>,
     /// Denoising AE: gaussian (std = level × range), masking (drop rate) or salt-pepper.
     #[arg(long, value_parser = ["gaussian", "masking", "salt-pepper"])]
     noise: Option<String>,
     /// Denoising AE: noise level (see --noise).
-    #[arg(long)]
+    #[arg(long, value_parser = number::<f32>)]
     noise_level: Option<String>,
     /// Denoising AE: side of the reconstructed image.
-    #[arg(long)]
+    #[arg(long, value_parser = number::<i64>)]
     target_size: Option<String>,
     /// Denoising AE decoder: auto (conv if the backbone has a spatial map), dense or conv.
     #[arg(long, value_parser = ["auto", "dense", "conv"])]
     decoder: Option<String>,
     /// Denoising AE: decoder hidden units.
-    #[arg(long)]
+    #[arg(long, value_parser = number::<i64>)]
     hidden: Option<String>,
     /// Labeled set to evaluate on before and after training (see `pretext eval`).
     #[arg(long)]
@@ -168,6 +168,25 @@ pub struct TrainArgs {
     /// Any other experiment key: KEY.PATH=VALUE (VALUE read as YAML), e.g. data.max_pixels=1e6.
     #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
     set: Vec<String>,
+}
+
+/// A flag's number, checked when the command line is read (clap names the flag); kept as typed.
+fn number<T: std::str::FromStr>(s: &str) -> Result<String, String>
+where
+    T::Err: std::fmt::Display,
+{
+    let t = s.trim();
+    t.parse::<T>()
+        .map(|_| t.to_string())
+        .map_err(|e| format!("{e}"))
+}
+
+fn push(out: &mut Vec<Override>, key: &str, shown: &str, value: Value) {
+    out.push(Override {
+        key: key.to_string(),
+        value,
+        shown: shown.to_string(),
+    });
 }
 
 fn path_value(p: &std::path::Path) -> Value {
@@ -187,13 +206,8 @@ impl TrainArgs {
             let key = FLAGS
                 .iter()
                 .find(|(f, _)| *f == flag)
-                .expect("a flag of FLAGS")
-                .1;
-            out.push(Override {
-                key: key.to_string(),
-                value,
-                shown: format!("--{flag}"),
-            });
+                .expect("a flag of FLAGS");
+            push(&mut out, key.1, &format!("--{flag}"), value);
         };
         let paths = |ps: &[PathBuf]| Value::Sequence(ps.iter().map(|p| path_value(p)).collect());
         put("model", path_value(&self.model));
@@ -213,11 +227,9 @@ impl TrainArgs {
             (None, Some(spec)) => {
                 let multi = pretext::heads::MultiConfig::parse(spec)
                     .map_err(|e| flag_error("--multi", e))?;
-                put(
-                    "head",
-                    serde_yaml::to_value(pretext::heads::HeadConfig::Multi(multi))
-                        .expect("a head config"),
-                );
+                let v = serde_yaml::to_value(pretext::heads::HeadConfig::Multi(multi))
+                    .expect("a head config");
+                put("multi", v);
             }
             (None, None) => {}
         }
@@ -232,6 +244,12 @@ impl TrainArgs {
         }
         for (flag, v) in self.plain() {
             let Some(v) = v else { continue };
+            if v.trim().is_empty() {
+                return Err(Error::Flag {
+                    flag: format!("--{flag}"),
+                    msg: "empty value".into(),
+                });
+            }
             let value = match flag {
                 "image-key" | "signature" | "device" | "train-vars" => Value::from(v.as_str()),
                 "bn" | "noise" => Value::from(v.replace('-', "_")),
@@ -245,7 +263,7 @@ impl TrainArgs {
             }
         }
         if let Some(s) = &self.seed {
-            out.push(Override::parse(&format!("data.seed={s}"))?);
+            push(&mut out, "data.seed", "--seed", word(s));
         }
         for s in &self.set {
             out.push(Override::parse(s)?);

@@ -333,6 +333,14 @@ fn train_flags_name_themselves_in_errors_and_show_the_schema_defaults() {
             &["--optimizer", "adam", "--set", "optimizer.nesterov=true"][..],
             "optimizer.nesterov",
         ),
+        (&["--lr", "abc"][..], "'--lr <LR>'"),
+        (&["--steps", ""][..], "'--steps <STEPS>'"),
+        (&["--signature", ""][..], "error: --signature: empty value"),
+        (&["--multi", "dae=0"][..], "error: --multi: "),
+        (
+            &["--head", "simclr", "--set", "head.temperature=abc"][..],
+            "--set head.temperature=abc",
+        ),
     ] {
         let (code, _, err) = train_tiny(flags);
         assert_eq!(code, 2, "{flags:?}: {err}");
@@ -341,6 +349,15 @@ fn train_flags_name_themselves_in_errors_and_show_the_schema_defaults() {
             "{flags:?}: {err}"
         );
     }
+    // bench refuses what it would silently not do.
+    let (model, imgs) = (fixture("tiny_cnn"), images());
+    let (m, i) = (model.to_str().unwrap(), imgs.to_str().unwrap());
+    let (code, _, err) = pretext(&["bench", "--model", m, "--images", i, "--export", "/tmp/x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        error_line(&err).starts_with("error: --export: bench writes no model"),
+        "{err}"
+    );
     let (code, out, _) = pretext(&["train", "--help"]);
     assert_eq!(code, 0);
     for d in [

@@ -254,3 +254,21 @@ fn eval_scores_the_pretrained_model_well_above_chance() {
     assert_eq!(code, 2, "an unlabeled folder is a usage error: {err}");
     assert!(error_line(&err).contains("--labeled"));
 }
+
+#[test]
+fn a_timed_run_after_training_times_its_own_steps() {
+    let mut c = cfg("tiny_cnn", 10);
+    c.batch = 4;
+    let mut t = Trainer::new(&c).unwrap();
+    t.run(2).unwrap();
+    let tm = t.timed_run(4, 1, pretext::train::Feed::Memory).unwrap();
+    assert_eq!((tm.steps, tm.untimed_steps, t.step()), (4, 1, 6));
+    assert!(
+        tm.images_per_second > 0.0 && tm.first_step_unix > 0.0,
+        "{tm:?}"
+    );
+    assert!(
+        tm.loss_first.is_finite() && tm.loss_last.is_finite(),
+        "{tm:?}"
+    );
+}

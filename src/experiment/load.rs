@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
-use super::overrides::{default_kinds, given, set, Override};
+use super::overrides::{default_kinds, drop_foreign_optimizer_keys, given, set, Override};
 use super::Experiment;
 use crate::error::{Error, Result};
 
@@ -16,6 +16,8 @@ pub struct Source {
     pub text: String,
     /// For an experiment made of flags: (key path, flag) of every flag that sets a key.
     flags: Option<Vec<(String, String)>>,
+    /// A run directory's own config.yaml (written by pretext, perhaps an older one).
+    run_config: bool,
 }
 
 /// Line and column (1-based) of the key at `path` (`a.b.c`; list indices like `heads[0]` are
@@ -133,6 +135,7 @@ impl Source {
             path,
             text,
             flags: None,
+            run_config: false,
         }
     }
 
@@ -144,7 +147,15 @@ impl Source {
             path: PathBuf::from("(command line)"),
             text: "{}".into(),
             flags: Some(flags),
+            run_config: false,
         }
+    }
+
+    /// Reads the config.yaml a run directory holds (see `drop_foreign_optimizer_keys`).
+    pub fn read_run_config(path: &Path) -> Result<Source> {
+        let mut s = Source::read(path)?;
+        s.run_config = true;
+        Ok(s)
     }
 
     /// The flag that sets `key` (or a section above it), for an experiment made of flags.
@@ -236,7 +247,8 @@ impl Source {
         for o in overrides {
             set(&mut value, o)?;
         }
-        let filled = default_kinds(&mut value);
+        let legacy = self.run_config && drop_foreign_optimizer_keys(&mut value);
+        let filled = default_kinds(&mut value) || legacy;
         let exp: Experiment = if overrides.is_empty() && !filled {
             serde_yaml::from_str::<Experiment>(&self.text).map_err(|e| {
                 // A value refused by a conversion (e.g. `model.train_vars`) is reported by

@@ -117,13 +117,66 @@ pub(super) fn given<'o>(overrides: &'o [Override], key: &str, msg: &str) -> Opti
                 format!("{key}.{f}")
             }
         });
-    let covers = |o: &&Override| {
+    if let Some(o) = overrides
+        .iter()
+        .rev()
+        .find(|o| field.as_deref() == Some(o.key.as_str()))
+    {
+        return Some(o);
+    }
+    // Serde names a tagged section (head, optimizer) for errors inside it: a key set below
+    // the one named is the likelier culprit than the section itself.
+    let below = |o: &&Override| o.key.starts_with(&format!("{key}."));
+    let at_or_above = |o: &&Override| {
         key == o.key
             || key.starts_with(&format!("{}.", o.key))
             || key.starts_with(&format!("{}[", o.key))
-            || field.as_deref() == Some(o.key.as_str())
     };
-    overrides.iter().rev().find(covers)
+    let above = overrides
+        .iter()
+        .rev()
+        .filter(at_or_above)
+        .max_by_key(|o| o.key.len());
+    overrides.iter().rev().find(below).or(above)
+}
+
+/// Optimizer keys of another kind dropped from a run directory's own config.yaml: pretext
+/// before 0.2 wrote every optimizer setting whatever the kind (`nesterov` for Adam), which the
+/// per-kind schema refuses; those runs still resume and export. True when any was dropped.
+pub(super) fn drop_foreign_optimizer_keys(root: &mut Value) -> bool {
+    let Some(opt) = root.get_mut("optimizer").and_then(Value::as_mapping_mut) else {
+        return false;
+    };
+    let default = crate::optim::OptimizerConfig::default();
+    let kind = opt
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or(default.kind())
+        .to_string();
+    let Ok(own) = serde_yaml::from_str::<crate::optim::OptimizerConfig>(&format!("kind: {kind}"))
+        .and_then(serde_yaml::to_value)
+    else {
+        return false;
+    };
+    let foreign: Vec<Value> = opt
+        .keys()
+        .filter(|k| own.get(*k).is_none())
+        .cloned()
+        .collect();
+    for k in &foreign {
+        opt.remove(k);
+    }
+    if !foreign.is_empty() {
+        log::warn!(
+            "optimizer settings of other kinds than {kind} ignored in this run's config: {}",
+            foreign
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    !foreign.is_empty()
 }
 
 #[cfg(test)]
@@ -139,5 +192,30 @@ mod tests {
         assert_eq!(v["train"]["steps"], Value::from(7));
         assert_eq!(v["eval"]["labeled"], Value::from("d"));
         assert!(set(&mut v, &o("train.steps.x=1")).is_err());
+    }
+
+    #[test]
+    fn errors_inside_a_tagged_section_blame_the_key_set_below_it() {
+        let o = |spec: &str| Override::parse(spec).unwrap();
+        let given_ = [
+            o("head={kind: simclr}"),
+            o("head.temperature=abc"),
+            o("train.steps=3"),
+        ];
+        let at = |key: &str, msg: &str| given(&given_, key, msg).map(|o| o.shown.clone());
+        assert_eq!(
+            at("head", "invalid type").as_deref(),
+            Some("--set head.temperature=abc")
+        );
+        assert_eq!(
+            at("train.steps", "x").as_deref(),
+            Some("--set train.steps=3")
+        );
+        let only_head = [o("head={kind: simclr}")];
+        assert_eq!(
+            given(&only_head, "head.heads[0]", "x").map(|o| o.shown.as_str()),
+            Some("--set head={kind: simclr}")
+        );
+        assert!(given(&only_head, "model.size", "x").is_none());
     }
 }

@@ -89,7 +89,7 @@ fn run_config(run_dir: &Path, what: &str) -> Result<Source> {
             ),
         ));
     }
-    Source::read(&p)
+    Source::read_run_config(&p)
 }
 
 /// Restores the newest checkpoint of `run_dir` that loads (a damaged newer one is named in

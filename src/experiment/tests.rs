@@ -152,3 +152,28 @@ fn the_library_defaults_are_the_schema_defaults() {
     assert_eq!(c.signature, crate::savedmodel::DEFAULT_SIGNATURE);
     assert_eq!(c.optimizer, e.optimizer);
 }
+
+#[test]
+fn a_run_config_of_an_older_pretext_still_loads() {
+    // Before per-kind optimizer configs, run directories stored every optimizer setting.
+    let old = format!(
+        "{OK}optimizer:\n  kind: adam\n  learning_rate: 0.001\n  momentum: 0.9\n  nesterov: false\n  \
+         beta1: 0.9\n  beta2: 0.999\n  epsilon: 1.0e-7\n  weight_decay: 0.0\n  trust_coefficient: 0.001\n  \
+         schedule: {{kind: constant}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("config.yaml");
+    std::fs::write(&p, &old).unwrap();
+    let e = Source::read(&p)
+        .unwrap()
+        .parse(&[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown field `momentum`"),
+        "a user's file is checked: {e}"
+    );
+    let x = Source::read_run_config(&p).unwrap().parse(&[]).unwrap();
+    assert_eq!(x.optimizer.kind(), "adam");
+    assert_eq!(x.optimizer.learning_rate(), 0.001);
+}

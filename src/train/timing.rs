@@ -42,18 +42,20 @@ fn unix_now() -> f64 {
 struct Timer {
     t: Timing,
     steady_from: Option<Instant>,
+    /// The trainer's step when the timed run began.
+    start: u64,
 }
 
 impl Hook for Timer {
     fn stop(&mut self, t: &Trainer, _tally: &Tally) -> Option<Stop> {
-        if t.step == self.t.untimed_steps && self.steady_from.is_none() {
+        if t.step - self.start == self.t.untimed_steps && self.steady_from.is_none() {
             self.steady_from = Some(Instant::now());
         }
         None
     }
 
     fn after_step(&mut self, _t: &mut Trainer, s: &StepInfo, _tally: &Tally) -> Result<()> {
-        if s.step == 1 {
+        if s.step == self.start + 1 {
             self.t.first_step_unix = unix_now();
             self.t.loss_first = s.loss;
         }
@@ -66,7 +68,7 @@ impl Hook for Timer {
 }
 
 impl Trainer {
-    /// Runs `steps` steps from step 0, timing each; `feed` says where batches come from.
+    /// Runs `steps` more steps, timing each; `feed` says where batches come from.
     pub fn timed_run(&mut self, steps: u64, untimed: u64, feed: Feed) -> Result<Timing> {
         let mut timer = Timer {
             t: Timing {
@@ -84,6 +86,7 @@ impl Trainer {
                 loss_last: f32::NAN,
             },
             steady_from: None,
+            start: self.step,
         };
         let until = self.step + steps;
         self.drive_from(feed, until, &mut Tally::default(), &mut [&mut timer])?;
