@@ -18,6 +18,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("bn-momentum", "model.bn_momentum"),
     ("bn-fold", "model.bn_fold"),
     ("recompute", "model.recompute"),
+    ("custom-gradients", "model.custom_gradients"),
     ("train-vars", "model.train_vars"),
     ("device", "model.device"),
     ("images", "data.folders"),
@@ -112,6 +113,10 @@ pub struct TrainArgs {
     /// off), on or off.
     #[arg(long, value_parser = ["auto", "on", "off"])]
     recompute: Option<String>,
+    /// Nodes with a custom gradient: saved (the gradient function the model stores, as TF
+    /// computes it) or forward (differentiate their forward ops instead).
+    #[arg(long, value_parser = ["saved", "forward"])]
+    custom_gradients: Option<String>,
     /// Which variables train: all, regex:PATTERN (on variable names) or last:N (layers).
     #[arg(long)]
     train_vars: Option<String>,
@@ -289,6 +294,7 @@ impl TrainArgs {
             ("bn-momentum", self.bn_momentum.as_ref()),
             ("bn-fold", self.bn_fold.as_ref()),
             ("recompute", self.recompute.as_ref()),
+            ("custom-gradients", self.custom_gradients.as_ref()),
             ("train-vars", self.train_vars.as_ref()),
             ("head-warmup", self.head_warmup.as_ref()),
             ("seed", self.seed.as_ref()),

@@ -81,8 +81,15 @@ fn coverage(
     flat: &FlatGraph,
 ) -> Result<(Vec<String>, Vec<(String, Vec<String>)>)> {
     let mut flat = flat.clone();
-    let rewritten = autodiff::fallback::apply(&mut flat.graph_def);
+    // As training differentiates by default: saved custom gradients when the model has them all.
+    let saved = flat.backward.custom.iter().all(|c| c.saved.is_some());
+    let rewritten = autodiff::fallback::apply_but(&mut flat.graph_def, |n| {
+        saved && crate::graph::custom::gradient_op_type(n).is_some()
+    });
     crate::graph::unstride::apply(&mut flat, &model.info);
+    if saved && !flat.backward.custom.is_empty() {
+        autodiff::custom::plan(&mut flat)?;
+    }
     let trainable = model.info.trainable_handles();
     let mut missing: Vec<(String, Vec<String>)> = Vec::new();
     for attempt in 0..12 {
@@ -155,6 +162,34 @@ fn coverage(
         }
     }
     Ok((rewritten, missing))
+}
+
+/// The custom gradients (`tf.custom_gradient`) on the serving path and how training takes each.
+fn custom_gradients(o: &mut String, flat: &FlatGraph) {
+    let custom = &flat.backward.custom;
+    if custom.is_empty() {
+        return;
+    }
+    let unsaved = custom.iter().filter(|c| c.saved.is_none()).count();
+    let how = match unsaved {
+        0 => "each differentiated by the gradient function the model stores, as TF does".into(),
+        n => format!(
+            "{n} saved without their gradient function: training refuses them unless \
+             --custom-gradients forward (model.custom_gradients: forward) differentiates their \
+             forward ops"
+        ),
+    };
+    let _ = writeln!(o, "custom gradients: {} node(s); {how}", custom.len());
+    for c in custom.iter().take(8) {
+        let f = match &c.saved {
+            Some(s) => format!("{} ({} capture(s))", s.function, s.captures.len()),
+            None => "not saved".into(),
+        };
+        let _ = writeln!(o, "  {} {} [{}]: {f}", c.op, c.node, c.op_type);
+    }
+    if custom.len() > 8 {
+        let _ = writeln!(o, "  … {} more", custom.len() - 8);
+    }
 }
 
 /// The full inspection report as text. The model is audited first (`savedmodel::audit`); with
@@ -253,6 +288,7 @@ pub fn inspect(
             ),
         );
     }
+    custom_gradients(&mut o, &flat);
     let (rewritten, missing) = coverage(&mut model, &flat)?;
     if missing.is_empty() {
         let extra = if rewritten.is_empty() {

@@ -2,10 +2,12 @@
 //! rule rewrites each such node of the flat graph into forward-equivalent, differentiable ops
 //! (applied as a patch before import; consumers are re-pointed, the original node stays unused).
 //!
-//! Custom gradients (`IdentityN` with `_gradient_op_type`, e.g. Keras swish) are differentiated
-//! through their forward inputs, not through the saved gradient function: exact for swish/SiLU.
+//! `IdentityN` is differentiated as identities. With `model.custom_gradients: saved` (the
+//! default) the IdentityN nodes `tf.custom_gradient` leaves are not rewritten here: they are cut
+//! and differentiated by their stored gradient functions (`autodiff::custom`).
 use std::collections::HashMap;
 
+use crate::graph::custom::{gradient_op_type, CustomGradients};
 use crate::graph::{attr_type, const_node, data_inputs, node_def as node};
 use crate::proto::{attr_value::Value, GraphDef, NodeDef, TensorProto};
 
@@ -22,6 +24,7 @@ pub fn registry() -> HashMap<&'static str, Rule> {
     let mut r: HashMap<&'static str, Rule> = HashMap::new();
     r.insert("Erfc", erfc);
     r.insert("IdentityN", identity_n);
+    r.insert("Round", round);
     r
 }
 
@@ -67,6 +70,26 @@ fn erfc(n: &NodeDef) -> Option<Rewrite> {
     })
 }
 
+/// Round(x), with no gradient (TF Python registers none; its C++ registry lacks the op).
+fn round(n: &NodeDef) -> Option<Rewrite> {
+    let x = data_inputs(n).first()?.to_string();
+    let t = type_attr(n, "T")?;
+    let p = format!("{}/__fallback", n.name);
+    let nodes = vec![
+        node(format!("{p}/round"), "Round", vec![x], vec![("T", attr_type(t))]),
+        node(
+            format!("{p}/stop"),
+            "StopGradient",
+            vec![format!("{p}/round:0")],
+            vec![("T", attr_type(t))],
+        ),
+    ];
+    Some(Rewrite {
+        nodes,
+        outputs: vec![format!("{p}/stop:0")],
+    })
+}
+
 /// IdentityN(x1..xn) = (Identity(x1), …, Identity(xn)).
 fn identity_n(n: &NodeDef) -> Option<Rewrite> {
     let types = match n.attr.get("T")?.value.as_ref()? {
@@ -102,14 +125,23 @@ impl crate::graph::GraphPass for FallbackGradients {
     fn run(
         &self,
         flat: &mut crate::graph::FlatGraph,
-        _cx: &crate::graph::PassContext,
+        cx: &crate::graph::PassContext,
     ) -> crate::error::Result<Vec<String>> {
-        Ok(apply(&mut flat.graph_def))
+        // With saved custom gradients, custom nodes are cut instead (`autodiff::custom`).
+        let keep = cx.custom_gradients == CustomGradients::Saved;
+        Ok(apply_but(&mut flat.graph_def, |n| {
+            keep && gradient_op_type(n).is_some()
+        }))
     }
 }
 
 /// Applies every registered rule to `gd`; returns the names of the rewritten nodes.
 pub fn apply(gd: &mut GraphDef) -> Vec<String> {
+    apply_but(gd, |_| false)
+}
+
+/// As `apply`, leaving the nodes `skip` picks as they are.
+pub fn apply_but(gd: &mut GraphDef, skip: impl Fn(&NodeDef) -> bool) -> Vec<String> {
     let rules = registry();
     let mut remap: HashMap<String, String> = HashMap::new();
     let mut added = Vec::new();
@@ -118,6 +150,9 @@ pub fn apply(gd: &mut GraphDef) -> Vec<String> {
         let Some(rule) = rules.get(n.op.as_str()) else {
             continue;
         };
+        if skip(n) {
+            continue;
+        }
         let Some(rw) = rule(n) else { continue };
         for (k, t) in rw.outputs.iter().enumerate() {
             remap.insert(format!("{}:{k}", n.name), t.clone());
@@ -131,6 +166,8 @@ pub fn apply(gd: &mut GraphDef) -> Vec<String> {
     if rewritten.is_empty() {
         return rewritten;
     }
+    gd.node.extend(added);
+    // Every reader re-pointed, the new nodes too (a rewritten node may read another's output).
     for n in gd.node.iter_mut() {
         for i in n.input.iter_mut() {
             if !i.starts_with('^') {
@@ -140,7 +177,6 @@ pub fn apply(gd: &mut GraphDef) -> Vec<String> {
             }
         }
     }
-    gd.node.extend(added);
     rewritten
 }
 

@@ -1,8 +1,10 @@
 //! Gradients of a scalar loss w.r.t. model variables, taken on the flat tower with TF's C++
 //! gradient registry (`TF_AddGradients`); op types TF lacks are first rewritten into
 //! differentiable equivalents by the Rust fallback registry (`fallback`).
+pub mod custom;
 pub mod fallback;
 pub mod relu_mask;
+mod staged;
 
 use std::collections::BTreeMap;
 
@@ -33,7 +35,8 @@ pub fn missing_gradient_op(msg: &str) -> Option<String> {
 }
 
 /// Adds gradient ops for `loss` w.r.t. `reads` (variable name, a value read of it); reads of
-/// one variable are summed. Variables whose reads do not reach the loss get no entry.
+/// one variable are summed. Variables whose reads do not reach the loss get no entry. Towers
+/// with custom gradients are differentiated in stages (`staged`), the rest in one call.
 pub fn gradients(
     scope: &mut Scope,
     towers: &[Tower],
@@ -47,38 +50,27 @@ pub fn gradients(
         .iter()
         .filter(|(_, o)| needed.contains(&o.operation.name().unwrap_or_default()))
         .collect();
-    let xs: Vec<Output> = reads.iter().map(|(_, o)| o.clone()).collect();
-    let grads = {
-        let mut g = scope.graph_mut();
-        g.add_gradients(Some(prefix), &[loss], &xs, None)
+    let per_read: Vec<Vec<Output>> = if towers.iter().any(|t| !t.backward.stages.is_empty()) {
+        staged::backward(scope, towers, loss, &reads, prefix)?
+    } else {
+        let xs: Vec<Output> = reads.iter().map(|(_, o)| o.clone()).collect();
+        call(scope, towers, &[loss], None, &xs, prefix)?
+            .into_iter()
+            .map(|g| g.into_iter().collect())
+            .collect()
     };
-    let grads = match grads {
-        Ok(g) => {
-            let mut graph = scope.graph_mut();
-            let (g, moved) = relu_mask::patch(&mut graph, prefix, g)?;
-            log::debug!("{moved} ReLU gradient mask(s) read from activation outputs");
-            g
-        }
-        Err(status) => {
-            let msg = status.to_string();
-            if let Some(op) = missing_gradient_op(&msg) {
-                let nodes = tower_nodes_of_type(scope, towers, &op);
-                let ops = if nodes.is_empty() {
-                    vec![(op, "?".to_string())]
-                } else {
-                    nodes.into_iter().map(|n| (op.clone(), n)).collect()
-                };
-                return Err(Error::NoGradient { ops });
-            }
-            return Err(Error::Tf {
-                context: "adding gradient ops".into(),
-                msg,
-            });
-        }
+    // ReLU masks read from activation outputs, over every gradient op under `prefix`.
+    let lens: Vec<usize> = per_read.iter().map(Vec::len).collect();
+    let flat: Vec<Option<Output>> = per_read.into_iter().flatten().map(Some).collect();
+    let (flat, moved) = {
+        let mut graph = scope.graph_mut();
+        relu_mask::patch(&mut graph, prefix, flat)?
     };
+    log::debug!("{moved} ReLU gradient mask(s) read from activation outputs");
+    let mut flat = flat.into_iter();
     let mut by_var: BTreeMap<String, (Output, Vec<Output>)> = BTreeMap::new();
-    for ((h, v), g) in reads.iter().zip(grads) {
-        if let Some(g) = g {
+    for ((h, v), n) in reads.iter().zip(lens) {
+        for g in flat.by_ref().take(n).flatten() {
             by_var
                 .entry(h.clone())
                 .or_insert_with(|| (v.clone(), Vec::new()))
@@ -103,6 +95,40 @@ pub fn gradients(
         });
     }
     Ok(out)
+}
+
+/// One `TF_AddGradients` call: d(ys · dxs)/d(xs) (dxs: ones when None), under `prefix`. An op
+/// TF cannot differentiate is named (with the towers' nodes of that type).
+fn call(
+    scope: &mut Scope,
+    towers: &[Tower],
+    ys: &[Output],
+    dxs: Option<&[Output]>,
+    xs: &[Output],
+    prefix: &str,
+) -> Result<Vec<Option<Output>>> {
+    let grads = {
+        let mut g = scope.graph_mut();
+        g.add_gradients(Some(prefix), ys, xs, dxs)
+    };
+    grads.map_err(|status| {
+        let msg = status.to_string();
+        match missing_gradient_op(&msg) {
+            Some(op) => {
+                let nodes = tower_nodes_of_type(scope, towers, &op);
+                let ops = if nodes.is_empty() {
+                    vec![(op, "?".to_string())]
+                } else {
+                    nodes.into_iter().map(|n| (op.clone(), n)).collect()
+                };
+                Error::NoGradient { ops }
+            }
+            None => Error::Tf {
+                context: "adding gradient ops".into(),
+                msg,
+            },
+        }
+    })
 }
 
 /// Names of every op `t` depends on (data and control inputs), `t`'s own included.

@@ -76,6 +76,10 @@ pub struct ModelSection {
     /// auto (when oneDNN is off), on, off.
     #[serde(default)]
     pub recompute: crate::graph::recompute::Recompute,
+    /// Nodes with a custom gradient (`tf.custom_gradient`): `saved` differentiates them with the
+    /// gradient function the model stores, as TF does; `forward` through their forward ops.
+    #[serde(default)]
+    pub custom_gradients: crate::graph::custom::CustomGradients,
     /// Device of the training tower (e.g. `/device:GPU:0`).
     #[serde(default)]
     pub device: Option<String>,
@@ -429,6 +433,7 @@ impl Experiment {
             bn_momentum: m.bn_momentum,
             bn_fold: m.bn_fold,
             recompute: m.recompute,
+            custom_gradients: m.custom_gradients,
             seed: self.train.seed,
             device: m.device.clone(),
         }

@@ -1,10 +1,11 @@
 //! Function inlining: a signature's (nested) call nodes become plain nodes of one flat GraphDef.
 //! Like a model patch with an old→new outlet map: every tensor of the original program is
 //! translated to a tensor of the flat graph (`Translate`), and nothing of the original is touched.
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tensorflow::Graph;
 
+use super::custom::{functions_used, Backward, Recorder};
 use super::{attr_type, func_attr};
 use crate::error::{Error, Result};
 use crate::proto::dtype_code;
@@ -26,6 +27,8 @@ pub struct FlatGraph {
     pub outputs: Vec<String>,
     /// (placeholder node in `graph_def`, existing tensor it stands for): mapped on import.
     pub external: Vec<(String, String)>,
+    /// Its custom gradients and the backward stages planned around them.
+    pub backward: Backward,
 }
 
 /// What an original node became.
@@ -44,6 +47,8 @@ struct Inliner<'a> {
     out: Vec<NodeDef>,
     external: Vec<(String, String)>,
     ext_of: HashMap<String, String>,
+    /// Records custom-gradient nodes (not inside gradient functions themselves).
+    rec: Option<Recorder>,
 }
 
 /// The most nodes one inlined signature may have: far beyond any model, and a bound on hostile
@@ -208,10 +213,17 @@ impl<'a> Inliner<'a> {
             let mut controls = Vec::new();
             for i in &nd.input {
                 if let Some(c) = i.strip_prefix('^') {
-                    let t = tr.get(c).ok_or_else(|| {
-                        Error::graph(&nd.name, format!("control input '{c}' not found"))
-                    })?;
-                    controls.push(Self::control_of(t));
+                    match (tr.get(c), argmap.get(c)) {
+                        (Some(t), _) => controls.push(Self::control_of(t)),
+                        // On an argument: after the node that produces it.
+                        (None, Some(a)) => controls.push(format!("^{}", TensorRef::node_of(a))),
+                        (None, None) => {
+                            return Err(Error::graph(
+                                &nd.name,
+                                format!("control input '{c}' not found"),
+                            ))
+                        }
+                    }
                 } else {
                     data.push(self.body_tensor(i, &body, &tr, &argmap)?);
                 }
@@ -229,8 +241,14 @@ impl<'a> Inliner<'a> {
                 self.inline_fn(callee, data, c, &flat_name)?
             } else {
                 let mut input = data;
+                let n_data = input.len();
                 input.extend(controls);
                 input.extend(ctrl.iter().cloned());
+                if let Some(mut rec) = self.rec.take() {
+                    let r = rec.record(nd, &flat_name, n_data, |t| self.external(t));
+                    self.rec = Some(rec);
+                    r?;
+                }
                 self.out.push(NodeDef {
                     name: flat_name.clone(),
                     op: nd.op.clone(),
@@ -259,6 +277,17 @@ impl<'a> Inliner<'a> {
         done_inputs.extend(rets.iter().map(|r| format!("^{}", TensorRef::node_of(r))));
         done_inputs.sort();
         done_inputs.dedup();
+        if let Some(rec) = self.rec.as_mut() {
+            rec.resolve(fname, |t| match (argmap.get(t.node), tr.get(t.node)) {
+                (Some(a), _) if t.index == 0 => Ok(a.clone()),
+                (_, Some(Translated::Node(n))) => Ok(format!("{n}:{}", t.index)),
+                (_, Some(Translated::Call { rets, .. })) => rets
+                    .get(t.index as usize)
+                    .cloned()
+                    .ok_or_else(|| Error::graph(t.node, "call output out of range")),
+                _ => Err(Error::graph(t.node, "not in the function body")),
+            })?;
+        }
         let done = format!("{scope}/__done");
         self.out.push(NodeDef {
             name: done.clone(),
@@ -323,6 +352,7 @@ pub fn inline_signature(
         out: Vec::new(),
         external: Vec::new(),
         ext_of: HashMap::new(),
+        rec: Some(Recorder::new(info.saved_gradients()?)),
     };
     let top: HashMap<&str, &NodeDef> = gd.node.iter().map(|n| (n.name.as_str(), n)).collect();
     // New inputs, one per signature input.
@@ -447,6 +477,12 @@ pub fn inline_signature(
     for o in &sig.outputs {
         outputs.push(top_tensor(&mut inl, &tr, &o.tensor)?);
     }
+    let custom = inl.rec.take().map(Recorder::finish).transpose()?.unwrap_or_default();
+    let mut grad_fns = BTreeMap::new();
+    for f in functions_used(&custom).into_keys() {
+        let flat = inline_function(&inl.lib, graph, &f)?;
+        grad_fns.insert(f, flat);
+    }
     Ok(FlatGraph {
         graph_def: GraphDef {
             node: inl.out,
@@ -456,6 +492,63 @@ pub fn inline_signature(
         inputs,
         outputs,
         external: inl.external,
+        backward: Backward {
+            custom,
+            grad_fns,
+            stages: Vec::new(),
+        },
+    })
+}
+
+/// Inlines library function `fname` on its own: one placeholder per argument (`arg/i`), its
+/// results as outputs (a stored gradient function, imported where a gradient needs it).
+fn inline_function<'a>(
+    lib: &HashMap<&'a str, &'a FunctionDef>,
+    graph: &Graph,
+    fname: &str,
+) -> Result<FlatGraph> {
+    let mut inl = Inliner {
+        lib: lib.clone(),
+        graph,
+        opdefs: OpDefs::default(),
+        out: Vec::new(),
+        external: Vec::new(),
+        ext_of: HashMap::new(),
+        rec: None,
+    };
+    let sig = lib
+        .get(fname)
+        .and_then(|f| f.signature.as_ref())
+        .ok_or_else(|| Error::graph(fname, "gradient function is not in the library"))?;
+    let mut inputs = Vec::new();
+    for (i, a) in sig.input_arg.iter().enumerate() {
+        if a.r#type == 0 {
+            return Err(Error::graph(fname, format!("argument '{}' has no fixed type", a.name)));
+        }
+        let name = format!("arg/{i}");
+        let mut attr = HashMap::new();
+        attr.insert("dtype".to_string(), attr_type(a.r#type));
+        inl.out.push(NodeDef {
+            name: name.clone(),
+            op: "Placeholder".into(),
+            attr,
+            ..Default::default()
+        });
+        inputs.push(format!("{name}:0"));
+    }
+    let outputs = match inl.inline_fn(fname, inputs.clone(), Vec::new(), "fn")? {
+        Translated::Call { rets, .. } => rets,
+        Translated::Node(n) => return Err(Error::internal("inlining a gradient function", n)),
+    };
+    Ok(FlatGraph {
+        graph_def: GraphDef {
+            node: inl.out,
+            ..Default::default()
+        },
+        inputs,
+        outputs,
+        external: inl.external,
+        backward: Backward::default(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Graph rewrites on TF protos: inlining a signature's function calls into a flat, trainable
 //! subgraph ("tower") that reads the model's own resource variables, and importing it once.
 pub mod bn;
+pub mod custom;
 pub mod fold;
 mod inline;
 pub mod pass;
@@ -39,6 +40,8 @@ pub struct Tower {
     pub inputs: Vec<Output>,
     pub outputs: Vec<Output>,
     pub reads: Vec<(String, Output)>,
+    /// Its custom gradients and backward stages (names un-prefixed; empty without stages).
+    pub backward: std::sync::Arc<custom::Backward>,
 }
 
 impl Tower {
@@ -136,11 +139,16 @@ impl Tower {
                 ));
             }
         }
+        let backward = match flat.backward.stages.is_empty() {
+            true => Default::default(),
+            false => std::sync::Arc::new(flat.backward.clone()),
+        };
         Ok(Tower {
             prefix: prefix.into(),
             inputs,
             outputs,
             reads,
+            backward,
         })
     }
 }

@@ -18,6 +18,8 @@ pub struct PassContext<'a> {
     pub bn_momentum: f32,
     pub bn_fold: bool,
     pub recompute: Recompute,
+    /// How nodes with a custom gradient are differentiated.
+    pub custom_gradients: super::custom::CustomGradients,
 }
 
 /// A rewrite of a flat graph (a tower's GraphDef, before import).

@@ -313,6 +313,27 @@ pub struct SavedObject {
     pub children: Vec<ObjectReference>,
     #[prost(message, optional, tag = "7")]
     pub variable: Option<SavedVariable>,
+    #[prost(message, optional, tag = "9")]
+    pub constant: Option<SavedConstant>,
+    #[prost(message, optional, tag = "12")]
+    pub captured_tensor: Option<CapturedTensor>,
+}
+
+/// A constant the object graph binds to a function input: an operation of the graph.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SavedConstant {
+    #[prost(string, tag = "1")]
+    pub operation: String,
+}
+
+/// A tensor of a function's body bound to another function's input (e.g. a forward value a
+/// saved custom gradient reads): `name` is `node:output` inside `concrete_function`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CapturedTensor {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub concrete_function: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -339,6 +360,29 @@ pub struct SavedVariable {
 pub struct SavedConcreteFunction {
     #[prost(int32, repeated, tag = "2")]
     pub bound_inputs: Vec<i32>,
+    #[prost(message, optional, tag = "4")]
+    pub output_signature: Option<StructuredValue>,
+}
+
+/// tensorflow.StructuredValue, just enough to tell `None` entries of a list or tuple apart.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StructuredValue {
+    #[prost(message, optional, tag = "1")]
+    pub none_value: Option<NoneValue>,
+    #[prost(message, optional, tag = "51")]
+    pub list_value: Option<StructuredList>,
+    #[prost(message, optional, tag = "52")]
+    pub tuple_value: Option<StructuredList>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NoneValue {}
+
+/// The `values` of a StructuredValue list or tuple.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StructuredList {
+    #[prost(message, repeated, tag = "1")]
+    pub values: Vec<StructuredValue>,
 }
 
 /// tensorflow.ConfigProto, just the knobs pretext sets.

@@ -84,6 +84,27 @@ pub fn flat_output_index(def: &OpDef, node: &NodeDef, arg: &str, idx: usize) -> 
     ))
 }
 
+/// The dtype of each output of `node` (0 where an attribute does not say).
+pub fn output_types(def: &OpDef, node: &NodeDef) -> Result<Vec<i32>> {
+    let attr = |k: &str| node.attr.get(k).and_then(|a| a.value.as_ref());
+    let mut out = Vec::new();
+    for a in &def.output_arg {
+        if !a.type_list_attr.is_empty() {
+            match attr(&a.type_list_attr) {
+                Some(Value::List(l)) => out.extend(l.r#type.iter().copied()),
+                _ => out.extend(std::iter::repeat(0).take(arg_len(a, node)?)),
+            }
+            continue;
+        }
+        let t = match attr(&a.type_attr) {
+            Some(Value::Type(t)) => *t,
+            _ => a.r#type,
+        };
+        out.extend(std::iter::repeat(t).take(arg_len(a, node)?));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,11 @@
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
 
 pub mod audit;
+mod gradients;
 mod refs;
 mod session;
 
+pub use gradients::{Capture, SavedGradient};
 pub use session::{check_audit, session_options, Loaded, Trust};
 
 use std::collections::HashMap;
@@ -209,46 +211,51 @@ impl SavedModelInfo {
         seen
     }
 
+    /// (VarHandleOp node, object-graph node id) for every variable handle a call node passes as
+    /// one of its function's bound inputs.
+    pub fn bound_handles(&self) -> Vec<(String, i32)> {
+        let Some(og) = &self.meta.object_graph_def else {
+            return Vec::new();
+        };
+        let nodes = self.nodes();
+        let by_name: HashMap<&str, &NodeDef> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        let mut out = Vec::new();
+        for n in nodes {
+            let Some(cf) = crate::proto::nodes::func_attr(n).and_then(|f| og.concrete_functions.get(f))
+            else {
+                continue;
+            };
+            let data: Vec<&str> = n
+                .input
+                .iter()
+                .filter(|i| !i.starts_with('^'))
+                .map(|s| s.as_str())
+                .collect();
+            let k = cf.bound_inputs.len();
+            if k == 0 || data.len() < k {
+                continue;
+            }
+            for (inp, id) in data[data.len() - k..].iter().zip(&cf.bound_inputs) {
+                let h = TensorRef::node_of(inp);
+                if by_name.get(h).map(|n| n.op == "VarHandleOp").unwrap_or(false) {
+                    out.push((h.to_string(), *id));
+                }
+            }
+        }
+        out
+    }
+
     /// Variables the signatures use (every VarHandleOp their outputs depend on), named and flagged
     /// trainable from the object graph where a call's bound inputs say which object each is.
     pub fn variables(&self) -> Vec<Variable> {
         let serving = self.serving_nodes();
         let nodes = self.nodes();
-        let by_name: HashMap<&str, &NodeDef> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
         // handle node name -> object-graph variable, via call nodes' captured inputs.
         let mut known: HashMap<String, proto::SavedVariable> = HashMap::new();
         if let Some(og) = &self.meta.object_graph_def {
-            for n in nodes {
-                let Some(f) = crate::proto::nodes::func_attr(n) else {
-                    continue;
-                };
-                let Some(cf) = og.concrete_functions.get(f) else {
-                    continue;
-                };
-                let data_inputs: Vec<&str> = n
-                    .input
-                    .iter()
-                    .filter(|i| !i.starts_with('^'))
-                    .map(|s| s.as_str())
-                    .collect();
-                let k = cf.bound_inputs.len();
-                if k == 0 || data_inputs.len() < k {
-                    continue;
-                }
-                for (inp, id) in data_inputs[data_inputs.len() - k..]
-                    .iter()
-                    .zip(&cf.bound_inputs)
-                {
-                    let TensorRef { node: h, index: _ } = TensorRef::parse(inp);
-                    if let Some(v) = og.nodes.get(*id as usize).and_then(|o| o.variable.clone()) {
-                        if by_name
-                            .get(h)
-                            .map(|n| n.op == "VarHandleOp")
-                            .unwrap_or(false)
-                        {
-                            known.entry(h.to_string()).or_insert(v);
-                        }
-                    }
+            for (h, id) in self.bound_handles() {
+                if let Some(v) = og.nodes.get(id as usize).and_then(|o| o.variable.clone()) {
+                    known.entry(h).or_insert(v);
                 }
             }
         }

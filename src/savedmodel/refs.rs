@@ -148,9 +148,11 @@ fn check_function(
     let mut check = |node: &str, t: &str| -> Result<(), String> {
         let at = |msg: String| format!("function '{fname}', node '{node}', input '{t}': {msg}");
         if let Some(c) = t.strip_prefix('^') {
-            return match body.contains_key(c) {
+            // A control input may name a body node or an argument (TF runs after its producer).
+            let known = body.contains_key(c) || sig.input_arg.iter().any(|a| a.name == c);
+            return match known {
                 true => Ok(()),
-                false => Err(at("no such node in the body".into())),
+                false => Err(at("no such node or argument in the body".into())),
             };
         }
         let parts: Vec<&str> = t.split(':').collect();

@@ -48,6 +48,8 @@ pub struct TrainConfig {
     pub bn_fold: bool,
     /// Recompute batch-norm outputs in the backward pass instead of keeping them (less memory).
     pub recompute: crate::graph::recompute::Recompute,
+    /// Custom gradients: the model's saved gradient functions, or the forward ops' gradients.
+    pub custom_gradients: crate::graph::custom::CustomGradients,
     pub seed: u64,
     /// Device for the tower (e.g. `/device:GPU:0`); None lets TF place it.
     pub device: Option<String>,

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use tensorflow::{ops, DataType, Output, Shape};
 
 use super::{build, image_spec, TrainConfig};
+use crate::autodiff::custom::CutCustomGradients;
 use crate::autodiff::fallback::FallbackGradients;
 use crate::data::{Batches, Dataset, ImageSpec, Loader, ViewPlan};
 use crate::error::{Result, TfContext};
@@ -63,6 +64,7 @@ pub(super) fn prepare(cfg: &TrainConfig, head: &dyn Head) -> Result<Prepared> {
         bn_momentum: cfg.bn_momentum,
         bn_fold: cfg.bn_fold,
         recompute: cfg.recompute,
+        custom_gradients: cfg.custom_gradients,
     };
     let passes = prepare_graph(&mut flat, &cx)?;
     let switched = passes.changed(BnTrainMode.name()).to_vec();
@@ -79,13 +81,15 @@ pub(super) fn prepare(cfg: &TrainConfig, head: &dyn Head) -> Result<Prepared> {
 
 /// The rewrites of a tower's flat graph, in the order they run: gradients TF lacks first (they
 /// replace whole nodes), then strided 1x1 convolutions, then batch norm: train mode for the
-/// layers that train, folding of those left in inference mode, recompute marks.
+/// layers that train, folding of those left in inference mode, recompute marks; last, the cuts
+/// around custom gradients (they plan the backward on the final graph).
 pub const PASSES: &[&dyn GraphPass] = &[
     &FallbackGradients,
     &Unstride,
     &BnTrainMode,
     &FoldFrozenBn,
     &RecomputeBn,
+    &CutCustomGradients,
 ];
 
 /// Runs `PASSES` on `flat`.

@@ -14,6 +14,7 @@ pub const ALL: &[&str] = &[
     "fer_emotion",
     "nsfwjs_mobilenet_v2",
     "resnet_style",
+    "custom_grads",
 ];
 
 fn from_env(var: &str, default: &str) -> PathBuf {
@@ -111,6 +112,7 @@ pub fn load_with_tower_folded(
         bn_momentum: 0.99,
         bn_fold: fold,
         recompute: pretext::graph::recompute::Recompute::Off,
+        custom_gradients: Default::default(),
     };
     pretext::train::prepare::prepare_graph(&mut flat, &cx).unwrap();
     let t = Tower::import(&mut m, &flat, "t", None, None).unwrap();

@@ -1,0 +1,137 @@
+//! Custom gradients as TF computes them (`autodiff::custom`): on a model saved with its
+//! `tf.custom_gradient` functions (a straight-through round, SiLU, a clipped and a blocked
+//! gradient; scripts/make_fixtures.py), pretext's gradients equal tf.GradientTape's on the loaded
+//! model, the variable only a blocked gradient reaches never trains, and a model saved without
+//! its gradient functions is refused unless `custom_gradients: forward` says otherwise.
+mod common;
+use common::*;
+
+use pretext::graph::custom::CustomGradients;
+use pretext::graph::{inline_signature, PassContext, Tower};
+use pretext::savedmodel::Loaded;
+use pretext::train::Trainer;
+use tensorflow::{ops, Output, Tensor};
+
+const BLOCKED: &str = "blocked/kernel";
+
+/// The fixture's tower with the trainer's passes, custom gradients handled as `mode` says.
+fn tower(name: &str, mode: CustomGradients) -> pretext::Result<(Loaded, Tower)> {
+    let mut m = Loaded::load(&fixture(name), Default::default())?;
+    let sig = m.info.signature("serving_default")?;
+    let mut flat = inline_signature(&m.info, &sig, &m.scope.graph())?;
+    let none = std::collections::HashSet::new();
+    let cx = PassContext {
+        info: &m.info,
+        trainable: &none,
+        bn: pretext::graph::bn::BnMode::Frozen,
+        bn_momentum: 0.99,
+        bn_fold: true,
+        recompute: pretext::graph::recompute::Recompute::Off,
+        custom_gradients: mode,
+    };
+    pretext::train::prepare::prepare_graph(&mut flat, &cx)?;
+    let t = Tower::import(&mut m, &flat, "t", None, None)?;
+    Ok((m, t))
+}
+
+/// (variable name, pretext's gradient, TF's) for every variable, on the golden input and loss.
+fn gradients(mode: CustomGradients) -> Vec<(String, Vec<f32>, Vec<f32>)> {
+    let name = "custom_grads";
+    let (mut m, tower) = tower(name, mode).unwrap();
+    let idx = index(name);
+    let w = Tensor::new(&dims(&idx["output_shape"]))
+        .with_values(&read_f32(&golden(name).join("weights.bin")))
+        .unwrap();
+    let loss: Output = {
+        let mut s = m.scope.new_sub_scope("test_loss");
+        let wc = ops::constant(w, &mut s).unwrap();
+        let p = ops::mul(tower.outputs[0].clone(), wc, &mut s).unwrap();
+        let axes = ops::constant(&[0i32, 1][..], &mut s).unwrap();
+        ops::sum(p, axes, &mut s).unwrap().into()
+    };
+    let grads =
+        pretext::autodiff::gradients(&mut m.scope, std::slice::from_ref(&tower), loss, &tower.reads, "g")
+            .unwrap();
+    let want = read_f32(&golden(name).join("grads.bin"));
+    let x = golden_input(name);
+    let mut out = Vec::new();
+    for v in idx["vars"].as_array().unwrap() {
+        let handle = pretext::proto::TensorRef::node_of(v["graph_input"].as_str().unwrap()).to_string();
+        let (off, size) = (v["offset"].as_u64().unwrap() as usize, v["size"].as_u64().unwrap() as usize);
+        let got = match grads.iter().find(|g| g.handle == handle) {
+            Some(g) => m.run_f32(&[(&tower.inputs[0], &x)], &g.grad).unwrap().to_vec(),
+            None => vec![0.0; size],
+        };
+        out.push((v["name"].as_str().unwrap().to_string(), got, want[off..off + size].to_vec()));
+    }
+    out
+}
+
+#[test]
+fn saved_custom_gradients_equal_gradient_tape() {
+    let grads = gradients(CustomGradients::Saved);
+    assert_eq!(grads.len(), 4);
+    for (name, got, want) in &grads {
+        let scale = want.iter().fold(0f32, |a, b| a.max(b.abs()));
+        if name == BLOCKED {
+            assert_eq!(scale, 0.0, "TF blocks {name}'s gradient");
+            assert!(got.iter().all(|g| *g == 0.0), "{name}: {got:?}");
+            continue;
+        }
+        assert!(scale > 0.0, "{name}: TF's gradient is zero");
+        let rel = max_abs_diff(got, want) / scale;
+        println!("{name}: max relative error {rel:e}");
+        assert!(rel <= 1e-5, "{name}: max relative error {rel:e}");
+    }
+}
+
+/// `forward` differentiates the forward ops: the blocked branch gets a gradient, unlike in TF.
+#[test]
+fn forward_mode_differentiates_the_forward_ops_instead() {
+    let grads = gradients(CustomGradients::Forward);
+    let blocked = grads.iter().find(|g| g.0 == BLOCKED).unwrap();
+    assert!(blocked.1.iter().any(|g| *g != 0.0), "the blocked kernel gets a forward gradient");
+}
+
+#[test]
+fn a_model_saved_without_its_gradient_functions_is_refused_naming_the_node() {
+    let e = tower("custom_grads_unsaved", CustomGradients::Saved)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("IdentityN") && e.contains("CustomGradient-"), "{e}");
+    assert!(e.contains("model.custom_gradients: forward") && e.contains("--custom-gradients forward"), "{e}");
+    tower("custom_grads_unsaved", CustomGradients::Forward).unwrap();
+}
+
+/// Three training steps move every variable but the one only a blocked gradient reaches, which
+/// stays the same bit for bit.
+#[test]
+fn the_blocked_variable_never_trains() {
+    let mut c = cfg("custom_grads", 3);
+    c.batch = 8;
+    let mut t = Trainer::new(&c).unwrap();
+    let before: Vec<Vec<f32>> = ["conv1/kernel", "conv2/kernel", BLOCKED]
+        .iter()
+        .map(|v| value_of(&mut t, v))
+        .collect();
+    let losses = t.run(3).unwrap();
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert_ne!(value_of(&mut t, "conv1/kernel"), before[0], "the straight-through path trains");
+    assert_ne!(value_of(&mut t, "conv2/kernel"), before[1], "the clipped path trains");
+    assert_eq!(value_of(&mut t, BLOCKED), before[2], "the blocked kernel changed");
+}
+
+/// The current value of the model variable whose handle is `handle`.
+fn value_of(t: &mut Trainer, handle: &str) -> Vec<f32> {
+    let h = t.model().output(handle).unwrap();
+    let r: Output = {
+        let mut s = t.model().scope.new_sub_scope("test_read");
+        ops::ReadVariableOp::new()
+            .dtype(tensorflow::DataType::Float)
+            .build(h, &mut s)
+            .unwrap()
+            .into()
+    };
+    t.model().run_f32(&[], &r).unwrap().to_vec()
+}
