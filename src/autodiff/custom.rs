@@ -19,7 +19,15 @@ pub fn is_float(dt: i32) -> bool {
 }
 
 /// Consumers through which no gradient flows (they read shapes, or stop it).
-const NO_GRAD: &[&str] = &["Shape", "ShapeN", "Size", "Rank", "StopGradient", "ZerosLike", "OnesLike"];
+const NO_GRAD: &[&str] = &[
+    "Shape",
+    "ShapeN",
+    "Size",
+    "Rank",
+    "StopGradient",
+    "ZerosLike",
+    "OnesLike",
+];
 
 /// Nodes that start a backward path (nothing upstream to differentiate).
 const SOURCES: &[&str] = &["ReadVariableOp", "Const", "Placeholder", "VarHandleOp"];
@@ -73,13 +81,20 @@ impl Index {
                 Err(_) => Vec::new(),
             })
             .collect();
-        let pos = gd.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+        let pos = gd
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
         Index { pos, types }
     }
 
     /// The float data inputs of `n`, as (producer position, output index).
     fn float_inputs(&self, n: &NodeDef) -> Vec<(usize, usize)> {
-        self.float_edges(n).into_iter().map(|(_, p, k)| (p, k)).collect()
+        self.float_edges(n)
+            .into_iter()
+            .map(|(_, p, k)| (p, k))
+            .collect()
     }
 
     /// As `float_inputs`, with each input's position among `n`'s data inputs first.
@@ -106,14 +121,23 @@ fn cut(flat: &mut FlatGraph, outs: &[(String, usize, i32)]) -> Vec<String> {
     let mut cuts = Vec::new();
     for (node, k, dt) in outs {
         let name = format!("{node}/__cut/{k}");
-        added.push(node_def(name.clone(), "StopGradient", vec![format!("{node}:{k}")], vec![("T", attr_type(*dt))]));
+        added.push(node_def(
+            name.clone(),
+            "StopGradient",
+            vec![format!("{node}:{k}")],
+            vec![("T", attr_type(*dt))],
+        ));
         remap.insert(format!("{node}:{k}"), format!("{name}:0"));
         if *k == 0 {
             remap.insert(node.clone(), format!("{name}:0"));
         }
         cuts.push(format!("{name}:0"));
     }
-    let inputs = flat.graph_def.node.iter_mut().flat_map(|n| n.input.iter_mut());
+    let inputs = flat
+        .graph_def
+        .node
+        .iter_mut()
+        .flat_map(|n| n.input.iter_mut());
     for i in inputs.chain(flat.outputs.iter_mut()) {
         if let Some(t) = remap.get(i.as_str()) {
             *i = t.clone();
@@ -130,16 +154,23 @@ pub fn plan(flat: &mut FlatGraph) -> Result<Vec<String>> {
     let idx = Index::new(&flat.graph_def.node);
     let mut outs = Vec::new();
     for c in &flat.backward.custom {
-        let p = *idx.pos.get(&c.node).ok_or_else(|| {
-            Error::graph(&c.node, "the custom-gradient node left the graph")
-        })?;
+        let p = *idx
+            .pos
+            .get(&c.node)
+            .ok_or_else(|| Error::graph(&c.node, "the custom-gradient node left the graph"))?;
         for (k, &dt) in idx.types[p].iter().enumerate() {
             outs.push((c.node.clone(), k, dt));
         }
     }
     let live = live_inputs(&flat.backward)?;
     // 2. Joins: nodes upstream of a custom node with two or more consumers that carry a gradient.
-    let joins = joins(&flat.graph_def.node, &flat.inputs, &flat.outputs, &idx, &live);
+    let joins = joins(
+        &flat.graph_def.node,
+        &flat.inputs,
+        &flat.outputs,
+        &idx,
+        &live,
+    );
     let mut join_outs = Vec::new();
     for j in &joins {
         for (k, &dt) in idx.types[idx.pos[j]].iter().enumerate() {
@@ -163,7 +194,11 @@ pub fn plan(flat: &mut FlatGraph) -> Result<Vec<String>> {
         .iter()
         .enumerate()
         .map(|(i, c)| (c.node.as_str(), StageKind::Custom(i)))
-        .chain(joins.iter().map(|j| (j.as_str(), StageKind::Join(j.clone()))))
+        .chain(
+            joins
+                .iter()
+                .map(|j| (j.as_str(), StageKind::Join(j.clone()))),
+        )
         .collect();
     let mut stages = Vec::new();
     for p in reverse_topo(gd, &idx) {
@@ -188,7 +223,12 @@ pub fn plan(flat: &mut FlatGraph) -> Result<Vec<String>> {
     );
     log::debug!("custom-gradient joins: {joins:?}");
     flat.backward.stages = stages;
-    let mut changed: Vec<String> = flat.backward.custom.iter().map(|c| c.node.clone()).collect();
+    let mut changed: Vec<String> = flat
+        .backward
+        .custom
+        .iter()
+        .map(|c| c.node.clone())
+        .collect();
     changed.extend(joins);
     Ok(changed)
 }
@@ -200,7 +240,12 @@ fn live_inputs(bw: &Backward) -> Result<HashMap<String, HashSet<usize>>> {
         let saved = c.saved.as_ref().ok_or_else(|| not_saved(c))?;
         let outputs = bw.grad_fn(&saved.function)?.outputs.len();
         let map = saved.result_map(c.inputs, outputs)?;
-        let live = map.iter().enumerate().filter(|(_, r)| r.is_some()).map(|(k, _)| k).collect();
+        let live = map
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_some())
+            .map(|(k, _)| k)
+            .collect();
         out.insert(c.node.clone(), live);
     }
     Ok(out)
@@ -209,11 +254,20 @@ fn live_inputs(bw: &Backward) -> Result<HashMap<String, HashSet<usize>>> {
 /// The producers of `n`'s inputs that a gradient reaches: for a custom node its live inputs.
 fn live_producers(n: &NodeDef, idx: &Index, live: &HashMap<String, HashSet<usize>>) -> Vec<usize> {
     let keep = |j: usize| live.get(&n.name).map(|l| l.contains(&j)).unwrap_or(true);
-    idx.float_edges(n).into_iter().filter(|(j, _, _)| keep(*j)).map(|(_, p, _)| p).collect()
+    idx.float_edges(n)
+        .into_iter()
+        .filter(|(j, _, _)| keep(*j))
+        .map(|(_, p, _)| p)
+        .collect()
 }
 
 /// Up the float data edges from `start`, stopping at `StopGradient` and custom nodes.
-fn walk_up(gd: &[NodeDef], idx: &Index, start: Vec<usize>, live: &HashMap<String, HashSet<usize>>) -> HashSet<usize> {
+fn walk_up(
+    gd: &[NodeDef],
+    idx: &Index,
+    start: Vec<usize>,
+    live: &HashMap<String, HashSet<usize>>,
+) -> HashSet<usize> {
     let mut stack = start;
     let mut seen = HashSet::new();
     while let Some(p) = stack.pop() {
@@ -236,10 +290,21 @@ fn joins(
     idx: &Index,
     live: &HashMap<String, HashSet<usize>>,
 ) -> Vec<String> {
-    let customs: Vec<usize> = gd.iter().enumerate().filter(|(_, n)| live.contains_key(&n.name)).map(|(p, _)| p).collect();
-    let seeds: Vec<usize> = customs.iter().flat_map(|&p| live_producers(&gd[p], idx, live)).collect();
+    let customs: Vec<usize> = gd
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| live.contains_key(&n.name))
+        .map(|(p, _)| p)
+        .collect();
+    let seeds: Vec<usize> = customs
+        .iter()
+        .flat_map(|&p| live_producers(&gd[p], idx, live))
+        .collect();
     let upstream = walk_up(gd, idx, seeds.clone(), live);
-    let mut tail: Vec<usize> = outputs.iter().filter_map(|o| idx.pos.get(TensorRef::node_of(o)).copied()).collect();
+    let mut tail: Vec<usize> = outputs
+        .iter()
+        .filter_map(|o| idx.pos.get(TensorRef::node_of(o)).copied())
+        .collect();
     tail.extend(seeds);
     let carries = walk_up(gd, idx, tail, live);
     let mut consumers: HashMap<usize, HashSet<usize>> = HashMap::new();
@@ -280,7 +345,10 @@ fn walk_down(gd: &[NodeDef], idx: &Index, from: &[String]) -> HashSet<usize> {
             }
         }
     }
-    let mut stack: Vec<usize> = from.iter().filter_map(|t| idx.pos.get(TensorRef::node_of(t)).copied()).collect();
+    let mut stack: Vec<usize> = from
+        .iter()
+        .filter_map(|t| idx.pos.get(TensorRef::node_of(t)).copied())
+        .collect();
     let mut seen = HashSet::new();
     while let Some(p) = stack.pop() {
         if seen.insert(p) {

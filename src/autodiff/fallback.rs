@@ -76,7 +76,12 @@ fn round(n: &NodeDef) -> Option<Rewrite> {
     let t = type_attr(n, "T")?;
     let p = format!("{}/__fallback", n.name);
     let nodes = vec![
-        node(format!("{p}/round"), "Round", vec![x], vec![("T", attr_type(t))]),
+        node(
+            format!("{p}/round"),
+            "Round",
+            vec![x],
+            vec![("T", attr_type(t))],
+        ),
         node(
             format!("{p}/stop"),
             "StopGradient",

@@ -76,7 +76,11 @@ pub(super) fn backward(
     prefix: &str,
 ) -> Result<Vec<Vec<Output>>> {
     let mut got = Gathered {
-        read_of: reads.iter().enumerate().map(|(i, (_, o))| (name_of(o), i)).collect(),
+        read_of: reads
+            .iter()
+            .enumerate()
+            .map(|(i, (_, o))| (name_of(o), i))
+            .collect(),
         per_read: vec![Vec::new(); reads.len()],
         at_cut: HashMap::new(),
     };
@@ -157,7 +161,10 @@ fn seeded(scope: &mut Scope, ys: &[Output], dxs: Vec<Output>, p: &str) -> Result
 }
 
 fn x_is_read(x: &Output) -> bool {
-    x.operation.op_type().map(|t| t == "ReadVariableOp").unwrap_or(false)
+    x.operation
+        .op_type()
+        .map(|t| t == "ReadVariableOp")
+        .unwrap_or(false)
 }
 
 /// A stage's seed: the tensors to start from and the gradient each gets. None: no gradient
@@ -192,7 +199,9 @@ fn seeds(
             }
             Ok(Some((ys, dxs)))
         }
-        StageKind::Custom(i) => custom_seed(scope, &mut s, t, &t.backward, *i, arrived, p).map(Some),
+        StageKind::Custom(i) => {
+            custom_seed(scope, &mut s, t, &t.backward, *i, arrived, p).map(Some)
+        }
     }
 }
 
@@ -208,14 +217,18 @@ fn custom_seed(
     p: &str,
 ) -> Result<(Vec<Output>, Vec<Output>)> {
     let c = &bw.custom[i];
-    let saved = c
-        .saved
-        .as_ref()
-        .ok_or_else(|| Error::internal("custom gradients", format!("{} has no saved gradient", c.node)))?;
+    let saved = c.saved.as_ref().ok_or_else(|| {
+        Error::internal(
+            "custom gradients",
+            format!("{} has no saved gradient", c.node),
+        )
+    })?;
     let mut inputs = Vec::new();
     for (_, cut, gs) in arrived {
         inputs.push(match gs.is_empty() {
-            true => ops::zeros_like(cut, s).tf_ctx(|| "zero output gradient".into())?.into(),
+            true => ops::zeros_like(cut, s)
+                .tf_ctx(|| "zero output gradient".into())?
+                .into(),
             false => sum(s, gs)?,
         });
     }
@@ -236,7 +249,8 @@ fn custom_seed(
     }
     let at = format!("{p}_fn");
     let mut opts = ImportGraphDefOptions::new();
-    opts.set_prefix(&at).map_err(|e| Error::graph(&at, e.to_string()))?;
+    opts.set_prefix(&at)
+        .map_err(|e| Error::graph(&at, e.to_string()))?;
     for (ph, o) in f.inputs.iter().zip(&inputs) {
         let TensorRef { node, index } = TensorRef::parse(ph);
         opts.add_input_mapping(node, index.max(0) as usize, o)
@@ -248,7 +262,12 @@ fn custom_seed(
     scope
         .graph_mut()
         .import_graph_def(&f.graph_def.encode_to_vec(), &opts)
-        .tf_ctx(|| format!("importing gradient function {} for {}", saved.function, c.node))?;
+        .tf_ctx(|| {
+            format!(
+                "importing gradient function {} for {}",
+                saved.function, c.node
+            )
+        })?;
     let results = f
         .outputs
         .iter()
@@ -256,7 +275,11 @@ fn custom_seed(
         .collect::<Result<Vec<_>>>()?;
     let op = lookup(scope, &format!("{}/{}", t.prefix, c.node))?.operation;
     let (mut ys, mut dxs) = (Vec::new(), Vec::new());
-    for (k, r) in saved.result_map(c.inputs, results.len())?.into_iter().enumerate() {
+    for (k, r) in saved
+        .result_map(c.inputs, results.len())?
+        .into_iter()
+        .enumerate()
+    {
         let Some(r) = r else { continue };
         let (src, idx) = op.input(k);
         let y = Output {

@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::FlatGraph;
+use tensorflow::Graph;
+
+use super::{attr_type, node_def, FlatGraph};
 use crate::error::{Error, Result};
-use crate::proto::{attr_value::Value, NodeDef, TensorRef};
+use crate::proto::{attr_value::Value, FunctionDef, GraphDef, NodeDef, TensorRef};
 use crate::savedmodel::{Capture, SavedGradient};
 
 /// How nodes with a custom gradient are differentiated (`model.custom_gradients`).
@@ -71,7 +73,10 @@ impl SavedGrad {
             if self.results.len() != n {
                 return Err(Error::graph(
                     &self.function,
-                    format!("gradient function returns {} values for an op of {n} inputs", self.results.len()),
+                    format!(
+                        "gradient function returns {} values for an op of {n} inputs",
+                        self.results.len()
+                    ),
                 ));
             }
             return Ok(self.results.clone());
@@ -82,7 +87,9 @@ impl SavedGrad {
                 format!("gradient function has {outputs} outputs for an op of {n} inputs"),
             ));
         }
-        Ok((0..n).map(|i| (i >= n - outputs).then(|| i - (n - outputs))).collect())
+        Ok((0..n)
+            .map(|i| (i >= n - outputs).then(|| i - (n - outputs)))
+            .collect())
     }
 }
 
@@ -244,6 +251,49 @@ pub(super) fn functions_used(custom: &[CustomGrad]) -> BTreeMap<String, ()> {
         .collect()
 }
 
+/// Inlines library function `fname` on its own: one placeholder per argument (`arg/i`), its
+/// results as outputs (a stored gradient function, imported where a gradient needs it).
+pub(super) fn inline_function(
+    lib: &HashMap<&str, &FunctionDef>,
+    graph: &Graph,
+    fname: &str,
+) -> Result<FlatGraph> {
+    let sig = lib
+        .get(fname)
+        .and_then(|f| f.signature.as_ref())
+        .ok_or_else(|| Error::graph(fname, "gradient function is not in the library"))?;
+    let mut nodes = Vec::new();
+    let mut inputs = Vec::new();
+    for (i, a) in sig.input_arg.iter().enumerate() {
+        if a.r#type == 0 {
+            return Err(Error::graph(
+                fname,
+                format!("argument '{}' has no fixed type", a.name),
+            ));
+        }
+        let name = format!("arg/{i}");
+        nodes.push(node_def(
+            name.clone(),
+            "Placeholder",
+            vec![],
+            vec![("dtype", attr_type(a.r#type))],
+        ));
+        inputs.push(format!("{name}:0"));
+    }
+    let (nodes, outputs, external) =
+        super::inline::inline_body(lib, graph, fname, inputs.clone(), nodes)?;
+    Ok(FlatGraph {
+        graph_def: GraphDef {
+            node: nodes,
+            ..Default::default()
+        },
+        inputs,
+        outputs,
+        external,
+        backward: Backward::default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,9 +308,15 @@ mod tests {
 
     #[test]
     fn without_a_signature_the_results_come_first_and_take_no_gradient() {
-        assert_eq!(g(vec![]).result_map(3, 2).unwrap(), vec![None, Some(0), Some(1)]);
+        assert_eq!(
+            g(vec![]).result_map(3, 2).unwrap(),
+            vec![None, Some(0), Some(1)]
+        );
         assert!(g(vec![]).result_map(1, 2).is_err());
-        assert_eq!(g(vec![None, Some(0)]).result_map(2, 1).unwrap(), vec![None, Some(0)]);
+        assert_eq!(
+            g(vec![None, Some(0)]).result_map(2, 1).unwrap(),
+            vec![None, Some(0)]
+        );
         assert!(g(vec![None]).result_map(2, 1).is_err());
     }
 }

@@ -5,15 +5,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tensorflow::Graph;
 
-use super::custom::{functions_used, Backward, Recorder};
+use super::custom::{functions_used, inline_function, Backward, Recorder};
+use super::topo::topo_order;
 use super::{attr_type, func_attr};
 use crate::error::{Error, Result};
 use crate::proto::dtype_code;
 use crate::proto::opdefs::{arg_len, flat_output_index, OpDefs};
 use crate::proto::TensorRef;
-use crate::proto::{
-    attr_value::Value, AttrValue, FunctionDef, GraphDef, NodeDef, TensorShapeProto,
-};
+use crate::proto::{AttrValue, FunctionDef, GraphDef, NodeDef};
 use crate::savedmodel::{SavedModelInfo, Signature};
 
 /// The inlined signature, ready to import under a prefix.
@@ -55,32 +54,6 @@ struct Inliner<'a> {
 /// call trees that double at every level (recursion and depth are refused earlier, by
 /// `savedmodel::audit::check_call_graph` in `SavedModelInfo::read`).
 const MAX_INLINED_NODES: usize = 2_000_000;
-
-/// Depth-first post-order over `roots` (iterative: bodies can be thousands of nodes deep).
-fn topo_order<'n>(roots: &[&'n str], deps: impl Fn(&'n str) -> Vec<&'n str>) -> Vec<&'n str> {
-    let mut order = Vec::new();
-    let mut seen: HashSet<&str> = HashSet::new();
-    for &r in roots {
-        if !seen.insert(r) {
-            continue;
-        }
-        let mut stack: Vec<(&str, Vec<&str>, usize)> = vec![(r, deps(r), 0)];
-        while let Some((n, ds, i)) = stack.last_mut() {
-            if *i < ds.len() {
-                let d = ds[*i];
-                *i += 1;
-                if seen.insert(d) {
-                    let dd = deps(d);
-                    stack.push((d, dd, 0));
-                }
-            } else {
-                order.push(*n);
-                stack.pop();
-            }
-        }
-    }
-    order
-}
 
 fn clean_attrs(n: &NodeDef) -> HashMap<String, AttrValue> {
     n.attr
@@ -356,40 +329,7 @@ pub fn inline_signature(
     };
     let top: HashMap<&str, &NodeDef> = gd.node.iter().map(|n| (n.name.as_str(), n)).collect();
     // New inputs, one per signature input.
-    let mut input_nodes: HashMap<&str, String> = HashMap::new();
-    let mut inputs = Vec::new();
-    for s in &sig.inputs {
-        let TensorRef { node: n, index: _ } = TensorRef::parse(&s.tensor);
-        let name = format!("input/{}", s.key);
-        let mut attr = HashMap::new();
-        attr.insert("dtype".to_string(), attr_type(s.dtype));
-        if let Some(shape) = &s.shape {
-            let dim = shape
-                .iter()
-                .map(|d| crate::proto::Dim {
-                    size: d.unwrap_or(-1),
-                    name: String::new(),
-                })
-                .collect();
-            attr.insert(
-                "shape".into(),
-                AttrValue {
-                    value: Some(Value::Shape(TensorShapeProto {
-                        dim,
-                        unknown_rank: false,
-                    })),
-                },
-            );
-        }
-        inl.out.push(NodeDef {
-            name: name.clone(),
-            op: "Placeholder".into(),
-            attr,
-            ..Default::default()
-        });
-        input_nodes.insert(n, name.clone());
-        inputs.push(format!("{name}:0"));
-    }
+    let (input_nodes, inputs) = super::inputs::placeholders(&mut inl.out, sig);
     // Which top-level nodes depend on the inputs (those must be copied).
     let out_nodes: Vec<&str> = sig
         .outputs
@@ -477,7 +417,12 @@ pub fn inline_signature(
     for o in &sig.outputs {
         outputs.push(top_tensor(&mut inl, &tr, &o.tensor)?);
     }
-    let custom = inl.rec.take().map(Recorder::finish).transpose()?.unwrap_or_default();
+    let custom = inl
+        .rec
+        .take()
+        .map(Recorder::finish)
+        .transpose()?
+        .unwrap_or_default();
     let mut grad_fns = BTreeMap::new();
     for f in functions_used(&custom).into_keys() {
         let flat = inline_function(&inl.lib, graph, &f)?;
@@ -500,89 +445,27 @@ pub fn inline_signature(
     })
 }
 
-/// Inlines library function `fname` on its own: one placeholder per argument (`arg/i`), its
-/// results as outputs (a stored gradient function, imported where a gradient needs it).
-fn inline_function<'a>(
-    lib: &HashMap<&'a str, &'a FunctionDef>,
+/// Inlines function `fname` applied to `args` after the nodes `pre`: (nodes, its results,
+/// external references). No custom gradients are recorded (a gradient function's own are not
+/// differentiated).
+pub(super) fn inline_body(
+    lib: &HashMap<&str, &FunctionDef>,
     graph: &Graph,
     fname: &str,
-) -> Result<FlatGraph> {
+    args: Vec<String>,
+    pre: Vec<NodeDef>,
+) -> Result<(Vec<NodeDef>, Vec<String>, Vec<(String, String)>)> {
     let mut inl = Inliner {
         lib: lib.clone(),
         graph,
         opdefs: OpDefs::default(),
-        out: Vec::new(),
+        out: pre,
         external: Vec::new(),
         ext_of: HashMap::new(),
         rec: None,
     };
-    let sig = lib
-        .get(fname)
-        .and_then(|f| f.signature.as_ref())
-        .ok_or_else(|| Error::graph(fname, "gradient function is not in the library"))?;
-    let mut inputs = Vec::new();
-    for (i, a) in sig.input_arg.iter().enumerate() {
-        if a.r#type == 0 {
-            return Err(Error::graph(fname, format!("argument '{}' has no fixed type", a.name)));
-        }
-        let name = format!("arg/{i}");
-        let mut attr = HashMap::new();
-        attr.insert("dtype".to_string(), attr_type(a.r#type));
-        inl.out.push(NodeDef {
-            name: name.clone(),
-            op: "Placeholder".into(),
-            attr,
-            ..Default::default()
-        });
-        inputs.push(format!("{name}:0"));
-    }
-    let outputs = match inl.inline_fn(fname, inputs.clone(), Vec::new(), "fn")? {
-        Translated::Call { rets, .. } => rets,
-        Translated::Node(n) => return Err(Error::internal("inlining a gradient function", n)),
-    };
-    Ok(FlatGraph {
-        graph_def: GraphDef {
-            node: inl.out,
-            ..Default::default()
-        },
-        inputs,
-        outputs,
-        external: inl.external,
-        backward: Backward::default(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::topo_order;
-    use std::collections::HashMap;
-
-    #[test]
-    fn topo_order_puts_dependencies_first_even_when_listed_last() {
-        let g: HashMap<&str, Vec<&str>> = [("c", vec!["b", "a"]), ("b", vec!["a"]), ("a", vec![])]
-            .into_iter()
-            .collect();
-        let order = topo_order(&["c", "b", "a"], |n| g[n].clone());
-        assert_eq!(order, vec!["a", "b", "c"]);
-    }
-
-    #[test]
-    fn topo_order_handles_deep_chains_without_recursion() {
-        let names: Vec<String> = (0..200_000).map(|i| format!("n{i}")).collect();
-        let idx: HashMap<&str, usize> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
-            .collect();
-        let order = topo_order(&[names.last().unwrap().as_str()], |n| {
-            let i = idx[n];
-            if i == 0 {
-                vec![]
-            } else {
-                vec![names[i - 1].as_str()]
-            }
-        });
-        assert_eq!(order.len(), 200_000);
-        assert_eq!(order[0], "n0");
+    match inl.inline_fn(fname, args, Vec::new(), "fn")? {
+        Translated::Call { rets, .. } => Ok((inl.out, rets, inl.external)),
+        Translated::Node(n) => Err(Error::internal("inlining a function", n)),
     }
 }

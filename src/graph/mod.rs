@@ -4,8 +4,10 @@ pub mod bn;
 pub mod custom;
 pub mod fold;
 mod inline;
+mod inputs;
 pub mod pass;
 pub mod recompute;
+mod topo;
 pub mod unstride;
 
 pub use crate::proto::nodes::{attr_type, const_node, data_inputs, func_attr, node_def, CALL_OPS};

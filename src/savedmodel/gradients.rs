@@ -54,7 +54,12 @@ fn output_slots(sig: &StructuredValue) -> Vec<Option<usize>> {
 impl SavedModelInfo {
     /// Gradient op type (`_gradient_op_type`) → the gradient the SavedModel stores for it.
     pub fn saved_gradients(&self) -> Result<HashMap<String, SavedGradient>> {
-        let Some(lib) = self.meta.graph_def.as_ref().and_then(|g| g.library.as_ref()) else {
+        let Some(lib) = self
+            .meta
+            .graph_def
+            .as_ref()
+            .and_then(|g| g.library.as_ref())
+        else {
             return Ok(HashMap::new());
         };
         let og = self.meta.object_graph_def.as_ref();

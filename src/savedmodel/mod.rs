@@ -221,7 +221,8 @@ impl SavedModelInfo {
         let by_name: HashMap<&str, &NodeDef> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
         let mut out = Vec::new();
         for n in nodes {
-            let Some(cf) = crate::proto::nodes::func_attr(n).and_then(|f| og.concrete_functions.get(f))
+            let Some(cf) =
+                crate::proto::nodes::func_attr(n).and_then(|f| og.concrete_functions.get(f))
             else {
                 continue;
             };
@@ -237,7 +238,11 @@ impl SavedModelInfo {
             }
             for (inp, id) in data[data.len() - k..].iter().zip(&cf.bound_inputs) {
                 let h = TensorRef::node_of(inp);
-                if by_name.get(h).map(|n| n.op == "VarHandleOp").unwrap_or(false) {
+                if by_name
+                    .get(h)
+                    .map(|n| n.op == "VarHandleOp")
+                    .unwrap_or(false)
+                {
                     out.push((h.to_string(), *id));
                 }
             }

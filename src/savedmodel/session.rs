@@ -220,6 +220,31 @@ impl Loaded {
             .find(|o| o.key == key)
             .ok_or_else(|| Error::graph(key, "no such signature output"))?;
         let out = self.output(&out.tensor)?;
-        self.run_f32(&[(&inp, x)], &out)
+        // Integer pixel inputs take the float pixels rounded and clipped to 0..255.
+        let px = |v: &f32| v.round_ties_even().clamp(0.0, 255.0);
+        let (u8s, i32s);
+        let mut run = tensorflow::SessionRunArgs::new();
+        match sig.inputs[0].dtype {
+            4 => {
+                let v: Vec<u8> = x.iter().map(|v| px(v) as u8).collect();
+                u8s = tensorflow::Tensor::new(x.dims())
+                    .with_values(&v)
+                    .tf_ctx(|| "pixels".into())?;
+                run.add_feed(&inp.operation, inp.index, &u8s);
+            }
+            3 => {
+                let v: Vec<i32> = x.iter().map(|v| px(v) as i32).collect();
+                i32s = tensorflow::Tensor::new(x.dims())
+                    .with_values(&v)
+                    .tf_ctx(|| "pixels".into())?;
+                run.add_feed(&inp.operation, inp.index, &i32s);
+            }
+            _ => return self.run_f32(&[(&inp, x)], &out),
+        }
+        let tok = run.request_fetch(&out.operation, out.index);
+        self.session
+            .run(&mut run)
+            .tf_ctx(|| format!("running signature {}", sig.name))?;
+        run.fetch(tok).tf_ctx(|| format!("fetching '{key}'"))
     }
 }

@@ -174,14 +174,34 @@ fn available_memory() -> Option<u64> {
 }
 
 /// The image layout a signature's first input asks for (NHWC float).
+/// Input dtypes an image batch may have: float32, uint8, int32.
+pub const IMAGE_DTYPES: &[i32] = &[1, 4, 3];
+
+/// The image batch a signature takes. Integer inputs take pixels 0..255 (`range` must be left
+/// at its default or say so).
 pub fn image_spec(sig: &Signature, size: Option<u32>, range: (f32, f32)) -> Result<ImageSpec> {
     let inp = sig
         .inputs
         .first()
         .ok_or_else(|| Error::graph(&sig.name, "signature has no inputs"))?;
-    if sig.inputs.len() != 1 || inp.dtype != 1 {
-        return Err(Error::config("model.signature", format!("signature '{}' must take one float32 image batch; it takes {} input(s), first '{}' of type {}", sig.name, sig.inputs.len(), inp.key, crate::proto::dtype_name(inp.dtype))));
+    if sig.inputs.len() != 1 || !IMAGE_DTYPES.contains(&inp.dtype) {
+        return Err(Error::config("model.signature", format!("signature '{}' must take one image batch (float32, uint8 or int32); it takes {} input(s), first '{}' of type {}", sig.name, sig.inputs.len(), inp.key, crate::proto::dtype_name(inp.dtype))));
     }
+    let range = match (inp.dtype, range) {
+        (1, r) => r,
+        // Integer pixels are 0..255: pretext feeds them so and casts (graph::inline).
+        (_, (lo, hi)) if (lo, hi) == (0.0, 1.0) || (lo, hi) == (0.0, 255.0) => (0.0, 255.0),
+        (_, (lo, hi)) => {
+            return Err(Error::config(
+                "model.range",
+                format!(
+                    "input '{}' takes {} pixels (0..255); a range of [{lo}, {hi}] does not apply",
+                    inp.key,
+                    crate::proto::dtype_name(inp.dtype)
+                ),
+            ))
+        }
+    };
     let shape = inp.shape.clone().unwrap_or_else(|| vec![None; 4]);
     if shape.len() != 4 {
         return Err(Error::config(
