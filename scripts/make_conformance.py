@@ -122,8 +122,7 @@ def save_custom(out, name):
 CORPUS = [(n, s, (lambda out, n=n, c=c, side=side, note=note: save_keras2(out, n, c, side, note)))
           for n, (s, c, side, note) in KERAS2.items()]
 CORPUS += [
-    # Not in the fast half: its export fails the round trip (see docs/MODELS.md).
-    ("vit_small_keras3", "all", lambda out: save_keras3_vit(out, "vit_small_keras3")),
+    ("vit_small_keras3", "fast", lambda out: save_keras3_vit(out, "vit_small_keras3")),
     ("custom_gradients", "fast", lambda out: save_custom(out, "custom_gradients")),
 ]
 

@@ -4,17 +4,16 @@
 //! training steps run and TF Python loads the export. Each model's figures go to
 //! `results.json` beside the corpus (docs/MODELS.md is rendered from it).
 mod common;
-use common::{dims, images, max_abs_diff, python, read_f32};
+use common::{check_export, dims, images, max_abs_diff, read_f32, weighted_sum_loss};
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use pretext::graph::{inline_signature, PassContext, Tower};
 use pretext::savedmodel::Loaded;
 use pretext::train::Trainer;
 use serde_json::{json, Value};
-use tensorflow::{ops, Output, Tensor};
+use tensorflow::Tensor;
 
 fn corpus() -> PathBuf {
     let p = std::env::var_os("PRETEXT_CONFORMANCE")
@@ -103,13 +102,7 @@ fn gradients(m: &Model, l: &mut Loaded, t: &Tower) -> (f32, usize) {
         .unwrap();
     let sig = l.info.signature("serving_default").unwrap();
     let k = sig.outputs.iter().position(|o| o.key == m.key()).unwrap();
-    let loss: Output = {
-        let mut s = l.scope.new_sub_scope("conformance_loss");
-        let wc = ops::constant(w, &mut s).unwrap();
-        let p = ops::mul(t.outputs[k].clone(), wc, &mut s).unwrap();
-        let axes = ops::constant(&[0i32, 1][..], &mut s).unwrap();
-        ops::sum(p, axes, &mut s).unwrap().into()
-    };
+    let loss = weighted_sum_loss(&l.scope, t.outputs[k].clone(), w);
     let grads =
         pretext::autodiff::gradients(&mut l.scope, std::slice::from_ref(t), loss, &t.reads, "cg")
             .unwrap();
@@ -181,38 +174,15 @@ fn train_and_export(m: &Model) -> Result<(f32, f32), String> {
         .map_err(|e| e.to_string())?;
     let b: Vec<u8> = y.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(out.path().join("expected.bin"), b).unwrap();
-    let shape: Vec<String> = x.dims().iter().map(|d| d.to_string()).collect();
-    let o = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_export.py"))
-        .args([
-            "--export",
-            dir.to_str().unwrap(),
-            "--original",
-            m.dir.to_str().unwrap(),
-        ])
-        .args([
-            "--input",
-            m.golden.join("input.bin").to_str().unwrap(),
-            "--shape",
-            &shape.join(","),
-        ])
-        .args([
-            "--expected",
-            out.path().join("expected.bin").to_str().unwrap(),
-            "--key",
-            m.key(),
-        ])
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    match o.status.success() {
-        true => Ok((losses[0], losses[2])),
-        false => Err(format!(
-            "TF Python rejected the export: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )),
-    }
+    check_export(
+        &dir,
+        &m.dir,
+        &m.golden.join("input.bin"),
+        x.dims(),
+        &out.path().join("expected.bin"),
+        m.key(),
+    )?;
+    Ok((losses[0], losses[2]))
 }
 
 fn conforms(m: &Model) -> (Value, Vec<String>) {

@@ -42,13 +42,7 @@ fn gradients(mode: CustomGradients) -> Vec<(String, Vec<f32>, Vec<f32>)> {
     let w = Tensor::new(&dims(&idx["output_shape"]))
         .with_values(&read_f32(&golden(name).join("weights.bin")))
         .unwrap();
-    let loss: Output = {
-        let mut s = m.scope.new_sub_scope("test_loss");
-        let wc = ops::constant(w, &mut s).unwrap();
-        let p = ops::mul(tower.outputs[0].clone(), wc, &mut s).unwrap();
-        let axes = ops::constant(&[0i32, 1][..], &mut s).unwrap();
-        ops::sum(p, axes, &mut s).unwrap().into()
-    };
+    let loss = weighted_sum_loss(&m.scope, tower.outputs[0].clone(), w);
     let grads = pretext::autodiff::gradients(
         &mut m.scope,
         std::slice::from_ref(&tower),

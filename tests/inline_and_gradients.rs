@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use pretext::proto::TensorRef;
-use tensorflow::{ops, Output, Tensor};
+use tensorflow::Tensor;
 
 #[test]
 fn inlined_signature_equals_original_on_all_fixtures() {
@@ -111,13 +111,7 @@ fn gradients_match(fixtures: &[&str], fold: bool) {
             .iter()
             .position(|o| o.key == key)
             .unwrap();
-        let loss: Output = {
-            let mut s = m.scope.new_sub_scope("test_loss");
-            let wc = ops::constant(w, &mut s).unwrap();
-            let p = ops::mul(tower.outputs[k].clone(), wc, &mut s).unwrap();
-            let axes = ops::constant(&[0i32, 1][..], &mut s).unwrap();
-            ops::sum(p, axes, &mut s).unwrap().into()
-        };
+        let loss = weighted_sum_loss(&m.scope, tower.outputs[k].clone(), w);
         let grads = pretext::autodiff::gradients(
             &mut m.scope,
             std::slice::from_ref(&tower),

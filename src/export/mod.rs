@@ -195,6 +195,7 @@ fn write_version(model: &Loaded, tmp: &Path) -> Result<()> {
             path: model.info.dir.clone(),
             msg: "the SavedModel has no saver_def; cannot write variables".into(),
         })?;
+    sync_aliases(model)?;
     let prefix = vars.join("variables");
     let fname = model.output(&saver.filename_tensor_name)?;
     let save = model.output(&saver.save_tensor_name)?;
@@ -207,6 +208,56 @@ fn write_version(model: &Loaded, tmp: &Path) -> Result<()> {
         .run(&mut run)
         .tf_ctx(|| format!("running the model's saver into {}", prefix.display()))?;
     Ok(())
+}
+
+/// Copies each trained variable into the other handles that hold it
+/// (`SavedModelInfo::variable_aliases`: a Keras 3 export's), so the model's saver writes the
+/// trained value under every checkpoint key and TF2 loaders see it too.
+fn sync_aliases(model: &Loaded) -> Result<()> {
+    let groups = model.info.variable_aliases();
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let serving: std::collections::HashSet<String> = model
+        .info
+        .variables()
+        .into_iter()
+        .map(|v| v.handle)
+        .collect();
+    let mut scope = model.scope.new_sub_scope("pretext_export_aliases");
+    let mut assigns = Vec::new();
+    for g in &groups {
+        let src: Vec<&String> = g.iter().filter(|h| serving.contains(*h)).collect();
+        let [src] = src[..] else { continue };
+        let ctx = || format!("copying {src} to the handles that alias it");
+        let dtype = model.op(src)?.get_attr_type("dtype").tf_ctx(ctx)?;
+        let value: tensorflow::Output = tensorflow::ops::ReadVariableOp::new()
+            .dtype(dtype)
+            .build(model.output(src)?, &mut scope)
+            .tf_ctx(ctx)?
+            .into();
+        for other in g.iter().filter(|h| *h != src) {
+            let a = tensorflow::ops::assign_variable_op(
+                model.output(other)?,
+                value.clone(),
+                &mut scope,
+            )
+            .tf_ctx(ctx)?;
+            assigns.push(a);
+        }
+    }
+    log::debug!(
+        "{} aliased variable handle(s) synced before saving",
+        assigns.len()
+    );
+    let mut run = SessionRunArgs::new();
+    for a in &assigns {
+        run.add_target(a);
+    }
+    model
+        .session
+        .run(&mut run)
+        .tf_ctx(|| "copying trained variables to their aliases".into())
 }
 
 /// Swaps two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`), so that at every moment

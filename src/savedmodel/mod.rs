@@ -4,6 +4,7 @@
 /// The signature TF Serving and `hub.load` call when none is named.
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
 
+mod aliases;
 pub mod audit;
 mod gradients;
 mod refs;

@@ -139,3 +139,48 @@ pub fn cfg(model: &str, steps: u64) -> pretext::train::TrainConfig {
     };
     c
 }
+
+/// sum(output · w) over both axes of a rank-2 output: the loss the golden gradients are of
+/// (scripts/golden.py).
+pub fn weighted_sum_loss(
+    scope: &tensorflow::Scope,
+    output: tensorflow::Output,
+    w: Tensor<f32>,
+) -> tensorflow::Output {
+    use tensorflow::ops;
+    let mut s = scope.new_sub_scope("test_loss");
+    let wc = ops::constant(w, &mut s).unwrap();
+    let p = ops::mul(output, wc, &mut s).unwrap();
+    let axes = ops::constant(&[0i32, 1][..], &mut s).unwrap();
+    ops::sum(p, axes, &mut s).unwrap().into()
+}
+
+/// Runs scripts/check_export.py: TF Python loads `export` and must compute `expected` (raw f32)
+/// on `input` (raw f32 of `shape`); Err holds its output when it does not.
+pub fn check_export(
+    export: &std::path::Path,
+    original: &std::path::Path,
+    input: &std::path::Path,
+    shape: &[u64],
+    expected: &std::path::Path,
+    key: &str,
+) -> Result<(), String> {
+    let shape: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let o = std::process::Command::new(python())
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_export.py"))
+        .args(["--export", &arg(export), "--original", &arg(original)])
+        .args(["--input", &arg(input), "--shape", &shape.join(",")])
+        .args(["--expected", &arg(expected), "--key", key])
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    match o.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "TF Python rejected the export: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )),
+    }
+}
