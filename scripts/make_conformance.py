@@ -114,6 +114,7 @@ def save_keras3_vit(out, name):
 def save_custom(out, name):
     _, meta = fx.make_custom_grads(out)
     if name != "custom_grads":
+        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
         os.replace(os.path.join(out, "custom_grads"), os.path.join(out, name))
     meta["source"] = "tf.Module, tf %s" % tf.__version__
     return meta
@@ -151,7 +152,12 @@ def main():
         goldens.golden(a.out, name, grads=True)
         names.append(name)
         print("%-22s built in %.1fs" % (name, time.time() - t0), flush=True)
-    with open(os.path.join(a.out, "corpus.json"), "w") as f:
+    # With --only, the models built before stay listed (in corpus order).
+    listed = os.path.join(a.out, "corpus.json")
+    if a.only and os.path.exists(listed):
+        names = set(names) | set(json.load(open(listed)))
+        names = [n for n, _, _ in CORPUS if n in names]
+    with open(listed, "w") as f:
         json.dump(names, f, indent=2)
         f.write("\n")
 

@@ -594,8 +594,10 @@ def gradient_clip(x):
 
 class CustomGradNet(tf.Module):
     """Conv nets whose gradients TF takes from tf.custom_gradient functions: a straight-through
-    round, SiLU (tf.nn.silu: its gradient reads forward values), a clipped gradient, and a branch
-    whose kernel only a blocked gradient reaches (it must never train)."""
+    round, SiLU (tf.nn.silu: its gradient reads forward values), a per-channel scale whose custom
+    gradient reads its variable (`variables=`: the IdentityN takes the variable's read, the
+    gradient function captures the variable), a clipped gradient, and a branch whose kernel only
+    a blocked gradient reaches (it must never train)."""
 
     def __init__(self, rng):
         super().__init__()
@@ -605,12 +607,21 @@ class CustomGradNet(tf.Module):
         self.conv2 = var([3, 3, 8, 8], 0.2, "conv2/kernel")
         self.blocked = var([3, 3, 3, 4], 0.4, "blocked/kernel")
         self.dense = var([12, 16], 0.3, "dense/kernel")
+        self.scale = tf.Variable(rng.uniform(0.5, 1.5, [8]).astype(np.float32), name="scale")
+
+    def scaled(self, h):
+        @tf.custom_gradient
+        def scale(x):
+            def grad(dy, variables=None):
+                return dy * self.scale, [tf.reduce_sum(dy * x, axis=[0, 1, 2])]
+            return x * self.scale, grad
+        return scale(h)
 
     @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
     def __call__(self, images):
         h = tf.nn.conv2d(images, self.conv1, 1, "SAME")
         h = straight_through_round(h * 4.0) / 4.0
-        h = tf.nn.silu(h)
+        h = self.scaled(tf.nn.silu(h))
         h = tf.nn.conv2d(h, self.conv2, 2, "SAME")
         h = gradient_clip(h)
         b = gradient_block(tf.nn.conv2d(images, self.blocked, 2, "SAME"))

@@ -87,14 +87,16 @@ fn coverage(
         saved && crate::graph::custom::gradient_op_type(n).is_some()
     });
     crate::graph::unstride::apply(&mut flat, &model.info);
-    if saved && !flat.backward.custom.is_empty() {
-        autodiff::custom::plan(&mut flat)?;
-    }
     let trainable = model.info.trainable_handles();
     let mut missing: Vec<(String, Vec<String>)> = Vec::new();
     for attempt in 0..12 {
         let prefix = format!("pretext_inspect/tower{attempt}");
-        let tower = Tower::import(model, &flat, &prefix, None, None)?;
+        // Planned anew each attempt: cutting an op without a gradient changes the graph.
+        let mut planned = flat.clone();
+        if saved && !planned.backward.custom.is_empty() {
+            autodiff::custom::plan(&mut planned)?;
+        }
+        let tower = Tower::import(model, &planned, &prefix, None, None)?;
         let reads: Vec<_> = tower
             .reads
             .iter()
@@ -174,16 +176,17 @@ fn custom_gradients(o: &mut String, flat: &FlatGraph) {
     let how = match unsaved {
         0 => "each differentiated by the gradient function the model stores, as TF does".into(),
         n => format!(
-            "{n} saved without their gradient function: training refuses them unless \
+            "{n} without a usable gradient function: training refuses them unless \
              --custom-gradients forward (model.custom_gradients: forward) differentiates their \
              forward ops"
         ),
     };
     let _ = writeln!(o, "custom gradients: {} node(s); {how}", custom.len());
     for c in custom.iter().take(8) {
-        let f = match &c.saved {
-            Some(s) => format!("{} ({} capture(s))", s.function, s.captures.len()),
-            None => "not saved".into(),
+        let f = match (&c.saved, &c.unusable) {
+            (Some(s), _) => format!("{} ({} capture(s))", s.function, s.captures.len()),
+            (None, Some(why)) => format!("unusable: {why}"),
+            (None, None) => "not saved".into(),
         };
         let _ = writeln!(o, "  {} {} [{}]: {f}", c.op, c.node, c.op_type);
     }

@@ -62,7 +62,11 @@ fn a_trained_keras3_export_round_trips_through_tf_python() {
     let name = "keras3_export";
     let info = pretext::savedmodel::SavedModelInfo::read(&fixture(name)).unwrap();
     let aliases = info.variable_aliases();
-    assert_eq!(aliases.len(), 8, "each of the 8 variables has two handles: {aliases:?}");
+    assert_eq!(
+        aliases.len(),
+        8,
+        "each of the 8 variables has two handles: {aliases:?}"
+    );
     let mut c = cfg(name, 3);
     c.optimizer.set_learning_rate(1e-2);
     let mut t = Trainer::new(&c).unwrap();

@@ -53,6 +53,16 @@ impl GraphPass for CutCustomGradients {
 }
 
 fn not_saved(c: &CustomGrad) -> Error {
+    if let Some(why) = &c.unusable {
+        return Error::graph(
+            &c.node,
+            format!(
+                "{} has the custom gradient '{}': {why}; set model.custom_gradients: forward \
+                 (flag --custom-gradients forward) to differentiate its forward ops instead",
+                c.op, c.op_type
+            ),
+        );
+    }
     Error::graph(
         &c.node,
         format!(

@@ -50,7 +50,18 @@ pub fn gradients(
         .iter()
         .filter(|(_, o)| needed.contains(&o.operation.name().unwrap_or_default()))
         .collect();
-    let per_read: Vec<Vec<Output>> = if towers.iter().any(|t| !t.backward.stages.is_empty()) {
+    // Staged where a tower with custom gradients holds a read asked for.
+    let asked: std::collections::HashSet<String> = reads
+        .iter()
+        .map(|(_, o)| o.operation.name().unwrap_or_default())
+        .collect();
+    let staged = towers.iter().any(|t| {
+        !t.backward.stages.is_empty()
+            && t.reads
+                .iter()
+                .any(|(_, o)| asked.contains(&o.operation.name().unwrap_or_default()))
+    });
+    let per_read: Vec<Vec<Output>> = if staged {
         staged::backward(scope, towers, loss, &reads, prefix)?
     } else {
         let xs: Vec<Output> = reads.iter().map(|(_, o)| o.clone()).collect();
@@ -131,7 +142,8 @@ fn call(
     })
 }
 
-/// Names of every op `t` depends on (data and control inputs), `t`'s own included.
+/// Names of every op `t` depends on through data edges (TF's gradient builder refuses an x
+/// reached only through control inputs), `t`'s own included.
 fn ancestors(scope: &Scope, t: &Output) -> std::collections::HashSet<String> {
     let _g = scope.graph();
     let mut seen = std::collections::HashSet::new();
@@ -144,7 +156,6 @@ fn ancestors(scope: &Scope, t: &Output) -> std::collections::HashSet<String> {
         for i in 0..op.num_inputs() {
             stack.push(op.input(i).0);
         }
-        stack.extend(op.control_inputs());
     }
     seen
 }

@@ -2,10 +2,10 @@
 //! call from the loss to every cut and variable read, then, consumers first, one call per stage,
 //! seeded with the gradient that arrived at its cuts (a join) or with what its stored gradient
 //! function makes of it (a custom node). Every op is under `prefix`, as one call's would be.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use prost::Message;
-use tensorflow::{ops, ImportGraphDefOptions, Output, Scope};
+use tensorflow::{ops, ImportGraphDefOptions, Operation, Output, Scope};
 
 use super::{call, custom::is_float};
 use crate::error::{Error, Result, TfContext};
@@ -84,8 +84,17 @@ pub(super) fn backward(
         per_read: vec![Vec::new(); reads.len()],
         at_cut: HashMap::new(),
     };
+    // Only towers the asked-for reads are in (a head warm-up asks for none of them).
+    let towers: Vec<&Tower> = towers
+        .iter()
+        .filter(|t| {
+            t.reads
+                .iter()
+                .any(|(_, o)| got.read_of.contains_key(&name_of(o)))
+        })
+        .collect();
     let mut xs: Vec<Output> = reads.iter().map(|(_, o)| o.clone()).collect();
-    for t in towers {
+    for t in &towers {
         for st in &t.backward.stages {
             for (_, c) in &st.cuts {
                 xs.push(lookup(scope, &format!("{}/{c}", t.prefix))?);
@@ -94,7 +103,7 @@ pub(super) fn backward(
     }
     let needed = super::ancestors(scope, &loss);
     xs.retain(|x| float(x) && needed.contains(&x.operation.name().unwrap_or_default()));
-    let gs = call(scope, towers, &[loss], None, &xs, &format!("{prefix}/s0"))?;
+    let gs = call(scope, &[], &[loss], None, &xs, &format!("{prefix}/s0"))?;
     got.take(&xs, gs);
     let mut n = 0;
     for t in towers {
@@ -104,7 +113,7 @@ pub(super) fn backward(
             let Some((ys, dxs)) = seeds(scope, t, st, &mut got, &p)? else {
                 continue;
             };
-            let xs = st
+            let mut xs = st
                 .xs
                 .iter()
                 .map(|x| lookup(scope, &format!("{}/{x}", t.prefix)))
@@ -124,11 +133,14 @@ pub(super) fn backward(
                     }
                 }
             }
+            // TF refuses an x its ys do not reach through data edges.
+            let reach = data_reach(&ys2);
+            xs.retain(|x| reach.contains(&x.operation.name().unwrap_or_default()));
             if xs.is_empty() || ys2.is_empty() {
                 continue;
             }
-            let y = seeded(scope, &ys2, dxs2, &p)?;
-            let gs = call(scope, towers, &[y], None, &xs, &p)?;
+            let terms = seeded(scope, &ys2, dxs2, &p)?;
+            let gs = call(scope, std::slice::from_ref(t), &terms, None, &xs, &p)?;
             got.take(&xs, gs);
         }
     }
@@ -141,11 +153,11 @@ pub(super) fn backward(
     Ok(got.per_read)
 }
 
-/// Σ ⟨StopGradient(dx), y⟩, each as a [1, n]·[n, 1] MatMul: its gradient is that of the `ys`
-/// seeded with `dxs` (what `TF_AddGradients`' own `dx` argument does, which the `tensorflow`
-/// crate 0.21 passes as a dangling pointer), and costs one pass over each seed (a dot product's
-/// gradient needs no forward value, so the product itself is never computed).
-fn seeded(scope: &mut Scope, ys: &[Output], dxs: Vec<Output>, p: &str) -> Result<Output> {
+/// ⟨StopGradient(dx), y⟩ per seed, each a [1, n]·[n, 1] MatMul: the gradient of their sum (TF
+/// sums over several ys) is that of the `ys` seeded with `dxs` (what `TF_AddGradients`' own `dx`
+/// argument does, which the `tensorflow` crate 0.21 passes as a dangling pointer), and costs one
+/// pass over each seed (a dot product's gradient needs no forward value).
+fn seeded(scope: &mut Scope, ys: &[Output], dxs: Vec<Output>, p: &str) -> Result<Vec<Output>> {
     let mut s = scope.new_sub_scope(&format!("{p}_seeded"));
     let ctx = || "seeding a backward stage".to_string();
     let row = ops::constant(&[1i32, -1][..], &mut s).tf_ctx(ctx)?;
@@ -157,7 +169,26 @@ fn seeded(scope: &mut Scope, ys: &[Output], dxs: Vec<Output>, p: &str) -> Result
         let b = ops::reshape(y.clone(), col.clone(), &mut s).tf_ctx(ctx)?;
         terms.push(ops::mat_mul(a, b, &mut s).tf_ctx(ctx)?.into());
     }
-    sum(&mut s, terms)
+    Ok(terms)
+}
+
+/// Names of the ops `ys` depend on through data edges; the walk stops at cuts and reads (the
+/// xs a stage may ask for).
+fn data_reach(ys: &[Output]) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<Operation> = ys.iter().map(|y| y.operation.clone()).collect();
+    while let Some(op) = stack.pop() {
+        let Ok(name) = op.name() else { continue };
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let t = op.op_type().unwrap_or_default();
+        if t == "ReadVariableOp" || (t == "StopGradient" && name.contains("/__cut/")) {
+            continue;
+        }
+        stack.extend((0..op.num_inputs()).map(|i| op.input(i).0));
+    }
+    seen
 }
 
 fn x_is_read(x: &Output) -> bool {
@@ -233,7 +264,7 @@ fn custom_seed(
         });
     }
     for cap in &saved.captures {
-        inputs.push(lookup(scope, &format!("{}/{cap}", t.prefix))?);
+        inputs.push(t.tensor(scope, cap)?);
     }
     let f = bw.grad_fn(&saved.function)?;
     if f.inputs.len() != inputs.len() || !f.external.is_empty() {
@@ -268,18 +299,21 @@ fn custom_seed(
                 saved.function, c.node
             )
         })?;
+    // A result may be one of the function's own arguments: then what was bound to it.
     let results = f
         .outputs
         .iter()
-        .map(|o| lookup(scope, &format!("{at}/{o}")))
+        .map(|o| match f.inputs.iter().position(|i| i == o) {
+            Some(k) => Ok(inputs[k].clone()),
+            None => lookup(scope, &format!("{at}/{o}")),
+        })
         .collect::<Result<Vec<_>>>()?;
     let op = lookup(scope, &format!("{}/{}", t.prefix, c.node))?.operation;
     let (mut ys, mut dxs) = (Vec::new(), Vec::new());
-    for (k, r) in saved
-        .result_map(c.inputs, results.len())?
-        .into_iter()
-        .enumerate()
-    {
+    let map = saved
+        .result_map(c.inputs, results.len())
+        .map_err(|e| Error::graph(&c.node, e.to_string()))?;
+    for (k, r) in map.into_iter().enumerate() {
         let Some(r) = r else { continue };
         let (src, idx) = op.input(k);
         let y = Output {

@@ -51,6 +51,9 @@ pub struct CustomGrad {
     /// The gradient the model stores, None if it was saved without (the object graph's
     /// `registered_gradients` do not name this op type).
     pub saved: Option<SavedGrad>,
+    /// Why a stored gradient cannot be used (it reads what pretext cannot bind, or its
+    /// function does not inline); `saved` is then None.
+    pub unusable: Option<String>,
 }
 
 /// A stored gradient function, bound.
@@ -70,6 +73,17 @@ impl SavedGrad {
     /// through its IdentityN first, then one gradient per argument.
     pub fn result_map(&self, n: usize, outputs: usize) -> Result<Vec<Option<usize>>> {
         if !self.results.is_empty() {
+            let taken = self.results.iter().flatten().count();
+            let in_range = self.results.iter().flatten().all(|&k| k < outputs);
+            if taken != outputs || !in_range {
+                return Err(Error::graph(
+                    &self.function,
+                    format!(
+                        "its output signature names {taken} gradient(s); the function returns \
+                         {outputs} (a composite gradient pretext cannot map)"
+                    ),
+                ));
+            }
             if self.results.len() != n {
                 return Err(Error::graph(
                     &self.function,
@@ -159,7 +173,14 @@ impl Recorder {
             return Ok(());
         };
         let i = self.custom.len();
+        let unbound = self.saved.get(&op_type).and_then(|sg| {
+            sg.captures.iter().find_map(|c| match c {
+                Capture::Unbound(why) => Some(why.clone()),
+                _ => None,
+            })
+        });
         let saved = match self.saved.get(&op_type) {
+            _ if unbound.is_some() => None,
             None => None,
             Some(sg) => {
                 let mut captures = Vec::new();
@@ -173,6 +194,7 @@ impl Recorder {
                                 .push((i, slot, function.clone(), name.clone()));
                             String::new()
                         }
+                        Capture::Unbound(_) => String::new(),
                     });
                 }
                 Some(SavedGrad {
@@ -188,6 +210,7 @@ impl Recorder {
             op_type,
             inputs,
             saved,
+            unusable: unbound,
         });
         Ok(())
     }
@@ -218,16 +241,15 @@ impl Recorder {
         Ok(())
     }
 
-    /// Fails on a capture of a function the signature never called.
-    pub fn finish(self) -> Result<Vec<CustomGrad>> {
-        if let Some((i, _, f, name)) = self.pending.slots.first() {
-            return Err(Error::graph(
-                &self.custom[*i].node,
-                format!(
-                    "its saved gradient ({}) reads '{name}' of function {f}, which this signature \
-                     does not call",
-                    self.custom[*i].op_type
-                ),
+    /// The recorded nodes; a capture of a function the signature never called makes that
+    /// node's stored gradient unusable (said if training needs it).
+    pub fn finish(mut self) -> Result<Vec<CustomGrad>> {
+        for (i, _, f, name) in std::mem::take(&mut self.pending.slots) {
+            let c = &mut self.custom[i];
+            c.saved = None;
+            c.unusable = Some(format!(
+                "its saved gradient reads '{name}' of function {f}, which this signature does \
+                 not call"
             ));
         }
         Ok(self.custom)

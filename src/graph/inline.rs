@@ -417,7 +417,7 @@ pub fn inline_signature(
     for o in &sig.outputs {
         outputs.push(top_tensor(&mut inl, &tr, &o.tensor)?);
     }
-    let custom = inl
+    let mut custom = inl
         .rec
         .take()
         .map(Recorder::finish)
@@ -425,8 +425,21 @@ pub fn inline_signature(
         .unwrap_or_default();
     let mut grad_fns = BTreeMap::new();
     for f in functions_used(&custom).into_keys() {
-        let flat = inline_function(&inl.lib, graph, &f)?;
-        grad_fns.insert(f, flat);
+        match inline_function(&inl.lib, graph, &f) {
+            Ok(flat) => {
+                grad_fns.insert(f, flat);
+            }
+            // Only training with saved custom gradients needs it: said then, for each node.
+            Err(e) => {
+                for c in custom
+                    .iter_mut()
+                    .filter(|c| c.saved.as_ref().map(|s| &s.function) == Some(&f))
+                {
+                    c.saved = None;
+                    c.unusable = Some(format!("its gradient function {f} does not inline: {e}"));
+                }
+            }
+        }
     }
     Ok(FlatGraph {
         graph_def: GraphDef {

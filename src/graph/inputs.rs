@@ -18,7 +18,10 @@ pub(super) fn placeholders<'s>(
     for s in &sig.inputs {
         let n = TensorRef::node_of(&s.tensor);
         let name = format!("input/{}", s.key);
-        let integer = matches!(s.dtype, 3 | 4);
+        // Integer images only (rank 4, 1 or 3 channels): token ids and the like stay as they are.
+        let image =
+            matches!(&s.shape, Some(d) if d.len() == 4 && matches!(d[3], None | Some(1) | Some(3)));
+        let integer = matches!(s.dtype, 3 | 4) && image;
         let mut attr = HashMap::new();
         attr.insert(
             "dtype".to_string(),

@@ -44,6 +44,9 @@ pub struct Tower {
     pub reads: Vec<(String, Output)>,
     /// Its custom gradients and backward stages (names un-prefixed; empty without stages).
     pub backward: std::sync::Arc<custom::Backward>,
+    /// Flat placeholders mapped at import (externals, given inputs) → what they stand for: the
+    /// imported placeholder itself is left unconnected.
+    pub mapped: HashMap<String, Output>,
 }
 
 impl Tower {
@@ -141,6 +144,15 @@ impl Tower {
                 ));
             }
         }
+        let mut mapped: HashMap<String, Output> = flat
+            .external
+            .iter()
+            .zip(externals)
+            .map(|((p, _), o)| (p.clone(), o.clone()))
+            .collect();
+        for (t, o) in flat.inputs.iter().zip(&inputs) {
+            mapped.insert(TensorRef::node_of(t).to_string(), o.clone());
+        }
         let backward = match flat.backward.stages.is_empty() {
             true => Default::default(),
             false => std::sync::Arc::new(flat.backward.clone()),
@@ -151,11 +163,29 @@ impl Tower {
             outputs,
             reads,
             backward,
+            mapped,
         })
     }
 }
 
 impl Tower {
+    /// Flat tensor `t` of this tower as imported (a mapped placeholder: what it stands for).
+    pub fn tensor(&self, scope: &tensorflow::Scope, t: &str) -> Result<Output> {
+        let r = TensorRef::parse(t);
+        if let (Some(o), 0) = (self.mapped.get(r.node), r.index) {
+            return Ok(o.clone());
+        }
+        let name = format!("{}/{}", self.prefix, r.node);
+        let op = scope
+            .graph()
+            .operation_by_name_required(&name)
+            .map_err(|e| Error::graph(&name, e.to_string()))?;
+        Ok(Output {
+            operation: op,
+            index: r.index.max(0),
+        })
+    }
+
     /// For each switched batch norm (see `bn::set_training`): (moving-mean handle, new value),
     /// (moving-variance handle, new value) — the op's running-average outputs 1 and 2.
     pub fn bn_updates(&self, model: &Loaded, switched: &[String]) -> Result<Vec<(Output, Output)>> {

@@ -47,14 +47,15 @@ fn strings(n: &NodeDef) -> Vec<String> {
 /// In the restore function: argument name → the checkpoint key assigned to it.
 fn assigned_keys(f: &FunctionDef) -> HashMap<String, String> {
     let body: HashMap<&str, &NodeDef> = f.node_def.iter().map(|n| (n.name.as_str(), n)).collect();
-    let mut keys = Vec::new();
+    // Per RestoreV2 node, the checkpoint keys it reads.
+    let mut keys: HashMap<&str, Vec<String>> = HashMap::new();
     for n in f.node_def.iter().filter(|n| n.op == "RestoreV2") {
-        if let Some(c) = n
+        let names = n
             .input
             .get(1)
-            .and_then(|i| body.get(TensorRef::body_node_of(i)))
-        {
-            keys = strings(c);
+            .and_then(|i| body.get(TensorRef::body_node_of(i)));
+        if let Some(c) = names {
+            keys.insert(n.name.as_str(), strings(c));
         }
     }
     let mut out = HashMap::new();
@@ -62,18 +63,20 @@ fn assigned_keys(f: &FunctionDef) -> HashMap<String, String> {
         let (Some(arg), Some(mut v)) = (n.input.first(), n.input.get(1).cloned()) else {
             continue;
         };
-        // Follow Identity nodes back to `RestoreV2:tensors:k`.
+        // Follow Identity nodes back to `NODE:tensors:k` of a RestoreV2 node.
         for _ in 0..8 {
-            let src = TensorRef::body_node_of(&v);
-            match body.get(src) {
-                Some(i) if i.op == "Identity" => v = i.input[0].clone(),
+            match body.get(TensorRef::body_node_of(&v)) {
+                Some(i) if i.op == "Identity" && !i.input.is_empty() => v = i.input[0].clone(),
                 _ => break,
             }
         }
-        let k = v
-            .strip_prefix("RestoreV2:tensors:")
-            .and_then(|k| k.parse::<usize>().ok());
-        if let Some(key) = k.and_then(|k| keys.get(k)) {
+        let mut parts = v.rsplitn(3, ':');
+        let (k, out_arg, node) = (parts.next(), parts.next(), parts.next());
+        let key = match (node, out_arg, k.and_then(|k| k.parse::<usize>().ok())) {
+            (Some(node), Some("tensors"), Some(k)) => keys.get(node).and_then(|ks| ks.get(k)),
+            _ => None,
+        };
+        if let Some(key) = key {
             out.insert(arg.clone(), key.clone());
         }
     }
@@ -82,7 +85,7 @@ fn assigned_keys(f: &FunctionDef) -> HashMap<String, String> {
 
 impl SavedModelInfo {
     /// Groups of `VarHandleOp` nodes that hold one model variable (same object-graph variable
-    /// name, restored from different checkpoint keys); only groups of two or more.
+    /// name, dtype and shape, restored from different checkpoint keys); groups of two or more.
     pub fn variable_aliases(&self) -> Vec<Vec<String>> {
         let (Some(saver), Some(og)) = (&self.meta.saver_def, &self.meta.object_graph_def) else {
             return Vec::new();
@@ -104,7 +107,7 @@ impl SavedModelInfo {
         };
         let keys = assigned_keys(f);
         let args = f.signature.iter().flat_map(|s| &s.input_arg);
-        let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
+        let mut by_name: HashMap<(String, i32, String), Vec<String>> = HashMap::new();
         for (a, input) in args.zip(call.input.iter().filter(|i| !i.starts_with('^'))) {
             let Some(path) = keys.get(&a.name).and_then(|k| object_path(k)) else {
                 continue;
@@ -122,7 +125,9 @@ impl SavedModelInfo {
             }
             if let Some(v) = og.nodes.get(id).and_then(|o| o.variable.as_ref()) {
                 let handle = TensorRef::node_of(input).to_string();
-                by_name.entry(v.name.clone()).or_default().push(handle);
+                let shape = format!("{:?}", crate::proto::shape_of(&v.shape));
+                let key = (v.name.clone(), v.dtype, shape);
+                by_name.entry(key).or_default().push(handle);
             }
         }
         let mut groups: Vec<Vec<String>> = by_name

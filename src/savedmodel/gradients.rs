@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::SavedModelInfo;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::proto::{StructuredValue, TensorRef};
 
 /// What one input of a gradient function beyond the output gradients is bound to.
@@ -17,6 +17,8 @@ pub enum Capture {
     Graph(String),
     /// A variable: its `VarHandleOp` in the graph.
     Variable(String),
+    /// What pretext cannot bind (said when a node needs this gradient).
+    Unbound(String),
 }
 
 /// A stored gradient function and how to call it.
@@ -63,11 +65,15 @@ impl SavedModelInfo {
             return Ok(HashMap::new());
         };
         let og = self.meta.object_graph_def.as_ref();
-        let handles: HashMap<i32, String> = self
-            .bound_handles()
-            .into_iter()
-            .map(|(h, id)| (id, h))
-            .collect();
+        // Object id → handle; the handle the serving path reads wins (a Keras 3 export binds
+        // one variable to two handles).
+        let serving = self.serving_nodes();
+        let mut handles: HashMap<i32, String> = HashMap::new();
+        for (h, id) in self.bound_handles() {
+            if serving.contains(&h) || !handles.contains_key(&id) {
+                handles.insert(id, h);
+            }
+        }
         let mut out = HashMap::new();
         for rg in &lib.registered_gradients {
             let cf = og.and_then(|o| o.concrete_functions.get(&rg.gradient_func));
@@ -89,16 +95,11 @@ impl SavedModelInfo {
                     Some(o) if o.variable.is_some() && handles.contains_key(&id) => {
                         Capture::Variable(handles[&id].clone())
                     }
-                    _ => {
-                        return Err(Error::graph(
-                            &rg.gradient_func,
-                            format!(
-                                "the gradient of '{}' reads object {id} of the object graph, \
-                                 which is not a tensor, constant or variable pretext can bind",
-                                rg.registered_op_type
-                            ),
-                        ))
-                    }
+                    _ => Capture::Unbound(format!(
+                        "its gradient function {} reads object {id} of the object graph, which \
+                         is not a tensor, constant or variable pretext can bind",
+                        rg.gradient_func
+                    )),
                 };
                 captures.push(cap);
             }
