@@ -4,7 +4,7 @@
 //! training steps run and TF Python loads the export. Each model's figures go to
 //! `results.json` beside the corpus (docs/MODELS.md is rendered from it).
 mod common;
-use common::{check_export, dims, images, max_abs_diff, read_f32, weighted_sum_loss};
+use common::{dims, export_and_check, images, max_abs_diff, read_f32, weighted_sum_loss};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -166,22 +166,7 @@ fn train_and_export(m: &Model) -> Result<(f32, f32), String> {
         return Err(format!("losses {losses:?}"));
     }
     let out = tempfile::tempdir().unwrap();
-    let dir = pretext::export::export(t.model(), out.path(), None).map_err(|e| e.to_string())?;
-    let x = m.input();
-    let y = t
-        .model()
-        .run_signature(t.signature(), &x, m.key())
-        .map_err(|e| e.to_string())?;
-    let b: Vec<u8> = y.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(out.path().join("expected.bin"), b).unwrap();
-    check_export(
-        &dir,
-        &m.dir,
-        &m.golden.join("input.bin"),
-        x.dims(),
-        &out.path().join("expected.bin"),
-        m.key(),
-    )?;
+    export_and_check(&t, out.path(), &m.dir, &m.golden, m.key())?;
     Ok((losses[0], losses[2]))
 }
 

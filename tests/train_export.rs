@@ -5,14 +5,7 @@ mod common;
 use common::cli::{error_line, pretext};
 use common::*;
 
-use std::path::Path;
-
 use pretext::train::Trainer;
-
-fn write_f32(p: &Path, v: &[f32]) {
-    let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    std::fs::write(p, b).unwrap();
-}
 
 #[test]
 fn export_round_trip_through_tf_python() {
@@ -22,23 +15,15 @@ fn export_round_trip_through_tf_python() {
     let mut t = Trainer::new(&c).unwrap();
     t.run(5).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let dir = pretext::export::export(t.model(), out.path(), None).unwrap();
-    assert_eq!(dir, out.path().join("1"));
-    let x = golden_input(name);
-    let y = t
-        .model()
-        .run_signature(&t.signature(), &x, &output_key(name))
-        .unwrap();
-    write_f32(&out.path().join("expected.bin"), &y);
-    check_export(
-        &dir,
+    let dir = export_and_check(
+        &t,
+        out.path(),
         &fixture(name),
-        &golden(name).join("input.bin"),
-        x.dims(),
-        &out.path().join("expected.bin"),
+        &golden(name),
         &output_key(name),
     )
     .unwrap();
+    assert_eq!(dir, out.path().join("1"));
     // Next export gets the next version; an explicit existing version is refused.
     let dir2 = pretext::export::export(t.model(), out.path(), None).unwrap();
     assert_eq!(dir2, out.path().join("2"));
@@ -72,19 +57,11 @@ fn a_trained_keras3_export_round_trips_through_tf_python() {
     let mut t = Trainer::new(&c).unwrap();
     t.run(3).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let dir = pretext::export::export(t.model(), out.path(), None).unwrap();
-    let x = golden_input(name);
-    let y = t
-        .model()
-        .run_signature(t.signature(), &x, &output_key(name))
-        .unwrap();
-    write_f32(&out.path().join("expected.bin"), &y);
-    check_export(
-        &dir,
+    export_and_check(
+        &t,
+        out.path(),
         &fixture(name),
-        &golden(name).join("input.bin"),
-        x.dims(),
-        &out.path().join("expected.bin"),
+        &golden(name),
         &output_key(name),
     )
     .unwrap();

@@ -97,7 +97,7 @@ pub(super) fn backward(
     for t in &towers {
         for st in &t.backward.stages {
             for (_, c) in &st.cuts {
-                xs.push(lookup(scope, &format!("{}/{c}", t.prefix))?);
+                xs.push(t.tensor(scope, c)?);
             }
         }
     }
@@ -116,7 +116,7 @@ pub(super) fn backward(
             let mut xs = st
                 .xs
                 .iter()
-                .map(|x| lookup(scope, &format!("{}/{x}", t.prefix)))
+                .map(|x| t.tensor(scope, x))
                 .collect::<Result<Vec<_>>>()?
                 .into_iter()
                 .filter(|x| float(x) && (got.read_of.contains_key(&name_of(x)) || !x_is_read(x)))
@@ -209,7 +209,7 @@ fn seeds(
 ) -> Result<Option<(Vec<Output>, Vec<Output>)>> {
     let mut arrived = Vec::new();
     for (k, c) in &st.cuts {
-        let cut = lookup(scope, &format!("{}/{c}", t.prefix))?;
+        let cut = t.tensor(scope, c)?;
         let gs = got.at_cut.remove(&name_of(&cut)).unwrap_or_default();
         arrived.push((*k, cut, gs));
     }
@@ -219,7 +219,7 @@ fn seeds(
     let mut s = scope.new_sub_scope(&format!("{p}_seed"));
     match &st.kind {
         StageKind::Join(node) => {
-            let op = lookup(scope, &format!("{}/{node}", t.prefix))?.operation;
+            let op = t.tensor(scope, node)?.operation;
             let (mut ys, mut dxs) = (Vec::new(), Vec::new());
             for (k, _, gs) in arrived.into_iter().filter(|a| !a.2.is_empty()) {
                 ys.push(Output {
@@ -308,7 +308,7 @@ fn custom_seed(
             None => lookup(scope, &format!("{at}/{o}")),
         })
         .collect::<Result<Vec<_>>>()?;
-    let op = lookup(scope, &format!("{}/{}", t.prefix, c.node))?.operation;
+    let op = t.tensor(scope, &c.node)?.operation;
     let (mut ys, mut dxs) = (Vec::new(), Vec::new());
     let map = saved
         .result_map(c.inputs, results.len())

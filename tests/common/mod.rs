@@ -184,3 +184,32 @@ pub fn check_export(
         )),
     }
 }
+
+/// Exports `t` under `base` (next version) and has TF Python check that the export computes
+/// what pretext computes on the golden input of `golden_dir` (output `key`); the version
+/// directory.
+pub fn export_and_check(
+    t: &pretext::train::Trainer,
+    base: &std::path::Path,
+    original: &std::path::Path,
+    golden_dir: &std::path::Path,
+    key: &str,
+) -> Result<PathBuf, String> {
+    let dir = pretext::export::export(t.model(), base, None).map_err(|e| e.to_string())?;
+    let idx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir.join("index.json")).unwrap())
+            .unwrap();
+    let x = Tensor::new(&dims(&idx["input_shape"]))
+        .with_values(&read_f32(&golden_dir.join("input.bin")))
+        .unwrap();
+    let y = t
+        .model()
+        .run_signature(t.signature(), &x, key)
+        .map_err(|e| e.to_string())?;
+    let expected = base.join("expected.bin");
+    let b: Vec<u8> = y.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&expected, b).unwrap();
+    let input = golden_dir.join("input.bin");
+    check_export(&dir, original, &input, x.dims(), &expected, key)?;
+    Ok(dir)
+}
