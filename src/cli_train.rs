@@ -12,6 +12,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("model", "model.path"),
     ("trust-model", "model.trust"),
     ("signature", "model.signature"),
+    ("tags", "model.tags"),
     ("size", "model.size"),
     ("range", "model.range"),
     ("bn", "model.bn"),
@@ -89,6 +90,10 @@ pub struct TrainArgs {
     export: Option<PathBuf>,
     #[arg(long)]
     signature: Option<String>,
+    /// The graph variant to load, by tags, comma-separated (a TF1 Hub module's "train", or ""
+    /// for its untagged inference variant); default: "train" when the module has it.
+    #[arg(long)]
+    tags: Option<String>,
     /// Input side, for signatures with free spatial size.
     #[arg(long, value_parser = number::<u32>)]
     size: Option<String>,
@@ -240,6 +245,10 @@ impl TrainArgs {
         }
         if let Some(r) = &self.range {
             put("range", word(&format!("[{r}]")));
+        }
+        if let Some(t) = &self.tags {
+            let tags = t.split(',').map(str::trim).filter(|t| !t.is_empty());
+            put("tags", Value::Sequence(tags.map(Value::from).collect()));
         }
         if let Some(w) = &self.lr_warmup {
             put(

@@ -34,13 +34,14 @@ fn spec_line(t: &TensorSpec) -> String {
     )
 }
 
-/// The signature `inspect`/`train` default to: `serving_default`, else the only one.
+/// The signature `inspect`/`train` default to: the only one, else `serving_default` (a TF1
+/// Hub module's `default`).
 pub fn default_signature(info: &SavedModelInfo) -> String {
     let names = info.signature_names();
     if names.len() == 1 {
         names[0].clone()
     } else {
-        crate::savedmodel::DEFAULT_SIGNATURE.into()
+        info.default_signature().into()
     }
 }
 
@@ -200,9 +201,10 @@ fn custom_gradients(o: &mut String, flat: &FlatGraph) {
 pub fn inspect(
     dir: &Path,
     signature: Option<&str>,
+    tags: Option<&[String]>,
     trust: crate::savedmodel::Trust,
 ) -> Result<String> {
-    let info = SavedModelInfo::read(dir)?;
+    let info = SavedModelInfo::read_tagged(dir, tags)?;
     let sig_name = signature
         .map(String::from)
         .unwrap_or_else(|| default_signature(&info));
@@ -211,8 +213,39 @@ pub fn inspect(
     let w = |o: &mut String, s: String| {
         let _ = writeln!(o, "{s}");
     };
-    w(&mut o, format!("SavedModel {}", dir.display()));
-    w(&mut o, format!("tags: {}", info.tags.join(", ")));
+    match info.tf1_hub {
+        true => {
+            w(&mut o, format!("TF1 Hub module {}", dir.display()));
+            w(
+                &mut o,
+                "graph variants (model.tags / --tags picks one):".into(),
+            );
+            for (tags, sigs) in &info.variants {
+                let mark = match *tags == crate::savedmodel::tf1hub::tags_of(&info.meta) {
+                    true => "  (loaded)",
+                    false => "",
+                };
+                let shown = crate::savedmodel::tf1hub::show_tags(tags);
+                w(&mut o, format!("  {shown}: {}{mark}", sigs.join(", ")));
+            }
+            let updates = info.update_ops();
+            if !updates.is_empty() {
+                let more = match updates.len() {
+                    n if n > 4 => format!(", … ({n} in all)"),
+                    _ => String::new(),
+                };
+                let shown = updates[..updates.len().min(4)].join(", ");
+                w(
+                    &mut o,
+                    format!("update ops (run after each step): {shown}{more}"),
+                );
+            }
+        }
+        false => {
+            w(&mut o, format!("SavedModel {}", dir.display()));
+            w(&mut o, format!("tags: {}", info.tags.join(", ")));
+        }
+    }
     for name in info.signature_names() {
         let s = info.signature(&name)?;
         w(
@@ -264,7 +297,7 @@ pub fn inspect(
             w(&mut o, format!("  {f}"));
         }
     }
-    let mut model = Loaded::load(dir, crate::savedmodel::Trust::Trusted)?;
+    let mut model = Loaded::load_parsed(info.clone(), crate::savedmodel::Trust::Trusted)?;
     let flat = inline_signature(&model.info, &sig, &model.scope.graph())?;
     let body: Vec<NodeDef> = flat
         .graph_def

@@ -32,6 +32,9 @@ enum Cmd {
         model: PathBuf,
         #[arg(long)]
         signature: Option<String>,
+        /// The graph variant to inspect, by tags, comma-separated ("" for an untagged one).
+        #[arg(long)]
+        tags: Option<String>,
         /// Load the model even if its graph touches files, processes or the network.
         #[arg(long)]
         trust_model: bool,
@@ -261,13 +264,22 @@ fn main() -> ExitCode {
         Cmd::Inspect {
             model,
             signature,
+            tags,
             trust_model,
         } => {
             let trust = pretext::savedmodel::Trust::from_flag(trust_model);
-            pretext::inspect::inspect(&model, signature.as_deref(), trust).map(|s| {
-                print!("{s}");
-                true
-            })
+            let tags: Option<Vec<String>> = tags.map(|t| {
+                t.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            });
+            pretext::inspect::inspect(&model, signature.as_deref(), tags.as_deref(), trust).map(
+                |s| {
+                    print!("{s}");
+                    true
+                },
+            )
         }
         Cmd::Run {
             experiment,

@@ -173,7 +173,7 @@ fn train_and_export(m: &Model) -> Result<(f32, f32), String> {
 fn conforms(m: &Model) -> (Value, Vec<String>) {
     let mut fails = Vec::new();
     let t0 = Instant::now();
-    let report = pretext::inspect::inspect(&m.dir, None, Default::default()).unwrap();
+    let report = pretext::inspect::inspect(&m.dir, None, None, Default::default()).unwrap();
     let line = |p: &str| {
         report
             .lines()

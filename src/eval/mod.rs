@@ -105,6 +105,8 @@ pub fn embed(
     files: &[PathBuf],
     batch: usize,
 ) -> Result<(Array2<f32>, Vec<usize>)> {
+    // A TF1 Hub module trained in its `train` variant embeds through its inference variant.
+    let sig = &model.inference_signature(sig);
     let key = &sig.outputs[0].key;
     let mut rows: Vec<f32> = Vec::new();
     let mut kept = Vec::new();

@@ -39,12 +39,17 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
             ),
         ));
     }
-    let info = SavedModelInfo::read(&m.path).map_err(|e| at("model.path", e))?;
+    let info = SavedModelInfo::read_tagged(&m.path, m.tags.as_deref()).map_err(|e| match e {
+        Error::Config { .. } => at("model.tags", e),
+        e => at("model.path", e),
+    })?;
     crate::savedmodel::check_audit(&info, crate::savedmodel::Trust::from_flag(m.trust))
         .map_err(|e| at("model.path", e))?;
     let sig = info
         .signature(&m.signature)
-        .map_err(|e| at("model.signature", e))?;
+        .map_err(|e| at("model.signature", e))?
+        .with_fixed(&m.fixed_inputs)
+        .map_err(|e| at("model.fixed_inputs", e))?;
     let spec = image_spec(&sig, m.size, m.range).map_err(|e| at("model.size", e))?;
     let data = Dataset::open(&exp.train_config(1).data).map_err(|e| {
         let d = &exp.data;
@@ -122,7 +127,8 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
 /// number of variables restored.
 pub fn check_variables(exp: &Experiment, src: &Source) -> Result<usize> {
     let trust = crate::savedmodel::Trust::from_flag(exp.model.trust);
-    let m = crate::savedmodel::Loaded::load(&exp.model.path, trust)
+    let m = SavedModelInfo::read_tagged(&exp.model.path, exp.model.tags.as_deref())
+        .and_then(|info| crate::savedmodel::Loaded::load_parsed(info, trust))
         .map_err(|e| src.error("model.path", e.to_string()))?;
     Ok(m.info.variables().len())
 }

@@ -54,6 +54,15 @@ pub struct ModelSection {
     pub path: PathBuf,
     #[serde(default = "default_signature")]
     pub signature: String,
+    /// The graph variant to load, by tag set (a TF1 Hub module's `[]` or `[train]`); default:
+    /// a TF1 Hub module's `train` variant when it has one, else its inference one; a TF2
+    /// SavedModel's `serve` graph.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Values for signature inputs other than the image batch (a `training` flag, a rate):
+    /// `{KEY: VALUE}`, VALUE a number, a boolean or nested lists of them.
+    #[serde(default)]
+    pub fixed_inputs: std::collections::BTreeMap<String, serde_yaml::Value>,
     /// Input side for signatures with a free spatial size (default 224).
     #[serde(default)]
     pub size: Option<u32>,
@@ -404,6 +413,8 @@ impl Experiment {
             model: m.path.clone(),
             trust: crate::savedmodel::Trust::from_flag(m.trust),
             signature: m.signature.clone(),
+            tags: m.tags.clone(),
+            fixed_inputs: m.fixed_inputs.clone(),
             data: crate::data::DataSources {
                 folders: d.folders.clone(),
                 recursive: d.recursive,

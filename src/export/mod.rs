@@ -1,5 +1,7 @@
 //! Export: `OUT/<version>/` with the original saved_model.pb, fingerprint and assets copied
-//! byte-for-byte and new `variables/` written by the model's own saver from the live session.
+//! byte-for-byte (a TF1 Hub module's tfhub_module.pb too) and new `variables/` written by the
+//! model's own saver from the live session (a TF1 Hub module, which has none: SaveV2 under the
+//! keys hub.Module reads).
 //! Written to a temporary folder and renamed into place: a version is complete or absent.
 use std::path::{Path, PathBuf};
 
@@ -186,6 +188,11 @@ fn write_version(model: &Loaded, tmp: &Path) -> Result<()> {
     copy_model_tree(&model.info.dir, tmp)?;
     let vars = tmp.join("variables");
     std::fs::create_dir_all(&vars).map_err(|e| Error::io(&vars, e))?;
+    if let Some(saver) = &model.module_vars {
+        // A TF1 Hub module has no saver of its own: every variable of its graph is written
+        // under the checkpoint key hub.Module reads (its name), shared by all its variants.
+        return saver.save(model, &vars.join("variables"));
+    }
     let saver = model
         .info
         .meta

@@ -73,7 +73,13 @@ pub fn set_training(
         .filter(|n| FUSED.contains(&n.op.as_str()))
     {
         fused += 1;
-        if !which(n) {
+        // Already on batch statistics (a TF1 Hub module's `train` variant): the model's own
+        // update ops keep its moving averages.
+        let training = !matches!(
+            n.attr.get("is_training").and_then(|a| a.value.as_ref()),
+            Some(Value::B(false))
+        );
+        if !which(n) || training {
             continue;
         }
         if n.op != "FusedBatchNormV3" {
@@ -167,10 +173,19 @@ mod tests {
             ));
         }
         gd.node.push(n("id_ga", "Identity", &["read_ga"]));
+        let frozen = |mut n: NodeDef| {
+            let f = AttrValue {
+                value: Some(Value::B(false)),
+            };
+            n.attr.insert("is_training".into(), f);
+            n
+        };
         let bn = ["x", "id_ga", "read_ba", "read_m", "read_v"];
-        gd.node.push(n("a", "FusedBatchNormV3", &bn));
+        gd.node.push(frozen(n("a", "FusedBatchNormV3", &bn)));
         let bn = ["a", "read_gb", "read_bb:0", "read_m", "read_v", "^a"];
-        gd.node.push(n("b", "FusedBatchNormV3", &bn));
+        gd.node.push(frozen(n("b", "FusedBatchNormV3", &bn)));
+        // Already on batch statistics (a TF1 `train` graph): never switched.
+        gd.node.push(n("c", "FusedBatchNormV3", &["b", "x", "x"]));
         let ext = [
             ("ext/0", "ga"),
             ("ext/1", "ba"),

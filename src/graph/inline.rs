@@ -28,6 +28,9 @@ pub struct FlatGraph {
     pub external: Vec<(String, String)>,
     /// Its custom gradients and the backward stages planned around them.
     pub backward: Backward,
+    /// The model's own update ops that depend on the inputs (a TF1 graph's UPDATE_OPS: batch
+    /// norm moving averages), copied with the forward: run after each step, per tower.
+    pub updates: Vec<String>,
 }
 
 /// What an original node became.
@@ -331,11 +334,12 @@ pub fn inline_signature(
     // New inputs, one per signature input.
     let (input_nodes, inputs) = super::inputs::placeholders(&mut inl.out, sig);
     // Which top-level nodes depend on the inputs (those must be copied).
-    let out_nodes: Vec<&str> = sig
+    let mut out_nodes: Vec<&str> = sig
         .outputs
         .iter()
         .map(|o| TensorRef::node_of(&o.tensor))
         .collect();
+    let update_ops = info.update_ops();
     for o in &out_nodes {
         if !top.contains_key(o) {
             return Err(Error::graph(
@@ -362,6 +366,12 @@ pub fn inline_signature(
             })
             .unwrap_or_default()
     };
+    for u in &update_ops {
+        if !top.contains_key(u.as_str()) {
+            return Err(Error::graph(u, "listed in UPDATE_OPS but not in the graph"));
+        }
+    }
+    out_nodes.extend(update_ops.iter().map(|u| u.as_str()));
     let order = topo_order(&out_nodes, data_deps);
     let mut depends: HashSet<&str> = HashSet::new();
     for &n in &order {
@@ -369,6 +379,15 @@ pub fn inline_signature(
             depends.insert(n);
         }
     }
+    // Top-level variable reads feeding copied nodes are copied too (TF1 graphs read variables
+    // outside any function): each tower reads for itself, so gradients reach the variable.
+    let reads: Vec<&str> = order
+        .iter()
+        .filter(|n| depends.contains(*n))
+        .flat_map(|n| data_deps(n))
+        .filter(|d| top.get(d).map(|nd| nd.op == "ReadVariableOp") == Some(true))
+        .collect();
+    depends.extend(reads);
     let mut tr: HashMap<&str, Translated> = HashMap::new();
     let top_tensor =
         |inl: &mut Inliner, tr: &HashMap<&str, Translated>, t: &str| -> Result<String> {
@@ -417,6 +436,21 @@ pub fn inline_signature(
     for o in &sig.outputs {
         outputs.push(top_tensor(&mut inl, &tr, &o.tensor)?);
     }
+    let mut updates = Vec::new();
+    let mut idle = Vec::new();
+    for u in &update_ops {
+        match tr.get(u.as_str()) {
+            Some(Translated::Node(f)) => updates.push(f.clone()),
+            _ => idle.push(u.as_str()),
+        }
+    }
+    if let Some(first) = idle.first() {
+        log::warn!(
+            "{} update op(s) of the graph do not depend on signature '{}''s inputs and are not run (e.g. '{first}')",
+            idle.len(),
+            sig.name
+        );
+    }
     let mut custom = inl
         .rec
         .take()
@@ -455,6 +489,7 @@ pub fn inline_signature(
             grad_fns,
             stages: Vec::new(),
         },
+        updates,
     })
 }
 

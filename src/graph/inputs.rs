@@ -1,4 +1,5 @@
-//! The inlined signature's new inputs: one placeholder per signature input, in its shape. An
+//! The inlined signature's new inputs: one placeholder per signature input, in its shape (a
+//! constant for one with a fixed value, `model.fixed_inputs`). An
 //! integer image input (uint8, int32) gets a float placeholder instead, whose pixels (0..255) are
 //! rounded, clipped and cast to the model's dtype in the graph, so heads feed every model floats.
 use std::collections::HashMap;
@@ -15,6 +16,12 @@ pub(super) fn placeholders<'s>(
 ) -> (HashMap<&'s str, String>, Vec<String>) {
     let mut input_nodes = HashMap::new();
     let mut inputs = Vec::new();
+    // Inputs with a fixed value (`model.fixed_inputs`): a constant stands for each.
+    for f in &sig.fixed {
+        let name = format!("input/{}", f.spec.key);
+        out.push(const_node(name.clone(), f.proto()));
+        input_nodes.insert(TensorRef::node_of(&f.spec.tensor), name);
+    }
     for s in &sig.inputs {
         let n = TensorRef::node_of(&s.tensor);
         let name = format!("input/{}", s.key);

@@ -47,6 +47,8 @@ pub struct Tower {
     /// Flat placeholders mapped at import (externals, given inputs) → what they stand for: the
     /// imported placeholder itself is left unconnected.
     pub mapped: HashMap<String, Output>,
+    /// The model's own update ops as imported in this tower (`FlatGraph::updates`).
+    pub updates: Vec<Operation>,
 }
 
 impl Tower {
@@ -157,6 +159,11 @@ impl Tower {
             true => Default::default(),
             false => std::sync::Arc::new(flat.backward.clone()),
         };
+        let updates = flat
+            .updates
+            .iter()
+            .map(|u| model.op(&format!("{prefix}/{u}")))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Tower {
             prefix: prefix.into(),
             inputs,
@@ -164,6 +171,7 @@ impl Tower {
             reads,
             backward,
             mapped,
+            updates,
         })
     }
 }

@@ -19,10 +19,48 @@ pub struct MetaGraphDef {
     pub graph_def: Option<GraphDef>,
     #[prost(message, optional, tag = "3")]
     pub saver_def: Option<SaverDef>,
+    /// TF1 collections (`update_ops`, `variables`, …): what TF1 Hub modules carry.
+    #[prost(map = "string, message", tag = "4")]
+    pub collection_def: HashMap<String, CollectionDef>,
     #[prost(map = "string, message", tag = "5")]
     pub signature_def: HashMap<String, SignatureDef>,
     #[prost(message, optional, tag = "7")]
     pub object_graph_def: Option<SavedObjectGraph>,
+}
+
+/// A TF1 collection: node names or serialized protos (the `kind` oneof's two forms pretext reads).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CollectionDef {
+    #[prost(message, optional, tag = "1")]
+    pub node_list: Option<StringList>,
+    #[prost(message, optional, tag = "2")]
+    pub bytes_list: Option<BytesList>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StringList {
+    #[prost(string, repeated, tag = "1")]
+    pub value: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BytesList {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub value: Vec<Vec<u8>>,
+}
+
+/// A TF1 variable as the `variables` collection describes it (variable.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VariableDef {
+    #[prost(string, tag = "1")]
+    pub variable_name: String,
+    /// Set for a slice of a partitioned variable (`SaveSliceInfoDef`; pretext only notes it).
+    #[prost(bytes = "vec", tag = "4")]
+    pub save_slice_info_def: Vec<u8>,
+    #[prost(bool, tag = "5")]
+    pub is_resource: bool,
+    #[prost(bool, tag = "7")]
+    pub trainable: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -6,12 +6,16 @@ pub const DEFAULT_SIGNATURE: &str = "serving_default";
 
 mod aliases;
 pub mod audit;
+pub mod fixed;
 mod gradients;
 mod refs;
+mod saver;
 mod session;
+pub mod tf1hub;
 
 pub use gradients::{Capture, SavedGradient};
-pub use session::{check_audit, session_options, Loaded, Trust};
+pub use saver::Saver;
+pub use session::{check_audit, session_options, Loaded, Trust, INFERENCE_PREFIX};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,9 @@ pub struct Signature {
     pub name: String,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
+    /// Inputs bound to a fixed value (`model.fixed_inputs`; `Signature::with_fixed`), no longer
+    /// in `inputs`.
+    pub fixed: Vec<fixed::FixedInput>,
 }
 
 /// A model variable as the serving graph holds it.
@@ -57,13 +64,28 @@ pub struct Variable {
 #[derive(Debug, Clone)]
 pub struct SavedModelInfo {
     pub dir: PathBuf,
+    /// The tag set of the graph variant loaded.
     pub tags: Vec<String>,
+    /// That variant; for a TF1 Hub module with its ref variables rewritten (`tf1hub`).
     pub meta: MetaGraphDef,
+    /// A module in the TF1 Hub format (`tfhub_module.pb`).
+    pub tf1_hub: bool,
+    /// Every graph variant in saved_model.pb: (tag set, signature names).
+    pub variants: Vec<(Vec<String>, Vec<String>)>,
+    /// A TF1 Hub module's inference variant (rewritten too) when `meta` is another one (the
+    /// `train` variant): loaded beside it, sharing its variables, for evaluation.
+    pub inference: Option<MetaGraphDef>,
 }
 
 impl SavedModelInfo {
-    /// Reads and parses `dir/saved_model.pb`; picks the meta graph tagged `serve` (or the only one).
+    /// Reads and parses `dir/saved_model.pb`; picks the default graph variant (`tf1hub::pick`).
     pub fn read(dir: &Path) -> Result<Self> {
+        Self::read_tagged(dir, None)
+    }
+
+    /// Reads and parses `dir/saved_model.pb`; picks the graph variant tagged `tags` (all of
+    /// them, in any order), or the default one (`tf1hub::pick`).
+    pub fn read_tagged(dir: &Path, tags: Option<&[String]>) -> Result<Self> {
         if !dir.exists() {
             return Err(Error::NotSavedModel {
                 path: dir.into(),
@@ -99,27 +121,64 @@ impl SavedModelInfo {
                     })?;
             }
         }
-        let tags_of = |m: &MetaGraphDef| {
-            m.meta_info_def
-                .as_ref()
-                .map(|i| i.tags.clone())
-                .unwrap_or_default()
-        };
-        let meta = sm
+        let tf1_hub = tf1hub::is_tf1_hub(dir);
+        let mut meta = tf1hub::pick(&sm.meta_graphs, tags, tf1_hub, dir)?.clone();
+        let chosen = tf1hub::tags_of(&meta);
+        let variants = sm
             .meta_graphs
             .iter()
-            .find(|m| tags_of(m).iter().any(|t| t == "serve"))
-            .or_else(|| sm.meta_graphs.first())
-            .cloned()
-            .ok_or_else(|| Error::NotSavedModel {
-                path: dir.into(),
-                reason: "saved_model.pb holds no meta graph".into(),
-            })?;
+            .map(|m| {
+                let mut sigs: Vec<String> = m.signature_def.keys().cloned().collect();
+                sigs.sort();
+                (tf1hub::tags_of(m), sigs)
+            })
+            .collect();
+        let mut inference = None;
+        if tf1_hub {
+            let rewrite = |m: &mut MetaGraphDef| -> Result<()> {
+                let vars = tf1hub::variable_defs(m, "variables")?;
+                if let Some(gd) = m.graph_def.as_mut() {
+                    tf1hub::to_resource(gd, &vars).map_err(|e| Error::ModelRefused {
+                        path: pb.clone(),
+                        msg: e.to_string(),
+                    })?;
+                }
+                Ok(())
+            };
+            rewrite(&mut meta)?;
+            if let Some(m) = tf1hub::inference_variant(&sm.meta_graphs, &chosen) {
+                let mut m = m.clone();
+                rewrite(&mut m)?;
+                inference = Some(m);
+            }
+        }
         Ok(SavedModelInfo {
             dir: dir.into(),
-            tags: tags_of(&meta),
+            tags: meta
+                .meta_info_def
+                .as_ref()
+                .map(|i| i.tags.clone())
+                .unwrap_or_default(),
             meta,
+            tf1_hub,
+            variants,
+            inference,
         })
+    }
+
+    /// The signature used when none is named: `default` for a TF1 Hub module (as hub.Module),
+    /// else `serving_default` (as TF Serving and hub.load).
+    pub fn default_signature(&self) -> &'static str {
+        match self.tf1_hub {
+            true => tf1hub::DEFAULT_SIGNATURE,
+            false => DEFAULT_SIGNATURE,
+        }
+    }
+
+    /// The nodes of the loaded variant's UPDATE_OPS collection (a TF1 graph's batch-norm
+    /// moving averages), run after each step.
+    pub fn update_ops(&self) -> Vec<String> {
+        tf1hub::node_collection(&self.meta, "update_ops")
     }
 
     /// The top-level graph's nodes.
@@ -144,8 +203,14 @@ impl SavedModelInfo {
         v
     }
 
-    /// The named signature, or an error listing the ones that exist.
+    /// The named signature, or an error listing the ones that exist. `serving_default` (the
+    /// default of `model.signature`) names a TF1 Hub module's `default` one.
     pub fn signature(&self, name: &str) -> Result<Signature> {
+        let missing = !self.meta.signature_def.contains_key(name);
+        let name = match name == DEFAULT_SIGNATURE && self.tf1_hub && missing {
+            true => self.default_signature(),
+            false => name,
+        };
         let sd = self
             .meta
             .signature_def
@@ -172,6 +237,7 @@ impl SavedModelInfo {
             name: name.into(),
             inputs: specs(&sd.inputs),
             outputs: specs(&sd.outputs),
+            fixed: Vec::new(),
         })
     }
 
@@ -195,6 +261,8 @@ impl SavedModelInfo {
             .flat_map(|s| s.outputs.values())
             .map(|t| TensorRef::node_of(&t.name))
             .collect();
+        let updates = self.update_ops();
+        stack.extend(updates.iter().map(|s| s.as_str()));
         let mut seen = std::collections::HashSet::new();
         while let Some(n) = stack.pop() {
             if !seen.insert(n.to_string()) {
@@ -251,10 +319,15 @@ impl SavedModelInfo {
         out
     }
 
-    /// Variables the signatures use (every VarHandleOp their outputs depend on), named and flagged
-    /// trainable from the object graph where a call's bound inputs say which object each is.
+    /// Variables the signatures use (every VarHandleOp their outputs or update ops depend on),
+    /// named and flagged trainable from the object graph where a call's bound inputs say which
+    /// object each is (a TF1 graph: from its `trainable_variables` collection).
     pub fn variables(&self) -> Vec<Variable> {
         let serving = self.serving_nodes();
+        let tf1_trainable = match self.tf1_hub {
+            true => Some(tf1hub::trainable_names(&self.meta).unwrap_or_default()),
+            false => None,
+        };
         let nodes = self.nodes();
         // handle node name -> object-graph variable, via call nodes' captured inputs.
         let mut known: HashMap<String, proto::SavedVariable> = HashMap::new();
@@ -297,7 +370,10 @@ impl SavedModelInfo {
                     None => Variable {
                         handle: n.name.clone(),
                         name: n.name.clone(),
-                        trainable: true,
+                        trainable: tf1_trainable
+                            .as_ref()
+                            .map(|t| t.contains(&n.name))
+                            .unwrap_or(true),
                         dtype,
                         shape,
                     },

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use prost::Message;
-use tensorflow::{Graph, Scope, Session, SessionOptions};
+use tensorflow::{DataType, Graph, ImportGraphDefOptions, Output, Scope, Session, SessionOptions};
 
-use super::{SavedModelInfo, Signature};
+use super::{tf1hub, SavedModelInfo, Saver, Signature};
 use crate::error::{Error, Result, TfContext};
 use crate::proto::{self, TensorRef};
 
@@ -15,7 +15,13 @@ pub struct Loaded {
     pub info: SavedModelInfo,
     pub scope: Scope,
     pub session: Session,
+    /// A TF1 Hub module's variables keyed as its checkpoint keys them (restored at load,
+    /// written at export: such modules carry no saver of their own).
+    pub(crate) module_vars: Option<Saver>,
 }
+
+/// Where a TF1 Hub module's inference variant is imported beside the variant that trains.
+pub const INFERENCE_PREFIX: &str = "pretext_inference";
 
 /// Session options: thread pools from `PRETEXT_INTRA_THREADS` / `PRETEXT_INTER_THREADS` if set;
 /// grappler rounds from `PRETEXT_GRAPPLER_ROUNDS` (default 1).
@@ -72,6 +78,41 @@ impl Trust {
     }
 }
 
+/// Imports a TF1 Hub module's graph variant (its ref variables already rewritten), and its
+/// inference variant under `INFERENCE_PREFIX` when that is another one (same variables by
+/// shared name), into a new session.
+fn import_variants(
+    info: &SavedModelInfo,
+    scope: &mut Scope,
+    opts: &SessionOptions,
+) -> Result<Session> {
+    let err = |msg: String| Error::Load {
+        path: info.dir.clone(),
+        msg,
+    };
+    let variants = [
+        (Some(&info.meta), None),
+        (info.inference.as_ref(), Some(INFERENCE_PREFIX)),
+    ];
+    for (meta, prefix) in variants {
+        let Some(m) = meta else { continue };
+        let tags = tf1hub::show_tags(&tf1hub::tags_of(m));
+        let gd = m
+            .graph_def
+            .as_ref()
+            .ok_or_else(|| err(format!("graph variant {tags} has no graph_def")))?;
+        let mut o = ImportGraphDefOptions::new();
+        if let Some(p) = prefix {
+            o.set_prefix(p).map_err(|e| err(e.to_string()))?;
+        }
+        scope
+            .graph_mut()
+            .import_graph_def(&gd.encode_to_vec(), &o)
+            .map_err(|e| err(format!("importing graph variant {tags}: {e}")))?;
+    }
+    Session::new(opts, &scope.graph()).map_err(|e| err(e.to_string()))
+}
+
 /// `info`'s audit findings as an error, unless trusted or clean.
 pub fn check_audit(info: &SavedModelInfo, trust: Trust) -> Result<()> {
     if trust == Trust::Trusted {
@@ -107,21 +148,78 @@ impl Loaded {
         } else {
             info.tags.clone()
         };
-        let bundle = {
-            let mut g = scope.graph_mut();
-            let g: &mut Graph = &mut g;
-            tensorflow::SavedModelBundle::load(&opts, &tags, g, dir).map_err(|s| Error::Load {
-                path: dir.into(),
-                msg: s.to_string(),
-            })?
+        let session = match info.tf1_hub {
+            true => import_variants(&info, &mut scope, &opts)?,
+            false => {
+                let mut g = scope.graph_mut();
+                let g: &mut Graph = &mut g;
+                tensorflow::SavedModelBundle::load(&opts, &tags, g, dir)
+                    .map_err(|s| Error::Load {
+                        path: dir.into(),
+                        msg: s.to_string(),
+                    })?
+                    .session
+            }
         };
-        let loaded = Loaded {
+        let mut loaded = Loaded {
             info,
             scope,
-            session: bundle.session,
+            session,
+            module_vars: None,
         };
+        if loaded.info.tf1_hub {
+            loaded.restore_module_variables()?;
+        }
         loaded.check_restored()?;
         Ok(loaded)
+    }
+
+    /// Every variable of a TF1 Hub module's graph (the loaded variant's, then those only its
+    /// inference variant has) as (checkpoint key, handle, dtype), restored from the module's
+    /// `variables/` into a saver kept for export.
+    fn restore_module_variables(&mut self) -> Result<()> {
+        let mut vars: Vec<(String, Output, DataType)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let variants = [
+            (Some(&self.info.meta), ""),
+            (self.info.inference.as_ref(), INFERENCE_PREFIX),
+        ];
+        for (meta, prefix) in variants {
+            let Some(gd) = meta.and_then(|m| m.graph_def.as_ref()) else {
+                continue;
+            };
+            for n in gd.node.iter().filter(|n| n.op == "VarHandleOp") {
+                if !seen.insert(n.name.clone()) {
+                    continue;
+                }
+                let op = match prefix {
+                    "" => self.op(&n.name)?,
+                    p => self.op(&format!("{p}/{}", n.name))?,
+                };
+                let dt = op
+                    .get_attr_type("dtype")
+                    .tf_ctx(|| format!("dtype of variable {}", n.name))?;
+                vars.push((
+                    n.name.clone(),
+                    Output {
+                        operation: op,
+                        index: 0,
+                    },
+                    dt,
+                ));
+            }
+        }
+        let saver = Saver::in_scope(self, &vars, "pretext_module_variables")?;
+        let prefix = self.info.dir.join("variables").join("variables");
+        saver.restore(self, &prefix).map_err(|e| Error::Load {
+            path: self.info.dir.clone(),
+            msg: format!(
+                "restoring the module's variables from {}: {e}",
+                prefix.display()
+            ),
+        })?;
+        self.module_vars = Some(saver);
+        Ok(())
     }
 
     fn check_restored(&self) -> Result<()> {
@@ -188,6 +286,29 @@ impl Loaded {
 }
 
 impl Loaded {
+    /// The signature to evaluate with: for a TF1 Hub module loaded in its `train` variant, the
+    /// same signature of its inference variant (imported beside it, reading the same
+    /// variables), so embeddings use the moving statistics; otherwise `sig` itself.
+    pub fn inference_signature(&self, sig: &Signature) -> Signature {
+        let Some(sd) = self
+            .info
+            .inference
+            .as_ref()
+            .and_then(|m| m.signature_def.get(&sig.name))
+        else {
+            return sig.clone();
+        };
+        let mut s = sig.clone();
+        for (specs, map) in [(&mut s.inputs, &sd.inputs), (&mut s.outputs, &sd.outputs)] {
+            for t in specs.iter_mut() {
+                if let Some(i) = map.get(&t.key) {
+                    t.tensor = format!("{INFERENCE_PREFIX}/{}", i.name);
+                }
+            }
+        }
+        s
+    }
+
     /// Runs the session: feeds float tensors, fetches one float tensor.
     pub fn run_f32(
         &self,
@@ -220,10 +341,19 @@ impl Loaded {
             .find(|o| o.key == key)
             .ok_or_else(|| Error::graph(key, "no such signature output"))?;
         let out = self.output(&out.tensor)?;
+        // Inputs with a fixed value are fed it.
+        let fixed = sig
+            .fixed
+            .iter()
+            .map(|f| Ok((self.output(&f.spec.tensor)?, f.tensor()?)))
+            .collect::<Result<Vec<_>>>()?;
         // Integer pixel inputs take the float pixels rounded and clipped to 0..255.
         let px = |v: &f32| v.round_ties_even().clamp(0.0, 255.0);
         let (u8s, i32s);
         let mut run = tensorflow::SessionRunArgs::new();
+        for (o, t) in &fixed {
+            t.add_feed(&mut run, o);
+        }
         match sig.inputs[0].dtype {
             4 => {
                 let v: Vec<u8> = x.iter().map(|v| px(v) as u8).collect();
@@ -239,7 +369,7 @@ impl Loaded {
                     .tf_ctx(|| "pixels".into())?;
                 run.add_feed(&inp.operation, inp.index, &i32s);
             }
-            _ => return self.run_f32(&[(&inp, x)], &out),
+            _ => run.add_feed(&inp.operation, inp.index, x),
         }
         let tok = run.request_fetch(&out.operation, out.index);
         self.session

@@ -192,7 +192,13 @@ pub(super) fn checkpoint_vars(model: &Loaded) -> Result<Vec<(String, Output, Dat
         let (Ok(name), Ok(t)) = (op.name(), op.op_type()) else {
             continue;
         };
-        if t == "VarHandleOp" && !original.contains(name.as_str()) && seen.insert(name.clone()) {
+        // A TF1 Hub module's inference variant shares the model's variables (by shared name).
+        let variant = name.starts_with(&format!("{}/", crate::savedmodel::INFERENCE_PREFIX));
+        if t == "VarHandleOp"
+            && !variant
+            && !original.contains(name.as_str())
+            && seen.insert(name.clone())
+        {
             let dt = op
                 .get_attr_type("dtype")
                 .tf_ctx(|| format!("dtype of {name}"))?;

@@ -18,6 +18,10 @@ pub struct TrainConfig {
     /// Whether the model is audited before TF runs it (`savedmodel::audit`).
     pub trust: crate::savedmodel::Trust,
     pub signature: String,
+    /// The graph variant to load (`model.tags`); `None`: the model's default.
+    pub tags: Option<Vec<String>>,
+    /// Signature inputs bound to fixed values (`model.fixed_inputs`).
+    pub fixed_inputs: std::collections::BTreeMap<String, serde_yaml::Value>,
     /// Where the unlabeled images are: folders, TFRecord files, IDX files (their union).
     pub data: crate::data::DataSources,
     /// Seeded shuffle each epoch (else sorted order).
@@ -184,6 +188,26 @@ pub fn image_spec(sig: &Signature, size: Option<u32>, range: (f32, f32)) -> Resu
         .inputs
         .first()
         .ok_or_else(|| Error::graph(&sig.name, "signature has no inputs"))?;
+    let is_image = |s: &crate::savedmodel::TensorSpec| {
+        IMAGE_DTYPES.contains(&s.dtype) && s.shape.as_ref().is_none_or(|d| d.len() == 4)
+    };
+    if sig.inputs.len() > 1 && sig.inputs.iter().filter(|s| is_image(s)).count() == 1 {
+        let others: Vec<String> = sig
+            .inputs
+            .iter()
+            .filter(|s| !is_image(s))
+            .map(|s| format!("'{}' ({})", s.key, crate::proto::dtype_name(s.dtype)))
+            .collect();
+        return Err(Error::config(
+            "model.fixed_inputs",
+            format!(
+                "signature '{}' takes an image batch and {}: give each a value, e.g. model.fixed_inputs: {{{}: VALUE}} (flag: --set model.fixed_inputs.KEY=VALUE)",
+                sig.name,
+                others.join(", "),
+                sig.inputs.iter().find(|s| !is_image(s)).map(|s| s.key.as_str()).unwrap_or("KEY")
+            ),
+        ));
+    }
     if sig.inputs.len() != 1 || !IMAGE_DTYPES.contains(&inp.dtype) {
         return Err(Error::config("model.signature", format!("signature '{}' must take one image batch (float32, uint8 or int32); it takes {} input(s), first '{}' of type {}", sig.name, sig.inputs.len(), inp.key, crate::proto::dtype_name(inp.dtype))));
     }

@@ -99,13 +99,20 @@ pub(super) fn plan(
 fn bn_updates(model: &mut Loaded, head: &BuiltHead, switched: &[String]) -> Result<Vec<Operation>> {
     let mut out = Vec::new();
     let mut s = model.scope.new_sub_scope("pretext/bn_update");
+    let mut own = 0;
     for t in &head.towers {
+        // The model's own update ops (a TF1 graph's UPDATE_OPS), as the model runs them.
+        out.extend(t.updates.iter().cloned());
+        own += t.updates.len();
         for (handle, value) in t.bn_updates(model, switched)? {
             out.push(
                 ops::assign_variable_op(handle, value, &mut s)
                     .tf_ctx(|| "moving-statistics update".into())?,
             );
         }
+    }
+    if own > 0 {
+        log::info!("the model's update ops (UPDATE_OPS): {own} run each step");
     }
     if !switched.is_empty() {
         log::info!(

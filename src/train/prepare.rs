@@ -36,8 +36,10 @@ pub(super) struct Prepared {
 /// Reads and loads the model, starts the input threads (the first batches decode while the
 /// graph is built), inlines the signature, picks the variables that train and runs `PASSES`.
 pub(super) fn prepare(cfg: &TrainConfig, head: &dyn Head) -> Result<Prepared> {
-    let info = SavedModelInfo::read(&cfg.model)?;
-    let signature = info.signature(&cfg.signature)?;
+    let info = SavedModelInfo::read_tagged(&cfg.model, cfg.tags.as_deref())?;
+    let signature = info
+        .signature(&cfg.signature)?
+        .with_fixed(&cfg.fixed_inputs)?;
     let spec = image_spec(&signature, cfg.size, cfg.range)?;
     let data = std::sync::Arc::new(Dataset::open(&cfg.data)?);
     let (clean, augmented) = head.views();
