@@ -36,8 +36,9 @@ $(VENV)/.ok: $(CACHE)/wheels/.$(TF_PIP)-$(TF_VERSION)
 	$(PY) -m pip install -q $(WHEEL_GLOB)
 	$(PY) -m pip install -q --no-deps tf-keras==$(TF_VERSION)
 	$(PY) -m pip install -q pillow tensorboard==2.21.0
-	# The last tensorflow_hub with the TF1 Hub module builder and hub.Module (fixtures, oracle).
-	$(PY) -m pip install -q --no-deps tensorflow-hub==0.15.0
+	# The last tensorflow_hub with the TF1 Hub module builder and hub.Module, and TF-Slim (the
+	# code TF-Hub's TF1 image modules were built from): fixtures and oracle.
+	$(PY) -m pip install -q --no-deps tensorflow-hub==0.15.0 tf-slim==1.1.0
 	touch $@
 
 # The engine needs only TF's C library (the Python venv is for tests and fixtures).
@@ -122,10 +123,12 @@ $(FMNIST)/.ok: $(VENV)/.ok scripts/make_labeled.py
 CONF_FAST   := $(CACHE)/conformance
 CONF_ALL    := $(CACHE)/conformance-all
 conformance-fast: $(CONF_FAST)/.ok
-$(CONF_FAST)/.ok: $(VENV)/.ok scripts/make_conformance.py scripts/make_fixtures.py scripts/golden.py
+$(CONF_FAST)/.ok: $(VENV)/.ok scripts/make_conformance.py scripts/make_fixtures.py scripts/golden.py \
+  scripts/make_tf1_hub.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_conformance.py --set fast --out $(CONF_FAST)
 	touch $@
-$(CONF_ALL)/.ok: $(VENV)/.ok scripts/make_conformance.py scripts/make_fixtures.py scripts/golden.py
+$(CONF_ALL)/.ok: $(VENV)/.ok scripts/make_conformance.py scripts/make_fixtures.py scripts/golden.py \
+  scripts/make_tf1_hub.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_conformance.py --set all --out $(CONF_ALL)
 	touch $@
 conformance: setup images $(CONF_ALL)/.ok

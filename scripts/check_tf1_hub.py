@@ -1,7 +1,7 @@
 """Test oracle: does tensorflow_hub's own hub.Module load pretext's export of a TF1 Hub module,
 with each graph variant, and compute what pretext computed?
 
-    check_tf1_hub.py --export DIR --original DIR --input IN.bin --shape N,H,W,C
+    check_tf1_hub.py --export DIR --original DIR --input IN.bin --shape N,H,W,C [--key default]
                      --expected TAGS=OUT.bin [--expected TAGS=OUT.bin ...]
 
 TAGS is a comma-separated tag set ("" for the untagged variant). Checks, exiting non-zero with a
@@ -9,7 +9,7 @@ message on the first failure:
  1. saved_model.pb and tfhub_module.pb of the export are byte-identical to the original's;
  2. the export's checkpoint holds the same keys, dtypes and shapes as the original's;
  3. for each TAGS: hub.Module(export, tags=TAGS) computes OUT.bin (the `default` signature's
-    `default` output) on IN.bin, within 1e-5 of the output scale;
+    output KEY) on IN.bin, within 1e-5 of the output scale;
  4. the original module computes something else (the export carries the trained weights), and
     the batch-norm moving statistics changed (the UPDATE_OPS ran).
 """
@@ -30,10 +30,10 @@ import tensorflow_hub as hub  # noqa: E402
 tf1 = tf.compat.v1
 
 
-def run(path, tags, x):
+def run(path, tags, x, key):
     with tf1.Graph().as_default():
         m = hub.Module(path, tags=tags)
-        y = m(tf.constant(x), signature="default", as_dict=True)["default"]
+        y = m(tf.constant(x), signature="default", as_dict=True)[key]
         with tf1.Session() as s:
             s.run(tf1.global_variables_initializer())
             return s.run(y)
@@ -49,6 +49,7 @@ def main():
     for a in ["export", "original", "input", "shape"]:
         ap.add_argument("--" + a, required=True)
     ap.add_argument("--expected", action="append", required=True)
+    ap.add_argument("--key", default="default")
     a = ap.parse_args()
     for f in ["saved_model.pb", "tfhub_module.pb"]:
         same_file(a.export, a.original, f)
@@ -70,13 +71,13 @@ def main():
         tags_s, path = spec.split("=", 1)
         tags = {t for t in tags_s.split(",") if t}
         want = np.fromfile(path, dtype="<f4")
-        got = run(a.export, tags, x).reshape(-1)
+        got = run(a.export, tags, x, a.key).reshape(-1)
         err = float(np.max(np.abs(got - want)))
         tol = 1e-5 * max(1.0, float(np.max(np.abs(want))))
         print(f"hub.Module(tags={sorted(tags)}): max |python - rust| = {err:.3e} (bound {tol:.1e})")
         if err > tol:
             sys.exit(f"FAIL: hub.Module(tags={sorted(tags)}) differs from pretext by {err}")
-        moved = float(np.max(np.abs(run(a.original, tags, x).reshape(-1) - want)))
+        moved = float(np.max(np.abs(run(a.original, tags, x, a.key).reshape(-1) - want)))
         print(f"  original module: max |original - trained| = {moved:.3e}")
         if moved <= 1e-4:
             sys.exit(f"FAIL: tags {sorted(tags)}: the export computes what the original did")

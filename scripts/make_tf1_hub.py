@@ -42,10 +42,14 @@ EPS = 1e-3
 
 def module_fn(is_training, size):
     x = tf1.placeholder(tf.float32, [None, size, size, 3], name="images")
+    with ref_variables():
+        _module_body(x, is_training)
+
+
+def _module_body(x, is_training):
 
     def var(name, shape, init, trainable=True):
-        return tf1.get_variable(name, shape, initializer=init, trainable=trainable,
-                                use_resource=False)
+        return tf1.get_variable(name, shape, initializer=init, trainable=trainable)
 
     def conv(h, name, cin, cout, stride, bias):
         with tf1.variable_scope(name):
@@ -78,13 +82,6 @@ def module_fn(is_training, size):
     hub.add_signature("image_feature_vector", inputs={"images": x}, outputs={"default": feat})
 
 
-def spec(size):
-    return hub.create_module_spec(
-        module_fn,
-        tags_and_args=[(set(), {"is_training": False, "size": size}),
-                       ({"train"}, {"is_training": True, "size": size})])
-
-
 def run_module(path, tags, x, keys=("default", "spatial")):
     """The `default` signature of the module at `path` with graph variant `tags`, on `x`."""
     with tf1.Graph().as_default():
@@ -95,69 +92,102 @@ def run_module(path, tags, x, keys=("default", "spatial")):
             return {k: s.run(out[k]) for k in keys}
 
 
-def golden_gradients(path, x, rng, gold):
-    """d(sum(default * w))/d(var) in the `train` variant (batch statistics) for every trainable
-    variable, by tf.compat.v1.gradients on hub.Module's graph: grads.bin, weights.bin and the
-    offsets of each variable (by its name in the module)."""
+def ref_variables():
+    """A variable creator scope that makes ref variables (`VariableV2`), as TF1 code did (TF2's
+    default is resource variables, even in TF1-style graphs)."""
+    def creator(next_creator, **kw):
+        kw["use_resource"] = False
+        return next_creator(**kw)
+    return tf.variable_creator_scope(creator)
+
+
+def export(path, module_fn, drop_collections=(), init=None):
+    """Builds `module_fn(is_training)` as a module with variants {} (False) and {train} (True)
+    and exports it to `path` after `init(session)`; returns {variable name: shape}."""
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    def seeded(is_training):  # graph-level seed: initializers stay deterministic
+        tf1.set_random_seed(SEED)
+        return module_fn(is_training)
+
+    spec = hub.create_module_spec(
+        seeded, tags_and_args=[(set(), {"is_training": False}), ({"train"}, {"is_training": True})],
+        drop_collections=list(drop_collections))
+    with tf1.Graph().as_default():
+        tf1.set_random_seed(SEED)
+        m = hub.Module(spec, trainable=True)
+        with tf1.Session() as s:
+            s.run(tf1.global_variables_initializer())
+            if init:
+                init(s)
+            m.export(path, s)
+            refs = sorted({v.op.type for v in tf1.global_variables()})
+            variables = {v.op.name: v.shape.as_list() for v in tf1.global_variables()}
+    assert refs == ["VariableV2"], refs
+    return variables
+
+
+def conformance_golden(path, gold, x, rng):
+    """scripts/golden.py's layout (tests/conformance.rs reads it) from hub.Module's `train`
+    variant: input.bin, output.bin (signature `default`, output `default`), weights.bin, and
+    grads.bin: d(sum(output * weights))/d(var) by tf.compat.v1.gradients for every trainable
+    variable, indexed in index.json by its name in the module (its node and checkpoint key)."""
+    os.makedirs(gold, exist_ok=True)
     with tf1.Graph().as_default():
         m = hub.Module(path, tags={"train"}, trainable=True)
         y = m(tf.constant(x), signature="default")
         w = rng.normal(0, 1, [x.shape[0], int(y.shape[1])]).astype(np.float32)
-        loss = tf.reduce_sum(y * w)
         vs = tf1.trainable_variables()
-        gs = tf1.gradients(loss, vs)
+        gs = tf1.gradients(tf.reduce_sum(y * w), vs)
         with tf1.Session() as s:
             s.run(tf1.global_variables_initializer())
-            got = s.run(gs)
-    w.astype("<f4").tofile(os.path.join(gold, "weights.bin"))
-    index, flat, off = [], [], 0
+            out, got = s.run([y, gs])
+    entries, flat, off = [], [], 0
     for v, g in zip(vs, got):
         name = v.op.name.split("/", 1)[1]  # hub.Module's scope ("module/") left out
-        index.append(dict(name=name, offset=off, size=int(g.size)))
+        entries.append(dict(name=name, graph_input=name, shape=list(g.shape), trainable=True,
+                            grad_is_none=False, offset=off, size=int(g.size)))
         flat.append(g.reshape(-1))
         off += int(g.size)
-    np.concatenate(flat).astype("<f4").tofile(os.path.join(gold, "grads.bin"))
-    return dict(weights_shape=list(w.shape), grads=index)
+    for fname, arr in (("input.bin", x), ("output.bin", out), ("weights.bin", w),
+                       ("grads.bin", np.concatenate(flat))):
+        arr.astype("<f4").tofile(os.path.join(gold, fname))
+    index = dict(name=os.path.basename(path), input_key="images", input_shape=list(x.shape),
+                 output_key="default", output_shape=list(out.shape), vars=entries,
+                 grads_len=off, loss="reduce_sum(output * weights)", variant="train")
+    with open(os.path.join(gold, "index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+        f.write("\n")
+    return index
 
 
 def make(out, name, size):
     path = os.path.join(out, name)
-    if os.path.exists(path):
-        shutil.rmtree(path)
     rng = np.random.default_rng(SEED)
-    with tf1.Graph().as_default():
-        tf1.set_random_seed(SEED)
-        m = hub.Module(spec(size), trainable=True)
-        m(tf.zeros([1, size, size, 3]))
-        with tf1.Session() as s:
-            s.run(tf1.global_variables_initializer())
-            # Non-trivial inference batch norm: moving statistics and gamma/beta away from 1/0.
-            for v in tf1.global_variables():
-                n = v.op.name
-                shape = v.shape.as_list()
-                if n.endswith("moving_variance"):
-                    v.load(rng.uniform(0.5, 2.0, shape).astype(np.float32), s)
-                elif n.endswith("moving_mean") or n.endswith("beta"):
-                    v.load(rng.normal(0, 0.2, shape).astype(np.float32), s)
-                elif n.endswith("gamma"):
-                    v.load(rng.uniform(0.8, 1.2, shape).astype(np.float32), s)
-            m.export(path, s)
-            variables = {v.op.name: v.shape.as_list() for v in tf1.global_variables()}
-            refs = sorted({v.op.type for v in tf1.global_variables()})
-    assert refs == ["VariableV2"], refs
+
+    def init(s):
+        # Non-trivial inference batch norm: moving statistics and gamma/beta away from 1/0.
+        for v in tf1.global_variables():
+            n, shape = v.op.name, v.shape.as_list()
+            if n.endswith("moving_variance"):
+                v.load(rng.uniform(0.5, 2.0, shape).astype(np.float32), s)
+            elif n.endswith("moving_mean") or n.endswith("beta"):
+                v.load(rng.normal(0, 0.2, shape).astype(np.float32), s)
+            elif n.endswith("gamma"):
+                v.load(rng.uniform(0.8, 1.2, shape).astype(np.float32), s)
+
+    variables = export(path, lambda is_training: module_fn(is_training, size), init=init)
     gold = os.path.join(out, "golden", name)
-    os.makedirs(gold, exist_ok=True)
     x = rng.uniform(0, 1, [4, size, size, 3]).astype(np.float32)
-    x.tofile(os.path.join(gold, "input.bin"))
+    conformance_golden(path, gold, x, rng)
     outputs = {}
     for label, tags in (("serve", set()), ("train", {"train"})):
         got = run_module(path, tags, x)
         for k, v in got.items():
             v.astype("<f4").tofile(os.path.join(gold, f"{label}_{k}.bin"))
             outputs[f"{label}_{k}"] = list(v.shape)
-    grads = golden_gradients(path, x, rng, gold)
     meta = dict(
-        name=name, input_key="images", **grads, input_shape=[None, size, size, 3],
+        name=name, input_key="images", input_shape=[None, size, size, 3],
         test_input_shape=list(x.shape), outputs=outputs, variables=variables,
         variable_op="VariableV2", update_decay=DECAY,
         description="TF1 Hub format module (tensorflow_hub %s builder): ref variables, fused "

@@ -103,8 +103,8 @@ fn forward_and_gradients_equal_hub_module() {
     assert!(err <= 1e-5, "inference variant beside the train one: {err}");
 
     let (mut m, sig, t) = tower(None);
-    let meta = meta();
-    let w = Tensor::new(&dims(&meta["weights_shape"]))
+    let idx = index(NAME);
+    let w = Tensor::new(&dims(&idx["output_shape"]))
         .with_values(&read_f32(&golden(NAME).join("weights.bin")))
         .unwrap();
     let loss = weighted_sum_loss(&m.scope, t.outputs[key_index(&sig, "default")].clone(), w);
@@ -113,7 +113,7 @@ fn forward_and_gradients_equal_hub_module() {
             .unwrap();
     let want = read_f32(&golden(NAME).join("grads.bin"));
     let largest = want.iter().fold(0f32, |a, b| a.max(b.abs()));
-    let entries = meta["grads"].as_array().unwrap();
+    let entries = idx["vars"].as_array().unwrap();
     assert_eq!(entries.len(), 7);
     for v in entries {
         let name = v["name"].as_str().unwrap();
@@ -156,11 +156,6 @@ fn value_of(t: &Trainer, name: &str) -> Vec<f32> {
     t.model().run_f32(&[], &r).unwrap().to_vec()
 }
 
-fn write_f32(p: &std::path::Path, v: &[f32]) {
-    let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    std::fs::write(p, b).unwrap();
-}
-
 /// Three steps in the `train` variant move the weights and, through the module's UPDATE_OPS,
 /// the moving statistics; the export is the original module byte for byte but for its
 /// variables, and hub.Module loads it with each tag set and computes what pretext computes.
@@ -183,36 +178,8 @@ fn trains_with_its_update_ops_and_exports_a_module_hub_reloads() {
         assert_ne!(&value_of(&t, v), b, "{v} did not change");
     }
     let base = tempfile::tempdir().unwrap();
-    let dir = pretext::export::export(t.model(), base.path(), None).unwrap();
-    let x = input();
-    let sig = t.signature().clone();
-    let train_out = t.model().run_signature(&sig, &x, "default").unwrap();
-    let serve_out = t
-        .model()
-        .run_signature(&t.model().inference_signature(&sig), &x, "default")
-        .unwrap();
-    let (tr, sv) = (base.path().join("train.bin"), base.path().join("serve.bin"));
-    write_f32(&tr, &train_out);
-    write_f32(&sv, &serve_out);
-    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let shape: Vec<String> = x.dims().iter().map(|d| d.to_string()).collect();
-    let o = std::process::Command::new(python())
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_tf1_hub.py"))
-        .args(["--export", &arg(&dir), "--original", &arg(&fixture(NAME))])
-        .args(["--input", &arg(&golden(NAME).join("input.bin"))])
-        .args(["--shape", &shape.join(",")])
-        .args(["--expected", &format!("train={}", arg(&tr))])
-        .args(["--expected", &format!("={}", arg(&sv))])
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    println!("{out}");
-    assert!(
-        o.status.success(),
-        "hub.Module rejected the export: {out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let out = export_and_check(&t, base.path(), &fixture(NAME), &golden(NAME), "default").unwrap();
+    println!("{out:?}");
 }
 
 /// A run resumed from a checkpoint takes the steps an uninterrupted run takes (the moving

@@ -196,6 +196,10 @@ pub fn export_and_check(
     key: &str,
 ) -> Result<PathBuf, String> {
     let dir = pretext::export::export(t.model(), base, None).map_err(|e| e.to_string())?;
+    if t.model().info.tf1_hub {
+        check_tf1_export(t, base, &dir, original, golden_dir, key)?;
+        return Ok(dir);
+    }
     let idx: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(golden_dir.join("index.json")).unwrap())
             .unwrap();
@@ -212,4 +216,56 @@ pub fn export_and_check(
     let input = golden_dir.join("input.bin");
     check_export(&dir, original, &input, x.dims(), &expected, key)?;
     Ok(dir)
+}
+
+/// Runs scripts/check_tf1_hub.py on the export `dir` of a TF1 Hub module: hub.Module loads it
+/// with the variant that trained (and the untagged one, if another) and computes what pretext computes for each
+/// (output `key` of signature `default`) on the golden input of `golden_dir`.
+fn check_tf1_export(
+    t: &pretext::train::Trainer,
+    base: &std::path::Path,
+    dir: &std::path::Path,
+    original: &std::path::Path,
+    golden_dir: &std::path::Path,
+    key: &str,
+) -> Result<(), String> {
+    let idx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir.join("index.json")).unwrap())
+            .unwrap();
+    let x = Tensor::new(&dims(&idx["input_shape"]))
+        .with_values(&read_f32(&golden_dir.join("input.bin")))
+        .unwrap();
+    let m = t.model();
+    let mut expected = Vec::new();
+    let mut variants = vec![(m.info.tags.join(","), t.signature().clone())];
+    if m.info.inference.is_some() {
+        variants.push((String::new(), m.inference_signature(t.signature())));
+    }
+    for (label, sig) in variants {
+        let y = m.run_signature(&sig, &x, key).map_err(|e| e.to_string())?;
+        let p = base.join(format!("expected_{label}.bin"));
+        let b: Vec<u8> = y.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&p, b).unwrap();
+        expected.push(format!("{label}={}", p.display()));
+    }
+    let shape: Vec<String> = x.dims().iter().map(|d| d.to_string()).collect();
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let o = std::process::Command::new(python())
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_tf1_hub.py"))
+        .args(["--export", &arg(dir), "--original", &arg(original)])
+        .args(["--input", &arg(&golden_dir.join("input.bin"))])
+        .args(["--shape", &shape.join(","), "--key", key])
+        .args(expected.iter().flat_map(|e| ["--expected", e.as_str()]))
+        .env("TF_CPP_MIN_LOG_LEVEL", "2")
+        .output()
+        .unwrap();
+    println!("{}", String::from_utf8_lossy(&o.stdout));
+    match o.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "hub.Module rejected the export: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )),
+    }
 }
