@@ -35,7 +35,8 @@ KERAS2 = {
     "efficientnet_b0": ("fast", A.EfficientNetB0, 64, "swish (tf.nn.silu custom gradient), SE, residual"),
     "regnet_x002": ("fast", A.RegNetX002, 64, "grouped convolutions"),
     "resnet50_v2": ("all", A.ResNet50V2, 64, "pre-activation residual, 1x1 stride-2 shortcuts"),
-    "efficientnet_v2_b0": ("all", A.EfficientNetV2B0, 64, "fused MBConv, swish"),
+    "efficientnet_v2_b0": ("all", A.EfficientNetV2B0, 64, "fused MBConv, swish; its own "
+                           "0..255 rescaling left out (include_preprocessing=False)"),
     "densenet121": ("all", A.DenseNet121, 64, "dense concatenations"),
     "convnext_tiny": ("all", A.ConvNeXtTiny, 64, "depthwise 7x7, LayerNorm, GELU, layer scale"),
     "nasnet_mobile": ("all", A.NASNetMobile, 64, "searched cells, separable convolutions"),
@@ -61,7 +62,12 @@ def calibrate(model, side):
 
 def save_keras2(out, name, ctor, side, note):
     fx.seed_all()
-    model = ctor(weights=None, include_top=False, pooling="avg", input_shape=(side, side, 3))
+    # EfficientNetV2 rescales 0..255 pixels itself: on the corpus' [0, 1] images its first
+    # layer would see a near-constant input, and a few training steps blow the output up by
+    # orders of magnitude (the checks would measure amplified rounding, not the graph).
+    extra = {"include_preprocessing": False} if ctor is A.EfficientNetV2B0 else {}
+    model = ctor(weights=None, include_top=False, pooling="avg", input_shape=(side, side, 3),
+                 **extra)
     calibrate(model, side)
     module = fx.HubImageModule(model, tf.TensorSpec([None, side, side, 3], tf.float32),
                                "feature_vector")
