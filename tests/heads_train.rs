@@ -187,25 +187,6 @@ fn simclr_is_fed_two_views_and_no_clean_batch() {
     assert_eq!(Trainer::new(&c).unwrap().feeds().len(), 2);
 }
 
-/// The current value of a model variable, read through a new ReadVariableOp.
-fn value_of(t: &mut Trainer, handle: &str) -> Vec<f32> {
-    let h = t.model().output(handle).unwrap();
-    read(t, h)
-}
-
-/// The current value behind a variable handle.
-fn read(t: &mut Trainer, h: tensorflow::Output) -> Vec<f32> {
-    let r: tensorflow::Output = {
-        let mut s = t.model().scope.new_sub_scope("test_read");
-        tensorflow::ops::ReadVariableOp::new()
-            .dtype(tensorflow::DataType::Float)
-            .build(h, &mut s)
-            .unwrap()
-            .into()
-    };
-    t.model().run_f32(&[], &r).unwrap().to_vec()
-}
-
 #[test]
 fn only_selected_variables_change() {
     let mut c = cfg("tiny_cnn", 3);
@@ -213,17 +194,17 @@ fn only_selected_variables_change() {
     let mut t = Trainer::new(&c).unwrap();
     assert_eq!(t.trained_vars(), 2, "conv2d_1/kernel and conv2d_1/bias");
     let (frozen0, trained0) = (
-        value_of(&mut t, "conv2d/kernel"),
-        value_of(&mut t, "conv2d_1/kernel"),
+        value_of(&t, "conv2d/kernel"),
+        value_of(&t, "conv2d_1/kernel"),
     );
     t.run(3).unwrap();
     assert_eq!(
-        value_of(&mut t, "conv2d/kernel"),
+        value_of(&t, "conv2d/kernel"),
         frozen0,
         "an unselected variable changed"
     );
     assert_ne!(
-        value_of(&mut t, "conv2d_1/kernel"),
+        value_of(&t, "conv2d_1/kernel"),
         trained0,
         "the selected variable did not change"
     );
@@ -244,9 +225,9 @@ fn bn_train_updates_moving_statistics_and_frozen_does_not() {
         let mut t = Trainer::new(&c).unwrap();
         assert_eq!(t.bn_updates().is_empty(), !should_change);
         let name = "Conv_1_bn/moving_mean";
-        let before = value_of(&mut t, name);
+        let before = value_of(&t, name);
         t.run(2).unwrap();
-        let after = value_of(&mut t, name);
+        let after = value_of(&t, name);
         assert_eq!(
             before != after,
             should_change,
@@ -266,9 +247,9 @@ fn bn_train_updates_moving_statistics_and_frozen_does_not() {
             pretext::train::select::VarSelection::parse("regex:block_16_|Conv_1").unwrap();
         let mut t = Trainer::new(&c).unwrap();
         assert_eq!(t.bn_updates().len(), 2 * switched, "{mode:?}");
-        let before = (value_of(&mut t, trained_bn), value_of(&mut t, frozen_bn));
+        let before = (value_of(&t, trained_bn), value_of(&t, frozen_bn));
         t.run(2).unwrap();
-        let after = (value_of(&mut t, trained_bn), value_of(&mut t, frozen_bn));
+        let after = (value_of(&t, trained_bn), value_of(&t, frozen_bn));
         assert_ne!(before.0, after.0, "{mode:?}: a trained layer's moving mean");
         assert_eq!(
             before.1 != after.1,
@@ -309,15 +290,15 @@ fn moco_queue_and_momentum_encoder_move_and_only_the_online_encoder_learns() {
     let target = "pretext/head/momentum/conv2d/kernel_0/var";
     for step in 0..2 {
         let (q0, k0, o0) = (
-            value_of(&mut t, queue),
-            value_of(&mut t, target),
-            value_of(&mut t, "conv2d/kernel"),
+            value_of(&t, queue),
+            value_of(&t, target),
+            value_of(&t, "conv2d/kernel"),
         );
         t.run(1).unwrap();
         let (q1, k1, o1) = (
-            value_of(&mut t, queue),
-            value_of(&mut t, target),
-            value_of(&mut t, "conv2d/kernel"),
+            value_of(&t, queue),
+            value_of(&t, target),
+            value_of(&t, "conv2d/kernel"),
         );
         assert_ne!(q0, q1, "step {step}: the queue did not change");
         assert_ne!(k0, k1, "step {step}: the momentum encoder did not change");
@@ -372,20 +353,20 @@ fn head_warmup_trains_the_head_alone_then_the_model() {
     let mut t = Trainer::new(&c).unwrap();
     let head_value = |t: &mut Trainer| -> Vec<f32> {
         let h = t.head_vars()[0].handle.clone();
-        read(t, h)
+        read_value(t, h)
     };
-    let (model0, head0) = (value_of(&mut t, "conv2d/kernel"), head_value(&mut t));
+    let (model0, head0) = (value_of(&t, "conv2d/kernel"), head_value(&mut t));
     t.run(2).unwrap();
     let head1 = head_value(&mut t);
     assert_eq!(
-        value_of(&mut t, "conv2d/kernel"),
+        value_of(&t, "conv2d/kernel"),
         model0,
         "a model variable changed during the head warm-up"
     );
     assert_ne!(head1, head0, "the head did not train during its warm-up");
     t.run(1).unwrap();
     assert_ne!(
-        value_of(&mut t, "conv2d/kernel"),
+        value_of(&t, "conv2d/kernel"),
         model0,
         "the model did not train after the warm-up"
     );

@@ -6,22 +6,15 @@
 mod common;
 use common::*;
 
-use pretext::graph::{inline_signature, PassContext, Tower};
+use pretext::graph::Tower;
 use pretext::savedmodel::{Loaded, SavedModelInfo};
 use pretext::train::Trainer;
-use tensorflow::{ops, Output, Tensor};
+use tensorflow::Tensor;
 
 const NAME: &str = "tf1_hub";
 
-fn meta() -> serde_json::Value {
-    let p = fixtures().join(format!("{NAME}.json"));
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
-}
-
 fn input() -> Tensor<f32> {
-    Tensor::new(&dims(&meta()["test_input_shape"]))
-        .with_values(&read_f32(&golden(NAME).join("input.bin")))
-        .unwrap()
+    golden_input_of(&golden(NAME))
 }
 
 /// The module loaded in variant `tags` (None: the default, `train`) with its signature
@@ -34,19 +27,7 @@ fn tower(tags: Option<&[String]>) -> (Loaded, pretext::savedmodel::Signature, To
         sig.name, "default",
         "the default signature of a TF1 Hub module"
     );
-    let mut flat = inline_signature(&m.info, &sig, &m.scope.graph()).unwrap();
-    let none = std::collections::HashSet::new();
-    let cx = PassContext {
-        info: &m.info,
-        trainable: &none,
-        bn: pretext::graph::bn::BnMode::Frozen,
-        bn_momentum: 0.99,
-        bn_fold: true,
-        recompute: pretext::graph::recompute::Recompute::Off,
-        custom_gradients: Default::default(),
-    };
-    pretext::train::prepare::prepare_graph(&mut flat, &cx).unwrap();
-    let t = Tower::import(&mut m, &flat, "t", None, None).unwrap();
+    let t = prepared_tower(&mut m, &sig, true, Default::default()).unwrap();
     (m, sig, t)
 }
 
@@ -140,20 +121,6 @@ fn forward_and_gradients_equal_hub_module() {
         println!("{name}: max relative error {rel:e}");
         assert!(scale > 0.0 && rel <= 1e-5, "{name}: {rel:e}");
     }
-}
-
-/// The current value of model variable `name`.
-fn value_of(t: &Trainer, name: &str) -> Vec<f32> {
-    let h = t.model().output(name).unwrap();
-    let r: Output = {
-        let mut s = t.model().scope.new_sub_scope("test_read");
-        ops::ReadVariableOp::new()
-            .dtype(tensorflow::DataType::Float)
-            .build(h, &mut s)
-            .unwrap()
-            .into()
-    };
-    t.model().run_f32(&[], &r).unwrap().to_vec()
 }
 
 /// Three steps in the `train` variant move the weights and, through the module's UPDATE_OPS,

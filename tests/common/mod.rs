@@ -103,7 +103,47 @@ pub fn load_with_tower_folded(
 ) -> (Loaded, pretext::savedmodel::Signature, Tower) {
     let mut m = Loaded::load(&fixture(name), Default::default()).unwrap();
     let sig = m.info.signature("serving_default").unwrap();
-    let mut flat = inline_signature(&m.info, &sig, &m.scope.graph()).unwrap();
+    let t = prepared_tower(&mut m, &sig, fold, Default::default()).unwrap();
+    (m, sig, t)
+}
+
+/// The current value behind a variable handle, read through a new ReadVariableOp.
+pub fn read_value(t: &pretext::train::Trainer, h: tensorflow::Output) -> Vec<f32> {
+    let r: tensorflow::Output = {
+        let mut s = t.model().scope.new_sub_scope("test_read");
+        tensorflow::ops::ReadVariableOp::new()
+            .dtype(tensorflow::DataType::Float)
+            .build(h, &mut s)
+            .unwrap()
+            .into()
+    };
+    t.model().run_f32(&[], &r).unwrap().to_vec()
+}
+
+/// The current value of the model variable whose handle is `handle`.
+pub fn value_of(t: &pretext::train::Trainer, handle: &str) -> Vec<f32> {
+    read_value(t, t.model().output(handle).unwrap())
+}
+
+/// The golden input of `golden_dir` (input.bin in index.json's input_shape).
+pub fn golden_input_of(golden_dir: &std::path::Path) -> Tensor<f32> {
+    let idx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir.join("index.json")).unwrap())
+            .unwrap();
+    Tensor::new(&dims(&idx["input_shape"]))
+        .with_values(&read_f32(&golden_dir.join("input.bin")))
+        .unwrap()
+}
+
+/// Inlines `m`'s signature `sig` and runs the trainer's passes on it (batch norm frozen,
+/// folded if `fold`, custom gradients as `custom`), then imports it as tower `t`.
+pub fn prepared_tower(
+    m: &mut Loaded,
+    sig: &pretext::savedmodel::Signature,
+    fold: bool,
+    custom: pretext::graph::custom::CustomGradients,
+) -> pretext::Result<Tower> {
+    let mut flat = inline_signature(&m.info, sig, &m.scope.graph())?;
     let none = std::collections::HashSet::new();
     let cx = pretext::graph::PassContext {
         info: &m.info,
@@ -112,11 +152,10 @@ pub fn load_with_tower_folded(
         bn_momentum: 0.99,
         bn_fold: fold,
         recompute: pretext::graph::recompute::Recompute::Off,
-        custom_gradients: Default::default(),
+        custom_gradients: custom,
     };
-    pretext::train::prepare::prepare_graph(&mut flat, &cx).unwrap();
-    let t = Tower::import(&mut m, &flat, "t", None, None).unwrap();
-    (m, sig, t)
+    pretext::train::prepare::prepare_graph(&mut flat, &cx)?;
+    Tower::import(m, &flat, "t", None, None)
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -200,12 +239,7 @@ pub fn export_and_check(
         check_tf1_export(t, base, &dir, original, golden_dir, key)?;
         return Ok(dir);
     }
-    let idx: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(golden_dir.join("index.json")).unwrap())
-            .unwrap();
-    let x = Tensor::new(&dims(&idx["input_shape"]))
-        .with_values(&read_f32(&golden_dir.join("input.bin")))
-        .unwrap();
+    let x = golden_input_of(golden_dir);
     let y = t
         .model()
         .run_signature(t.signature(), &x, key)
@@ -229,12 +263,7 @@ fn check_tf1_export(
     golden_dir: &std::path::Path,
     key: &str,
 ) -> Result<(), String> {
-    let idx: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(golden_dir.join("index.json")).unwrap())
-            .unwrap();
-    let x = Tensor::new(&dims(&idx["input_shape"]))
-        .with_values(&read_f32(&golden_dir.join("input.bin")))
-        .unwrap();
+    let x = golden_input_of(golden_dir);
     let m = t.model();
     let mut expected = Vec::new();
     let mut variants = vec![(m.info.tags.join(","), t.signature().clone())];
