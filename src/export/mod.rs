@@ -221,9 +221,31 @@ fn write_version(model: &Loaded, tmp: &Path) -> Result<()> {
 /// (`SavedModelInfo::variable_aliases`: a Keras 3 export's), so the model's saver writes the
 /// trained value under every checkpoint key and TF2 loaders see it too.
 fn sync_aliases(model: &Loaded) -> Result<()> {
+    let assigns = match model.alias_sync.get() {
+        Some(a) => a,
+        None => {
+            let built = alias_assigns(model)?;
+            model.alias_sync.get_or_init(|| built)
+        }
+    };
+    if assigns.is_empty() {
+        return Ok(());
+    }
+    let mut run = SessionRunArgs::new();
+    for a in assigns {
+        run.add_target(a);
+    }
+    model
+        .session
+        .run(&mut run)
+        .tf_ctx(|| "copying trained variables to their aliases".into())
+}
+
+/// The assignments `sync_aliases` runs (appended to the graph once per model).
+fn alias_assigns(model: &Loaded) -> Result<Vec<tensorflow::Operation>> {
     let groups = model.info.variable_aliases();
     if groups.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let serving: std::collections::HashSet<String> = model
         .info
@@ -257,14 +279,7 @@ fn sync_aliases(model: &Loaded) -> Result<()> {
         "{} aliased variable handle(s) synced before saving",
         assigns.len()
     );
-    let mut run = SessionRunArgs::new();
-    for a in &assigns {
-        run.add_target(a);
-    }
-    model
-        .session
-        .run(&mut run)
-        .tf_ctx(|| "copying trained variables to their aliases".into())
+    Ok(assigns)
 }
 
 /// Swaps two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`), so that at every moment

@@ -18,6 +18,8 @@ pub struct Loaded {
     /// A TF1 Hub module's variables keyed as its checkpoint keys them (restored at load,
     /// written at export: such modules carry no saver of their own).
     pub(crate) module_vars: Option<Saver>,
+    /// The ops copying each trained variable into its aliases (`export`), built once.
+    pub(crate) alias_sync: std::cell::OnceCell<Vec<tensorflow::Operation>>,
 }
 
 /// Where a TF1 Hub module's inference variant is imported beside the variant that trains.
@@ -166,6 +168,7 @@ impl Loaded {
             scope,
             session,
             module_vars: None,
+            alias_sync: Default::default(),
         };
         if loaded.info.tf1_hub {
             loaded.restore_module_variables()?;
