@@ -38,11 +38,15 @@ impl super::GraphPass for BnTrainMode {
             BnMode::Train => {
                 let ext = flat.external_ops();
                 let of_trained = of_trained_layers(&flat.graph_def, &ext, cx.trainable);
-                set_training(&mut flat.graph_def, cx.bn_momentum, |n| {
+                let own = !flat.updates.is_empty();
+                set_training(&mut flat.graph_def, cx.bn_momentum, own, |n| {
                     of_trained.contains(&n.name)
                 })
             }
-            BnMode::TrainAll => set_training(&mut flat.graph_def, cx.bn_momentum, |_| true),
+            BnMode::TrainAll => {
+                let own = !flat.updates.is_empty();
+                set_training(&mut flat.graph_def, cx.bn_momentum, own, |_| true)
+            }
         }
     }
 }
@@ -57,6 +61,7 @@ pub(crate) const FUSED: &[&str] = &["FusedBatchNorm", "FusedBatchNormV2", "Fused
 pub fn set_training(
     gd: &mut GraphDef,
     momentum: f32,
+    own_updates: bool,
     which: impl Fn(&NodeDef) -> bool,
 ) -> Result<Vec<String>> {
     if !(0.0..1.0).contains(&momentum) {
@@ -73,12 +78,13 @@ pub fn set_training(
         .filter(|n| FUSED.contains(&n.op.as_str()))
     {
         fused += 1;
-        // Already on batch statistics (a TF1 Hub module's `train` variant): the model's own
-        // update ops keep its moving averages.
-        let training = !matches!(
-            n.attr.get("is_training").and_then(|a| a.value.as_ref()),
-            Some(Value::B(false))
-        );
+        // Already on batch statistics in a graph with its own update ops (a TF1 Hub module's
+        // `train` variant): those keep its moving averages.
+        let training = own_updates
+            && !matches!(
+                n.attr.get("is_training").and_then(|a| a.value.as_ref()),
+                Some(Value::B(false))
+            );
         if !which(n) || training {
             continue;
         }
@@ -219,12 +225,22 @@ mod tests {
         );
         let stats: HashSet<String> = ["m".to_string(), "v".to_string()].into();
         assert!(of_trained_layers(&gd, &ext, &stats).is_empty());
-        let switched = set_training(&mut gd, 0.9, |x| of.contains(&x.name)).unwrap();
+        let switched = set_training(&mut gd, 0.9, true, |x| of.contains(&x.name)).unwrap();
         assert_eq!(switched, vec!["a".to_string()]);
         assert!(is_training(&gd, "a") && !is_training(&gd, "b"));
         let (mut all, _) = graph();
-        assert_eq!(set_training(&mut all, 0.9, |_| true).unwrap().len(), 2);
-        assert!(set_training(&mut all, 1.0, |_| true)
+        assert_eq!(
+            set_training(&mut all, 0.9, true, |_| true).unwrap().len(),
+            2
+        );
+        let (mut no_updates, _) = graph();
+        let n = set_training(&mut no_updates, 0.9, false, |_| true).unwrap();
+        assert_eq!(
+            n.len(),
+            3,
+            "without update ops of its own, every batch norm switches"
+        );
+        assert!(set_training(&mut all, 1.0, true, |_| true)
             .unwrap_err()
             .to_string()
             .contains("model.bn_momentum"));

@@ -351,43 +351,14 @@ pub fn inline_signature(
             ));
         }
     }
-    let data_deps = |n: &str| -> Vec<&str> {
-        if input_nodes.contains_key(n) {
-            return vec![];
-        }
-        top.get(n)
-            .map(|nd| {
-                nd.input
-                    .iter()
-                    .filter(|i| !i.starts_with('^'))
-                    .map(|i| TensorRef::node_of(i))
-                    .filter(|d| top.contains_key(d))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     for u in &update_ops {
         if !top.contains_key(u.as_str()) {
             return Err(Error::graph(u, "listed in UPDATE_OPS but not in the graph"));
         }
     }
     out_nodes.extend(update_ops.iter().map(|u| u.as_str()));
-    let order = topo_order(&out_nodes, data_deps);
-    let mut depends: HashSet<&str> = HashSet::new();
-    for &n in &order {
-        if input_nodes.contains_key(n) || data_deps(n).iter().any(|d| depends.contains(d)) {
-            depends.insert(n);
-        }
-    }
-    // Top-level variable reads feeding copied nodes are copied too (TF1 graphs read variables
-    // outside any function): each tower reads for itself, so gradients reach the variable.
-    let reads: Vec<&str> = order
-        .iter()
-        .filter(|n| depends.contains(*n))
-        .flat_map(|n| data_deps(n))
-        .filter(|d| top.get(d).map(|nd| nd.op == "ReadVariableOp") == Some(true))
-        .collect();
-    depends.extend(reads);
+    let inputs_at: HashSet<&str> = input_nodes.keys().copied().collect();
+    let (order, depends) = super::topo::nodes_to_copy(&top, &inputs_at, &out_nodes);
     let mut tr: HashMap<&str, Translated> = HashMap::new();
     let top_tensor =
         |inl: &mut Inliner, tr: &HashMap<&str, Translated>, t: &str| -> Result<String> {
@@ -410,21 +381,29 @@ pub fn inline_signature(
         }
         let nd = top[n];
         let mut data = Vec::new();
-        for i in nd.input.iter().filter(|i| !i.starts_with('^')) {
-            data.push(top_tensor(&mut inl, &tr, i)?);
+        let mut controls = Vec::new();
+        for i in &nd.input {
+            match i.strip_prefix('^') {
+                // After a copied node as in the model; a node left in the loaded graph does
+                // not depend on the inputs, so it has run (or never needs to) already.
+                Some(c) => controls.extend(tr.get(c).map(Inliner::control_of)),
+                None => data.push(top_tensor(&mut inl, &tr, i)?),
+            }
         }
         let t = if let Some(callee) = inl.callee(nd) {
-            inl.inline_fn(callee, data, Vec::new(), n)?
+            inl.inline_fn(callee, data, controls, n)?
         } else {
             // Check the op exists (clear error for unknown ops) and copy the node.
             let def = inl.opdefs.get(graph, &nd.op, &nd.name)?.clone();
             for a in &def.output_arg {
                 arg_len(a, nd)?;
             }
+            let mut input = data;
+            input.extend(controls);
             inl.out.push(NodeDef {
                 name: n.to_string(),
                 op: nd.op.clone(),
-                input: data,
+                input,
                 device: String::new(),
                 attr: clean_attrs(nd),
             });
@@ -446,7 +425,7 @@ pub fn inline_signature(
     }
     if let Some(first) = idle.first() {
         log::warn!(
-            "{} update op(s) of the graph do not depend on signature '{}''s inputs and are not run (e.g. '{first}')",
+            "{} update op(s) of the graph do not depend on the inputs of signature '{}' and are not run (e.g. '{first}')",
             idle.len(),
             sig.name
         );

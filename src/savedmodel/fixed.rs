@@ -66,6 +66,12 @@ impl FixedInput {
         let key = format!("{KEY}.{}", spec.key);
         let (mut dims, mut leaves) = (Vec::new(), Vec::new());
         flatten(&spec.key, v, &mut dims, 0, &mut leaves)?;
+        if leaves.len() as u64 != dims.iter().product::<u64>() {
+            return Err(Error::config(
+                key,
+                "nested lists of unequal depths (not a tensor)",
+            ));
+        }
         if let Some(want) = &spec.shape {
             let fits = want.len() == dims.len()
                 && want
@@ -272,6 +278,8 @@ mod tests {
         let m = e(spec("k", 1, Some(vec![Some(3)])), "[1, 2]");
         assert!(m.contains("shape [2]") && m.contains("[3]"), "{m}");
         let m = e(spec("k", 1, None), "[[1], [2, 3]]");
+        assert!(m.contains("unequal"), "{m}");
+        let m = e(spec("k", 1, None), "[1, [2, 3]]");
         assert!(m.contains("unequal"), "{m}");
         let m = e(spec("k", 7, Some(vec![])), "1");
         assert!(m.contains("string") && m.contains("only"), "{m}");

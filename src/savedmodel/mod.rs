@@ -325,7 +325,13 @@ impl SavedModelInfo {
     pub fn variables(&self) -> Vec<Variable> {
         let serving = self.serving_nodes();
         let tf1_trainable = match self.tf1_hub {
-            true => Some(tf1hub::trainable_names(&self.meta).unwrap_or_default()),
+            true => Some(tf1hub::trainable_names(&self.meta).unwrap_or_else(|e| {
+                log::warn!(
+                    "{}: {e}; no variable counts as trainable",
+                    self.dir.display()
+                );
+                Default::default()
+            })),
             false => None,
         };
         let nodes = self.nodes();

@@ -120,7 +120,16 @@ pub fn check_audit(info: &SavedModelInfo, trust: Trust) -> Result<()> {
     if trust == Trust::Trusted {
         return Ok(());
     }
-    let findings = super::audit::audit(info);
+    let mut findings = super::audit::audit(info);
+    // A TF1 Hub module's inference variant is imported (and evaluated) too.
+    if let Some(m) = &info.inference {
+        let variant = SavedModelInfo {
+            meta: m.clone(),
+            inference: None,
+            ..info.clone()
+        };
+        findings.extend(super::audit::audit(&variant));
+    }
     if findings.is_empty() {
         return Ok(());
     }
@@ -293,21 +302,32 @@ impl Loaded {
     /// same signature of its inference variant (imported beside it, reading the same
     /// variables), so embeddings use the moving statistics; otherwise `sig` itself.
     pub fn inference_signature(&self, sig: &Signature) -> Signature {
-        let Some(sd) = self
-            .info
-            .inference
-            .as_ref()
-            .and_then(|m| m.signature_def.get(&sig.name))
-        else {
+        let Some(inference) = self.info.inference.as_ref() else {
+            return sig.clone();
+        };
+        let Some(sd) = inference.signature_def.get(&sig.name) else {
+            log::warn!(
+                "the inference variant has no signature '{}': evaluating with the {} variant (batch statistics)",
+                sig.name,
+                tf1hub::show_tags(&self.info.tags)
+            );
             return sig.clone();
         };
         let mut s = sig.clone();
-        for (specs, map) in [(&mut s.inputs, &sd.inputs), (&mut s.outputs, &sd.outputs)] {
-            for t in specs.iter_mut() {
-                if let Some(i) = map.get(&t.key) {
-                    t.tensor = format!("{INFERENCE_PREFIX}/{}", i.name);
-                }
+        type Infos = std::collections::HashMap<String, crate::proto::TensorInfo>;
+        let remap = |t: &mut super::TensorSpec, map: &Infos| {
+            if let Some(i) = map.get(&t.key) {
+                t.tensor = format!("{INFERENCE_PREFIX}/{}", i.name);
             }
+        };
+        for t in s.inputs.iter_mut() {
+            remap(t, &sd.inputs);
+        }
+        for f in s.fixed.iter_mut() {
+            remap(&mut f.spec, &sd.inputs);
+        }
+        for t in s.outputs.iter_mut() {
+            remap(t, &sd.outputs);
         }
         s
     }

@@ -146,7 +146,11 @@ fn updates_in_place(op: &str) -> bool {
     op.starts_with("Apply")
         || op.starts_with("SparseApply")
         || op.starts_with("Scatter")
-        || op == "CountUpTo"
+        || op.starts_with("Ref")
+        || matches!(
+            op,
+            "CountUpTo" | "StridedSliceAssign" | "DestroyTemporaryVariable"
+        )
 }
 
 fn attr(n: &NodeDef, k: &str) -> Option<AttrValue> {
@@ -243,6 +247,14 @@ pub fn to_resource(gd: &mut GraphDef, vars: &[VariableDef]) -> Result<Vec<String
     }
     for n in gd.node.iter_mut() {
         let name = n.name.clone();
+        // A fresh read runs when its consumer would have dereferenced the ref: after the
+        // consumer's own control inputs.
+        let controls: Vec<String> = n
+            .input
+            .iter()
+            .filter(|i| i.starts_with('^'))
+            .cloned()
+            .collect();
         for (k, inp) in n.input.iter_mut().enumerate() {
             if inp.starts_with('^') {
                 continue;
@@ -283,10 +295,12 @@ pub fn to_resource(gd: &mut GraphDef, vars: &[VariableDef]) -> Result<Vec<String
                 ));
             }
             let read = format!("{name}/pretext_read_{k}");
+            let mut read_inputs = vec![src.clone()];
+            read_inputs.extend(controls.iter().cloned());
             extra.push(node_def(
                 read.clone(),
                 "ReadVariableOp",
-                vec![src.clone()],
+                read_inputs,
                 vec![("dtype", attr_type(dt))],
             ));
             *inp = format!("{read}:0");
@@ -329,7 +343,7 @@ mod tests {
                 n("v", "VariableV2", &[]),
                 n("v/read", "Identity", &["v"]),
                 n("v/Assign", "Assign", &["v", "init"]),
-                n("sub", "Sub", &["v", "x"]),
+                n("sub", "Sub", &["v", "x", "^c"]),
                 n("upd", "AssignSub", &["v", "sub"]),
                 n("after", "Identity", &["upd:0"]),
             ],
@@ -342,7 +356,7 @@ mod tests {
         assert_eq!(by["v/Assign"].op, "AssignVariableOp");
         assert_eq!(by["upd"].op, "AssignSubVariableOp");
         assert_eq!(by["sub"].input[0], "sub/pretext_read_0:0");
-        assert_eq!(by["sub/pretext_read_0"].input, vec!["v"]);
+        assert_eq!(by["sub/pretext_read_0"].input, vec!["v", "^c"]);
         assert_eq!(by["after"].input[0], "after/pretext_read_0:0");
         assert_eq!(by["after/pretext_read_0"].input, vec!["v", "^upd"]);
         assert!(!by["upd"].attr.contains_key("T"));

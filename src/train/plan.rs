@@ -99,11 +99,17 @@ pub(super) fn plan(
 fn bn_updates(model: &mut Loaded, head: &BuiltHead, switched: &[String]) -> Result<Vec<Operation>> {
     let mut out = Vec::new();
     let mut s = model.scope.new_sub_scope("pretext/bn_update");
-    let mut own = 0;
+    // The model's own update ops (a TF1 graph's UPDATE_OPS: read-modify-write moving averages)
+    // run once per step, from the first tower (the clean view when the head has one): each
+    // tower's would compound the decay and race on the same variables.
+    let own = head
+        .towers
+        .first()
+        .map(|t| t.updates.clone())
+        .unwrap_or_default();
+    out.extend(own.iter().cloned());
+    let own = own.len();
     for t in &head.towers {
-        // The model's own update ops (a TF1 graph's UPDATE_OPS), as the model runs them.
-        out.extend(t.updates.iter().cloned());
-        own += t.updates.len();
         for (handle, value) in t.bn_updates(model, switched)? {
             out.push(
                 ops::assign_variable_op(handle, value, &mut s)

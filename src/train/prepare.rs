@@ -54,6 +54,13 @@ pub(super) fn prepare(cfg: &TrainConfig, head: &dyn Head) -> Result<Prepared> {
     }
     let loader = Loader::new(batches, plan, cfg.batch, cfg.loader)?;
     let model = Loaded::load_parsed(info, cfg.trust)?;
+    let updates = model.info.update_ops().len();
+    if model.info.tf1_hub && updates > 0 {
+        log::info!(
+            "TF1 Hub module, graph variant {}: its batch norms train on batch statistics and its {updates} update op(s) (UPDATE_OPS) keep the moving averages, whatever model.bn says (model.tags: [] loads the inference variant)",
+            crate::savedmodel::tf1hub::show_tags(&model.info.tags)
+        );
+    }
     let mut flat = inline_signature(&model.info, &signature, &model.scope.graph())?;
     let read_order = build::read_order(&flat);
     let trainable = cfg
