@@ -52,7 +52,7 @@ install: build $(PATCHELF)
 	scripts/install.sh $(BIN) $(TF_LIB) $(PREFIX) $(PATCHELF)
 
 fixtures: $(FIX)/.ok
-$(FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py scripts/golden.py scripts/make_unrestorable.py \
+$(FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py scripts/golden.py scripts/make_unrestorable.py scripts/control_flow_fixtures.py \
   scripts/make_hostile.py
 	mkdir -p $(CACHE)/downloads
 	cd $(CACHE)/downloads && [ -f nsfwjs-4.4.0.tgz ] || npm pack -q nsfwjs@4.4.0
