@@ -313,6 +313,7 @@ pub(super) fn inline_function(
         outputs,
         external,
         backward: Backward::default(),
+        control_flow: Vec::new(),
     })
 }
 

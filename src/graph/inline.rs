@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tensorflow::Graph;
 
+use super::control_flow::{taken_branch, ControlFlow};
 use super::custom::{functions_used, inline_function, Backward, Recorder};
 use super::topo::topo_order;
 use super::{attr_type, func_attr};
@@ -28,6 +29,9 @@ pub struct FlatGraph {
     pub external: Vec<(String, String)>,
     /// Its custom gradients and the backward stages planned around them.
     pub backward: Backward,
+    /// Its functional control-flow nodes (`If`, `Case`, `While`), in inlining order, and how
+    /// each was handled (`graph::control_flow`).
+    pub control_flow: Vec<ControlFlow>,
 }
 
 /// What an original node became.
@@ -48,6 +52,8 @@ struct Inliner<'a> {
     ext_of: HashMap<String, String>,
     /// Records custom-gradient nodes (not inside gradient functions themselves).
     rec: Option<Recorder>,
+    /// Control-flow nodes met, and how each was handled.
+    control_flow: Vec<ControlFlow>,
 }
 
 /// The most nodes one inlined signature may have: far beyond any model, and a bound on hostile
@@ -212,6 +218,10 @@ impl<'a> Inliner<'a> {
                 let mut c = ctrl.clone();
                 c.extend(controls);
                 self.inline_fn(callee, data, c, &flat_name)?
+            } else if let Some((f, args)) = self.taken_branch(nd, &data, &flat_name) {
+                let mut c = ctrl.clone();
+                c.extend(controls);
+                self.inline_fn(&f, args, c, &flat_name)?
             } else {
                 let mut input = data;
                 let n_data = input.len();
@@ -271,6 +281,16 @@ impl<'a> Inliner<'a> {
         Ok(Translated::Call { rets, done })
     }
 
+    /// `control_flow::taken_branch` on this inliner's nodes.
+    fn taken_branch(
+        &mut self,
+        nd: &NodeDef,
+        data: &[String],
+        flat: &str,
+    ) -> Option<(String, Vec<String>)> {
+        taken_branch(nd, data, flat, &self.out, &mut self.control_flow)
+    }
+
     /// A placeholder standing for an existing tensor of the loaded graph.
     fn external(&mut self, tensor: &str) -> Result<String> {
         if let Some(p) = self.ext_of.get(tensor) {
@@ -326,6 +346,7 @@ pub fn inline_signature(
         external: Vec::new(),
         ext_of: HashMap::new(),
         rec: Some(Recorder::new(info.saved_gradients()?)),
+        control_flow: Vec::new(),
     };
     let top: HashMap<&str, &NodeDef> = gd.node.iter().map(|n| (n.name.as_str(), n)).collect();
     // New inputs, one per signature input.
@@ -396,6 +417,8 @@ pub fn inline_signature(
         }
         let t = if let Some(callee) = inl.callee(nd) {
             inl.inline_fn(callee, data, Vec::new(), n)?
+        } else if let Some((f, args)) = inl.taken_branch(nd, &data, n) {
+            inl.inline_fn(&f, args, Vec::new(), n)?
         } else {
             // Check the op exists (clear error for unknown ops) and copy the node.
             let def = inl.opdefs.get(graph, &nd.op, &nd.name)?.clone();
@@ -455,6 +478,7 @@ pub fn inline_signature(
             grad_fns,
             stages: Vec::new(),
         },
+        control_flow: inl.control_flow,
     })
 }
 
@@ -476,6 +500,7 @@ pub(super) fn inline_body(
         external: Vec::new(),
         ext_of: HashMap::new(),
         rec: None,
+        control_flow: Vec::new(),
     };
     match inl.inline_fn(fname, args, Vec::new(), "fn")? {
         Translated::Call { rets, .. } => Ok((inl.out, rets, inl.external)),
