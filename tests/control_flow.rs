@@ -194,10 +194,9 @@ fn tf_c_api_has_no_gradient_for_if_nor_while() {
 }
 
 fn refused(name: &str, op: &str, vars: &[&str]) {
-    let e = Trainer::new(&cfg(name, 1))
-        .err()
-        .expect("refused")
-        .to_string();
+    let e = Trainer::new(&cfg(name, 1)).err().expect("refused");
+    assert_eq!(e.exit_code(), pretext::error::EXIT_USAGE, "{e}");
+    let e = e.to_string();
     println!("{name}: {e}");
     assert!(
         e.contains(&format!("({op})")) && e.contains("no gradient for"),
