@@ -3,7 +3,7 @@
 //! or a few element-wise ops (`FOLDABLE`) over such constants only, evaluated here in a throwaway
 //! TF session — is replaced by the branch it takes, inlined like any call; every other control-flow node is copied as it is
 //! and recorded, for `autodiff::control_flow` to check against the gradient path.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 use tensorflow::{
@@ -102,6 +102,15 @@ fn func_list(n: &NodeDef, key: &str) -> Vec<String> {
     }
 }
 
+/// The control-flow nodes inlining met, and an index of the flat nodes by name (brought up to
+/// date only when one is met).
+#[derive(Default)]
+pub(super) struct Record {
+    pub nodes: Vec<ControlFlow>,
+    index: HashMap<String, usize>,
+    indexed: usize,
+}
+
 /// For a control-flow node `nd` (flat name `flat`, data inputs `data`, the flat graph so far
 /// `out`): the function and arguments of the branch its constant predicate takes, None to copy
 /// it as it is; either way recorded in `record`. None for any other node.
@@ -110,12 +119,19 @@ pub(super) fn taken_branch(
     data: &[String],
     flat: &str,
     out: &[NodeDef],
-    record: &mut Vec<ControlFlow>,
+    record: &mut Record,
 ) -> Option<(String, Vec<String>)> {
     if !is_control_flow(&nd.op) {
         return None;
     }
-    let taken = data.first().and_then(|pred| constant_branch(nd, pred, out));
+    for (k, n) in out.iter().enumerate().skip(record.indexed) {
+        record.index.insert(n.name.clone(), k);
+    }
+    record.indexed = out.len();
+    let find = |name: &str| record.index.get(name).map(|&k| &out[k]);
+    let taken = data
+        .first()
+        .and_then(|pred| constant_branch(nd, pred, find));
     let handling = match &taken {
         Some((index, function)) => Handling::Inlined {
             index: *index,
@@ -123,7 +139,7 @@ pub(super) fn taken_branch(
         },
         None => Handling::Kept,
     };
-    record.push(ControlFlow {
+    record.nodes.push(ControlFlow {
         node: flat.to_string(),
         op: nd.op.clone(),
         handling,
@@ -132,14 +148,18 @@ pub(super) fn taken_branch(
 }
 
 /// The branch an `If`/`Case` node `nd` takes when its predicate, flat tensor `pred` (computed by
-/// nodes of `out`), is a constant: (branch index, function). None for any other node, and when
+/// the flat nodes `find` looks up), is a constant: (branch index, function). None for any other node, and when
 /// the predicate is not a constant of the model.
-fn constant_branch(nd: &NodeDef, pred: &str, out: &[NodeDef]) -> Option<(usize, String)> {
+fn constant_branch<'o>(
+    nd: &NodeDef,
+    pred: &str,
+    find: impl Fn(&str) -> Option<&'o NodeDef>,
+) -> Option<(usize, String)> {
     let is_if = IF_OPS.contains(&nd.op.as_str());
     if !is_if && !CASE_OPS.contains(&nd.op.as_str()) {
         return None;
     }
-    let sub = constant_subgraph(pred, out)?;
+    let sub = constant_subgraph(pred, find)?;
     let v = match evaluate(&sub, pred, is_if) {
         Ok(v) => v?,
         Err(why) => {
@@ -161,9 +181,12 @@ fn constant_branch(nd: &NodeDef, pred: &str, out: &[NodeDef]) -> Option<(usize, 
     branches.get(index).map(|f| (index, f.clone()))
 }
 
-/// The nodes of `out` that compute `pred`, if they are all `FOLDABLE` ops over small constants
+/// The flat nodes that compute `pred`, if they are all `FOLDABLE` ops over small constants
 /// (no placeholder, variable or call), control inputs left out.
-fn constant_subgraph(pred: &str, out: &[NodeDef]) -> Option<GraphDef> {
+fn constant_subgraph<'o>(
+    pred: &str,
+    find: impl Fn(&str) -> Option<&'o NodeDef>,
+) -> Option<GraphDef> {
     let mut seen = HashSet::new();
     let mut stack = vec![TensorRef::node_of(pred).to_string()];
     let mut nodes = Vec::new();
@@ -174,7 +197,7 @@ fn constant_subgraph(pred: &str, out: &[NodeDef]) -> Option<GraphDef> {
         if seen.len() > MAX_CONST_NODES {
             return None;
         }
-        let n = out.iter().rev().find(|n| n.name == name)?;
+        let n = find(&name)?;
         if !FOLDABLE.contains(&n.op.as_str()) || (n.op == "Const" && !small(n)) {
             return None;
         }

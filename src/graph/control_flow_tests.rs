@@ -40,11 +40,11 @@ fn case_node(branches: &[&str]) -> NodeDef {
 
 /// (taken function, its arguments, the record) for `nd` over the flat nodes `out`.
 fn take(nd: &NodeDef, out: &[NodeDef], pred: &str) -> (Option<(String, Vec<String>)>, ControlFlow) {
-    let mut rec = Vec::new();
+    let mut rec = Record::default();
     let data = vec![pred.to_string(), "x:0".to_string()];
     let t = taken_branch(nd, &data, "scope/cond", out, &mut rec);
-    assert_eq!(rec.len(), 1);
-    (t, rec.pop().unwrap())
+    assert_eq!(rec.nodes.len(), 1);
+    (t, rec.nodes.pop().unwrap())
 }
 
 #[test]
@@ -159,9 +159,9 @@ fn predicates_from_inputs_other_ops_big_constants_or_unknown_nodes_are_kept() {
 
 #[test]
 fn other_ops_are_not_control_flow_and_are_not_recorded() {
-    let mut rec = Vec::new();
+    let mut rec = Record::default();
     let n = node_def("m".into(), "Mul", vec![], vec![]);
     assert!(taken_branch(&n, &[], "m", &[], &mut rec).is_none());
-    assert!(rec.is_empty());
+    assert!(rec.nodes.is_empty());
     assert!(is_control_flow("StatelessWhile") && !is_control_flow("PartitionedCall"));
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tensorflow::Graph;
 
-use super::control_flow::{taken_branch, ControlFlow};
+use super::control_flow::{taken_branch, ControlFlow, Record};
 use super::custom::{functions_used, inline_function, Backward, Recorder};
 use super::topo::topo_order;
 use super::{attr_type, func_attr};
@@ -53,7 +53,7 @@ struct Inliner<'a> {
     /// Records custom-gradient nodes (not inside gradient functions themselves).
     rec: Option<Recorder>,
     /// Control-flow nodes met, and how each was handled.
-    control_flow: Vec<ControlFlow>,
+    control_flow: Record,
 }
 
 /// The most nodes one inlined signature may have: far beyond any model, and a bound on hostile
@@ -346,7 +346,7 @@ pub fn inline_signature(
         external: Vec::new(),
         ext_of: HashMap::new(),
         rec: Some(Recorder::new(info.saved_gradients()?)),
-        control_flow: Vec::new(),
+        control_flow: Record::default(),
     };
     let top: HashMap<&str, &NodeDef> = gd.node.iter().map(|n| (n.name.as_str(), n)).collect();
     // New inputs, one per signature input.
@@ -478,7 +478,7 @@ pub fn inline_signature(
             grad_fns,
             stages: Vec::new(),
         },
-        control_flow: inl.control_flow,
+        control_flow: inl.control_flow.nodes,
     })
 }
 
@@ -500,7 +500,7 @@ pub(super) fn inline_body(
         external: Vec::new(),
         ext_of: HashMap::new(),
         rec: None,
-        control_flow: Vec::new(),
+        control_flow: Record::default(),
     };
     match inl.inline_fn(fname, args, Vec::new(), "fn")? {
         Translated::Call { rets, .. } => Ok((inl.out, rets, inl.external)),
