@@ -192,7 +192,10 @@ pub fn check(flat: &FlatGraph, trainable: &HashSet<String>) -> Result<Vec<Verdic
 fn why(op: &str) -> &'static str {
     match WHILE_OPS.contains(&op) {
         true => "a loop is kept as a loop",
-        false => "its predicate is not a constant of the model (it depends on the inputs or on variables), so it is kept as a conditional",
+        false => concat!(
+            "its predicate is not a constant of the model (it depends on the inputs or on ",
+            "variables), so it is kept as a conditional"
+        ),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Functional control flow met while inlining (`If`, `Case`, `While` and their stateless forms).
 //! An `If`/`Case` whose predicate (branch index) is a constant of the model — a small `Const`,
 //! or a few element-wise ops (`FOLDABLE`) over such constants only, evaluated here in a throwaway
-//! TF session — is replaced by the branch it takes, inlined like any call; every other control-flow node is copied as it is
-//! and recorded, for `autodiff::control_flow` to check against the gradient path.
+//! TF session — is replaced by the branch it takes, inlined like any call; every other
+//! control-flow node is copied as it is and recorded, for `autodiff::control_flow` to check
+//! against the gradient path.
 use std::collections::{HashMap, HashSet};
 
 use prost::Message;
@@ -147,9 +148,9 @@ pub(super) fn taken_branch(
     taken.map(|(_, f)| (f, data[1..].to_vec()))
 }
 
-/// The branch an `If`/`Case` node `nd` takes when its predicate, flat tensor `pred` (computed by
-/// the flat nodes `find` looks up), is a constant: (branch index, function). None for any other node, and when
-/// the predicate is not a constant of the model.
+/// The branch an `If`/`Case` node `nd` takes when its predicate, flat tensor `pred` (computed
+/// by the flat nodes `find` looks up), is a constant: (branch index, function). None for any
+/// other node, and when the predicate is not a constant of the model (nor a scalar).
 fn constant_branch<'o>(
     nd: &NodeDef,
     pred: &str,
