@@ -5,6 +5,8 @@ scripts/make_fixtures.py (registered in its main()); see graph::control_flow on 
                   becomes an If; the branch taken holds a convolution and an ELU (not a custom
                   gradient: TF Python cannot differentiate a loaded If around one, so golden.py
                   could not make its gradients)
+  cf_cond_custom  tf.cond on tf.constant(True) whose branch taken holds a SiLU (tf.nn.silu: a
+                  custom gradient, recorded inside the inlined branch); no golden gradients
   cf_case_const   tf.switch_case on a constant index (a Case), the branch taken holding a nested
                   constant tf.cond
   cf_cond_input   tf.cond on tf.reduce_mean(h) > 0 (depends on the input) whose branches read
@@ -60,6 +62,11 @@ def _cond_const(m, h):
     return tf.nn.relu(h)
 
 
+def _cond_custom(m, h):
+    h = tf.cond(tf.constant(True), lambda: tf.nn.silu(m.conv(h, m.a)), lambda: m.conv(h, m.b))
+    return tf.nn.relu(h)
+
+
 def _case_const(m, h):
     def branch1():
         inner = tf.cond(tf.constant(False), lambda: h * 3.0, lambda: m.conv(h, m.b))
@@ -94,6 +101,7 @@ def _while_free(m, h):
 
 MIDDLES = {
     "cf_cond_const": (_cond_const, "a tf.cond on LogicalNot(Equal(2, 3)) (If, branch with ELU)"),
+    "cf_cond_custom": (_cond_custom, "a tf.cond on tf.constant(True) (If, branch with SiLU)"),
     "cf_case_const": (_case_const, "a tf.switch_case on a constant (Case, nested constant cond)"),
     "cf_cond_input": (_cond_input, "a tf.cond on reduce_mean(h) > 0.1 over variables (If)"),
     "cf_while_grad": (_while_grad, "a tf.while_loop over a convolution (While on the gradient path)"),
@@ -104,6 +112,7 @@ MIDDLES = {
 # Op types each fixture must hold in some function of its saved_model.pb.
 EXPECTED_OPS = {
     "cf_cond_const": {"If", "StatelessIf"},
+    "cf_cond_custom": {"If", "StatelessIf"},
     "cf_case_const": {"Case", "StatelessCase"},
     "cf_cond_input": {"If", "StatelessIf"},
     "cf_while_grad": {"While", "StatelessWhile"},

@@ -19,7 +19,7 @@ Fixtures (see graphs/README.md for provenance and licenses):
                        SiLU, clipped and blocked gradients), saved with its gradient functions
   custom_grads_unsaved the same, saved with experimental_custom_gradients=False
   uint8_images         tf.Module whose signature takes uint8 images
-  cf_cond_const, cf_case_const, cf_cond_input, cf_while_grad, cf_while_free
+  cf_cond_const, cf_cond_custom, cf_case_const, cf_cond_input, cf_while_grad, cf_while_free
                        tf.Modules with functional control flow (If, Case, While): constant
                        predicates, data-dependent ones, loops on and off the gradient path
                        (scripts/control_flow_fixtures.py)

@@ -7,7 +7,8 @@ mod common;
 use common::*;
 
 use pretext::graph::control_flow::Handling;
-use pretext::graph::{inline_signature, FlatGraph, Tower};
+use pretext::graph::custom::CustomGradients;
+use pretext::graph::{inline_signature, FlatGraph, PassContext, Tower};
 use pretext::proto::TensorRef;
 use pretext::savedmodel::Loaded;
 use pretext::train::Trainer;
@@ -124,6 +125,82 @@ fn a_cond_on_a_constant_predicate_is_inlined_and_computes_what_tf_does() {
         "cf_cond_const",
         &["stem/kernel", "a/kernel", "dense/kernel"],
     );
+}
+
+/// Gradients of sum(output · w) on fixture `name` with the trainer's passes, custom gradients
+/// taken as `mode` says: (variable handle, gradient) sorted by handle.
+fn gradients_with(name: &str, mode: CustomGradients) -> Vec<(String, Vec<f32>)> {
+    let mut m = Loaded::load(&fixture(name), Default::default()).unwrap();
+    let sig = m.info.signature("serving_default").unwrap();
+    let mut flat = inline_signature(&m.info, &sig, &m.scope.graph()).unwrap();
+    let none = std::collections::HashSet::new();
+    let cx = PassContext {
+        info: &m.info,
+        trainable: &none,
+        bn: pretext::graph::bn::BnMode::Frozen,
+        bn_momentum: 0.99,
+        bn_fold: true,
+        recompute: pretext::graph::recompute::Recompute::Off,
+        custom_gradients: mode,
+    };
+    pretext::train::prepare::prepare_graph(&mut flat, &cx).unwrap();
+    let tower = Tower::import(&mut m, &flat, "t", None, None).unwrap();
+    // Saved: differentiated in stages, the custom node's by its stored function.
+    let staged = !tower.backward.stages.is_empty();
+    assert_eq!(staged, mode == CustomGradients::Saved, "{name}: stages");
+    let wave = |n: usize| {
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect::<Vec<_>>()
+    };
+    let w = Tensor::new(&[2, 16]).with_values(&wave(32)).unwrap();
+    let x = Tensor::new(&[2, 32, 32, 3])
+        .with_values(&wave(6144))
+        .unwrap();
+    let loss = weighted_sum_loss(&m.scope, tower.outputs[0].clone(), w);
+    let towers = std::slice::from_ref(&tower);
+    let grads = pretext::autodiff::gradients(&mut m.scope, towers, loss, &tower.reads, "g");
+    let mut out: Vec<(String, Vec<f32>)> = grads
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let v = m.run_f32(&[(&tower.inputs[0], &x)], &g.grad).unwrap();
+            (g.handle.clone(), v.to_vec())
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The SiLU inside the inlined branch is recorded as a custom gradient with its stored
+/// function, which gives the gradient the forward ops give (SiLU's is exact), and it trains.
+#[test]
+fn custom_gradients_inside_an_inlined_branch_are_recorded_and_taken() {
+    let name = "cf_cond_custom";
+    let (_m, flat) = inlined(name);
+    let cond = &flat.control_flow[0];
+    assert!(
+        matches!(cond.handling, Handling::Inlined { index: 0, .. }),
+        "{cond:?}"
+    );
+    let custom = &flat.backward.custom;
+    assert_eq!(custom.len(), 1, "{custom:?}");
+    assert!(
+        custom[0].node.starts_with(&format!("{}/", cond.node)),
+        "{custom:?}"
+    );
+    assert!(custom[0].saved.is_some(), "{custom:?}");
+    let saved = gradients_with(name, CustomGradients::Saved);
+    let forward = gradients_with(name, CustomGradients::Forward);
+    assert_eq!(saved.len(), 3, "stem, a, dense: {saved:?}");
+    for ((h, s), (h2, f)) in saved.iter().zip(&forward) {
+        assert_eq!(h, h2);
+        let scale = f.iter().fold(0f32, |a, b| a.max(b.abs()));
+        let rel = max_abs_diff(s, f) / scale;
+        println!("{name}/{h}: stored vs forward gradient, max relative difference {rel:e}");
+        assert!(scale > 0.0 && rel <= 1e-5, "{name}/{h}: {rel:e}");
+    }
+    trains(name, &["stem/kernel", "a/kernel", "dense/kernel"]);
 }
 
 #[test]
