@@ -9,7 +9,7 @@ scripts/make_fixtures.py (registered in its main()); see graph::control_flow on 
                   custom gradient, recorded inside the inlined branch); no golden gradients
   cf_case_const   tf.switch_case on a constant index (a Case), the branch taken holding a nested
                   constant tf.cond
-  cf_cond_input   tf.cond on tf.reduce_mean(h) > 0 (depends on the input) whose branches read
+  cf_cond_input   tf.cond on tf.reduce_mean(h) > 0.1 (depends on the input) whose branches read
                   variables: on the gradient path, not differentiable by TF's C API
   cf_while_grad   tf.while_loop whose body reads a variable, its output on the gradient path
   cf_while_free   two tf.while_loops off the gradient path: one preprocessing the input, one over
