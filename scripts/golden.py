@@ -40,8 +40,9 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 
 FIXTURES = ["tiny_cnn", "mobilenet_v2_035", "keras3_export", "fer_emotion",
-            "nsfwjs_mobilenet_v2", "resnet_style", "custom_grads"]
-GRAD_FIXTURES = {"tiny_cnn", "mobilenet_v2_035", "fer_emotion", "resnet_style", "custom_grads"}
+            "nsfwjs_mobilenet_v2", "resnet_style", "custom_grads", "cf_cond_const", "cf_case_const"]
+GRAD_FIXTURES = {"tiny_cnn", "mobilenet_v2_035", "fer_emotion", "resnet_style", "custom_grads",
+                 "cf_cond_const", "cf_case_const"}
 SIGNATURE = "serving_default"
 
 

@@ -19,6 +19,10 @@ Fixtures (see graphs/README.md for provenance and licenses):
                        SiLU, clipped and blocked gradients), saved with its gradient functions
   custom_grads_unsaved the same, saved with experimental_custom_gradients=False
   uint8_images         tf.Module whose signature takes uint8 images
+  cf_cond_const, cf_cond_custom, cf_case_const, cf_cond_input, cf_while_grad, cf_while_free
+                       tf.Modules with functional control flow (If, Case, While): constant
+                       predicates, data-dependent ones, loops on and off the gradient path
+                       (scripts/control_flow_fixtures.py)
 
 Benchmark-only fixtures (`make bench-fixtures`; made only when named in --only, never by default;
 random weights, for timing the cost growth with model size in `make bench`):
@@ -48,6 +52,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402  (Keras 2, for the TF-Hub style fixtures)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import control_flow_fixtures  # noqa: E402
 
 SEED = 1234
 NSFWJS_TGZ = "nsfwjs-4.4.0.tgz"
@@ -745,6 +752,12 @@ def make_fixed_inputs(out):
     )
 
 
+def make_control_flow(out, name):
+    """One of the control-flow fixtures (scripts/control_flow_fixtures.py)."""
+    seed_all()
+    return control_flow_fixtures.make(out, name, SEED)
+
+
 def dir_size(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
@@ -786,6 +799,8 @@ def main():
         ("uint8_images", lambda tmp: make_uint8_images(a.out)),
         ("fixed_inputs", lambda tmp: make_fixed_inputs(a.out)),
     ]
+    for cf in control_flow_fixtures.MIDDLES:
+        makers.append((cf, lambda tmp, cf=cf: make_control_flow(a.out, cf)))
     # Benchmark-only fixtures: made only when --only names them.
     bench = [("mobilenet_v2_%03d" % round(al * 100), lambda tmp, al=al: make_mobilenet_v2_bench(a.out, al))
              for al in (0.5, 0.75, 1.0)]

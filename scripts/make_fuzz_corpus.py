@@ -5,7 +5,8 @@
 
   yaml/        the bundled experiments and a few edge forms (flow style, anchors, lists of heads)
   savedmodel/  the small saved_model.pb files: hostile fixtures (nested functions, resources,
-               init ops) and the Keras 3 export
+               init ops), the Keras 3 export and cf_case_const (a Case and an If on constant
+               predicates, folded while inlining)
   tfrecord/    two tf.train.Examples (a JPEG and a PNG under image/encoded, a label), written by TF
   idx/         a 3×5×4 uint8 IDX3 file, raw and gzipped
   image/       small images in every mode pretext decodes (JPEG baseline/progressive/gray/CMYK,
@@ -45,7 +46,8 @@ def main():
         open(os.path.join(ydir, name), "w").write(text)
 
     sdir = d("savedmodel")
-    for name in ["hostile/writes_in_nested", "hostile/writes_in_init", "keras3_export"]:
+    for name in ["hostile/writes_in_nested", "hostile/writes_in_init", "keras3_export",
+                 "cf_case_const"]:
         src = os.path.join(a.fixtures, name, "saved_model.pb")
         shutil.copy(src, os.path.join(sdir, name.replace("/", "_") + ".pb"))
 

@@ -46,6 +46,16 @@ pub enum Error {
     Tf { context: String, msg: String },
     #[error("no gradient for {}: register one in autodiff::fallback or freeze the variables behind it", .ops.iter().map(|(op, node)| format!("{op} (node {node})")).collect::<Vec<_>>().join(", "))]
     NoGradient { ops: Vec<(String, String)> },
+    /// Functional control flow (`If`, `Case`, `While`) kept on a gradient path: TF's C API
+    /// cannot differentiate it (`autodiff::control_flow`).
+    #[error("graph: node '{node}' ({op}): {why}; it lies on the gradient path from trainable variable(s) {} to the output {output}, and TensorFlow's C API has no gradient for {op} (nor has pretext a rule for it): freeze those variables (model.train_vars, --train-vars) or re-export the model without the {op}", .vars.join(", "))]
+    ControlFlow {
+        node: String,
+        op: String,
+        why: String,
+        vars: Vec<String>,
+        output: String,
+    },
     #[error(
         "{path}: no readable image ({skipped} file(s) skipped); put JPEG/PNG/WebP files there"
     )]
@@ -127,6 +137,7 @@ impl Error {
             | Error::ModelRefused { .. }
             | Error::NoImages { .. }
             | Error::NoGradient { .. }
+            | Error::ControlFlow { .. }
             | Error::Locked { .. } => EXIT_USAGE,
             Error::Io { .. }
             | Error::Graph { .. }

@@ -89,6 +89,9 @@ fn coverage(
     });
     crate::graph::unstride::apply(&mut flat, &model.info);
     let trainable = model.info.trainable_handles();
+    // Kept control flow off every gradient path is read through StopGradients, as in training.
+    let verdicts = autodiff::control_flow::check(&flat, &trainable)?;
+    autodiff::control_flow::stop_gradients(&mut flat, &verdicts)?;
     let mut missing: Vec<(String, Vec<String>)> = Vec::new();
     for attempt in 0..12 {
         let prefix = format!("pretext_inspect/tower{attempt}");
@@ -194,6 +197,36 @@ fn custom_gradients(o: &mut String, flat: &FlatGraph) {
     if custom.len() > 8 {
         let _ = writeln!(o, "  … {} more", custom.len() - 8);
     }
+}
+
+/// The functional control flow (`If`, `Case`, `While`) on the serving path and how each node is
+/// handled: a constant predicate's branch inlined, or kept — off every gradient path (trains), or
+/// on one (not differentiable: training refuses it unless the variables behind it are frozen).
+fn control_flow(o: &mut String, model: &Loaded, flat: &FlatGraph) -> Result<()> {
+    if flat.control_flow.is_empty() {
+        return Ok(());
+    }
+    let verdicts = autodiff::control_flow::check(flat, &model.info.trainable_handles())?;
+    let _ = writeln!(o, "control flow: {} node(s)", flat.control_flow.len());
+    for c in &flat.control_flow {
+        let line = match verdicts.iter().find(|v| v.node == c.node) {
+            None => c.describe(),
+            Some(v) if v.on_path() => format!(
+                "{}; on the gradient path from {} to {}: not differentiable (TF's C API has no \
+                 gradient for {}): training refuses it unless those variables are frozen",
+                c.describe(),
+                v.vars.join(", "),
+                v.output.as_deref().unwrap_or("?"),
+                c.op
+            ),
+            Some(_) => format!(
+                "{}; off every gradient path (read through StopGradient): trains",
+                c.describe()
+            ),
+        };
+        let _ = writeln!(o, "  {line}");
+    }
+    Ok(())
 }
 
 /// The full inspection report as text. The model is audited first (`savedmodel::audit`); with
@@ -325,6 +358,7 @@ pub fn inspect(
         );
     }
     custom_gradients(&mut o, &flat);
+    control_flow(&mut o, &model, &flat)?;
     let (rewritten, missing) = coverage(&mut model, &flat)?;
     if missing.is_empty() {
         let extra = if rewritten.is_empty() {

@@ -61,6 +61,10 @@ fn saved_model_decoding_audit_and_inlining() {
                     continue;
                 };
                 if let Ok(mut flat) = pretext::graph::inline_signature(&info, &sig, &graph) {
+                    let trainable = info.trainable_handles();
+                    if let Ok(v) = pretext::autodiff::control_flow::check(&flat, &trainable) {
+                        let _ = pretext::autodiff::control_flow::stop_gradients(&mut flat, &v);
+                    }
                     pretext::graph::unstride::apply(&mut flat, &info);
                     pretext::graph::fold::fold_frozen(&mut flat.graph_def);
                 }

@@ -1,6 +1,7 @@
 //! Gradients of a scalar loss w.r.t. model variables, taken on the flat tower with TF's C++
 //! gradient registry (`TF_AddGradients`); op types TF lacks are first rewritten into
 //! differentiable equivalents by the Rust fallback registry (`fallback`).
+pub mod control_flow;
 pub mod custom;
 pub mod fallback;
 pub mod relu_mask;

@@ -314,6 +314,7 @@ pub(super) fn inline_function(
         external,
         backward: Backward::default(),
         updates: Vec::new(),
+        control_flow: Vec::new(),
     })
 }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tensorflow::Graph;
 
+use super::control_flow::{taken_branch, ControlFlow, Record};
 use super::custom::{functions_used, inline_function, Backward, Recorder};
 use super::topo::topo_order;
 use super::{attr_type, func_attr};
@@ -29,8 +30,11 @@ pub struct FlatGraph {
     /// Its custom gradients and the backward stages planned around them.
     pub backward: Backward,
     /// The model's own update ops that depend on the inputs (a TF1 graph's UPDATE_OPS: batch
-    /// norm moving averages), copied with the forward: run after each step, per tower.
+    /// norm moving averages), copied with the forward: run after each step (first tower).
     pub updates: Vec<String>,
+    /// Its functional control-flow nodes (`If`, `Case`, `While`), in inlining order, and how
+    /// each was handled (`graph::control_flow`).
+    pub control_flow: Vec<ControlFlow>,
 }
 
 /// What an original node became.
@@ -51,6 +55,8 @@ struct Inliner<'a> {
     ext_of: HashMap<String, String>,
     /// Records custom-gradient nodes (not inside gradient functions themselves).
     rec: Option<Recorder>,
+    /// Control-flow nodes met, and how each was handled.
+    control_flow: Record,
 }
 
 /// The most nodes one inlined signature may have: far beyond any model, and a bound on hostile
@@ -215,6 +221,10 @@ impl<'a> Inliner<'a> {
                 let mut c = ctrl.clone();
                 c.extend(controls);
                 self.inline_fn(callee, data, c, &flat_name)?
+            } else if let Some((f, args)) = self.taken_branch(nd, &data, &flat_name) {
+                let mut c = ctrl.clone();
+                c.extend(controls);
+                self.inline_fn(&f, args, c, &flat_name)?
             } else {
                 let mut input = data;
                 let n_data = input.len();
@@ -274,6 +284,16 @@ impl<'a> Inliner<'a> {
         Ok(Translated::Call { rets, done })
     }
 
+    /// `control_flow::taken_branch` on this inliner's nodes.
+    fn taken_branch(
+        &mut self,
+        nd: &NodeDef,
+        data: &[String],
+        flat: &str,
+    ) -> Option<(String, Vec<String>)> {
+        taken_branch(nd, data, flat, &self.out, &mut self.control_flow)
+    }
+
     /// A placeholder standing for an existing tensor of the loaded graph.
     fn external(&mut self, tensor: &str) -> Result<String> {
         if let Some(p) = self.ext_of.get(tensor) {
@@ -329,6 +349,7 @@ pub fn inline_signature(
         external: Vec::new(),
         ext_of: HashMap::new(),
         rec: Some(Recorder::new(info.saved_gradients()?)),
+        control_flow: Record::default(),
     };
     let top: HashMap<&str, &NodeDef> = gd.node.iter().map(|n| (n.name.as_str(), n)).collect();
     // New inputs, one per signature input.
@@ -392,6 +413,8 @@ pub fn inline_signature(
         }
         let t = if let Some(callee) = inl.callee(nd) {
             inl.inline_fn(callee, data, controls, n)?
+        } else if let Some((f, args)) = inl.taken_branch(nd, &data, n) {
+            inl.inline_fn(&f, args, controls, n)?
         } else {
             // Check the op exists (clear error for unknown ops) and copy the node.
             let def = inl.opdefs.get(graph, &nd.op, &nd.name)?.clone();
@@ -469,6 +492,7 @@ pub fn inline_signature(
             stages: Vec::new(),
         },
         updates,
+        control_flow: inl.control_flow.nodes,
     })
 }
 
@@ -490,6 +514,7 @@ pub(super) fn inline_body(
         external: Vec::new(),
         ext_of: HashMap::new(),
         rec: None,
+        control_flow: Record::default(),
     };
     match inl.inline_fn(fname, args, Vec::new(), "fn")? {
         Translated::Call { rets, .. } => Ok((inl.out, rets, inl.external)),

@@ -1,6 +1,7 @@
 //! Graph rewrites on TF protos: inlining a signature's function calls into a flat, trainable
 //! subgraph ("tower") that reads the model's own resource variables, and importing it once.
 pub mod bn;
+pub mod control_flow;
 pub mod custom;
 pub mod fold;
 mod inline;

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use tensorflow::{ops, DataType, Output, Shape};
 
 use super::{build, image_spec, TrainConfig};
+use crate::autodiff::control_flow::ControlFlowGradients;
 use crate::autodiff::custom::CutCustomGradients;
 use crate::autodiff::fallback::FallbackGradients;
 use crate::data::{Batches, Dataset, ImageSpec, Loader, ViewPlan};
@@ -88,11 +89,13 @@ pub(super) fn prepare(cfg: &TrainConfig, head: &dyn Head) -> Result<Prepared> {
     })
 }
 
-/// The rewrites of a tower's flat graph, in the order they run: gradients TF lacks first (they
+/// The rewrites of a tower's flat graph, in the order they run: kept control flow checked first
+/// (refused on a gradient path, else read through StopGradients), gradients TF lacks (they
 /// replace whole nodes), then strided 1x1 convolutions, then batch norm: train mode for the
 /// layers that train, folding of those left in inference mode, recompute marks; last, the cuts
 /// around custom gradients (they plan the backward on the final graph).
 pub const PASSES: &[&dyn GraphPass] = &[
+    &ControlFlowGradients,
     &FallbackGradients,
     &Unstride,
     &BnTrainMode,
