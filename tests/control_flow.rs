@@ -349,8 +349,9 @@ fn loops_off_the_gradient_path_train() {
 
 #[test]
 fn inspect_reports_each_control_flow_node_and_how_it_is_handled() {
-    let report =
-        |name: &str| pretext::inspect::inspect(&fixture(name), None, Default::default()).unwrap();
+    let report = |name: &str| {
+        pretext::inspect::inspect(&fixture(name), None, None, Default::default()).unwrap()
+    };
     let r = report("cf_case_const");
     println!("{r}");
     assert!(r.contains("control flow: 2 node(s)"), "{r}");

@@ -45,6 +45,7 @@ fn flat(tail: Vec<NodeDef>) -> FlatGraph {
         outputs: vec![out],
         external: vec![("ext".into(), "w".into())],
         backward: Default::default(),
+        updates: Vec::new(),
         control_flow: vec![ControlFlow {
             node: "loop".into(),
             op: "StatelessWhile".into(),
