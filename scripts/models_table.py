@@ -12,8 +12,8 @@ def main():
     out = ["# Models pretext is checked on", "",
            "The conformance corpus (`scripts/make_conformance.py`): each architecture built with "
            "random weights (batch norms calibrated), saved as a TF-Hub style SavedModel, a "
-           "Keras 3 export or a TF1 Hub format module, then checked by `tests/conformance.rs`: `inspect` finds every op "
-           "differentiable; the inlined forward equals the original signature (max error over "
+           "Keras 3 export or a TF1 Hub format module, then checked by `tests/conformance.rs`: "
+           "`inspect` finds every op differentiable; the inlined forward equals the original signature (max error over "
            "the output scale); every variable's gradient of sum(output · w) equals "
            "tf.GradientTape's on the loaded model (worst per-variable max error over that "
            "gradient's scale, or a thousandth of the largest gradient's when TF's value is "
