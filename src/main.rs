@@ -93,10 +93,23 @@ enum Cmd {
         range: String,
         #[arg(long, default_value_t = pretext::experiment::EvalSection::DEFAULT_BATCH)]
         batch: usize,
+        /// The graph variant to evaluate, by tags, comma-separated ("" for an untagged one).
+        #[arg(long)]
+        tags: Option<String>,
         /// Load the model even if its graph touches files, processes or the network.
         #[arg(long)]
         trust_model: bool,
     },
+}
+
+/// `--tags a,b` as a tag set (`--tags ""`: the empty one).
+fn parse_tags(tags: Option<String>) -> Option<Vec<String>> {
+    tags.map(|t| {
+        t.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
 }
 
 /// "LOW,HIGH" of `eval --range`.
@@ -122,6 +135,7 @@ fn eval_flags(e: Error) -> Error {
                 "model.signature" => "--signature",
                 "model.size" => "--size",
                 "model.range" => "--range",
+                "model.tags" => "--tags",
                 _ => return Error::Config { key, msg },
             };
             Error::Flag {
@@ -139,11 +153,12 @@ fn eval(
     signature: &str,
     size: Option<u32>,
     range: &str,
-    (batch, trust): (usize, bool),
+    (batch, trust, tags): (usize, bool, Option<Vec<String>>),
 ) -> Result<(), Error> {
     let set = pretext::eval::LabeledSet::scan(labeled)?;
     let trust = pretext::savedmodel::Trust::from_flag(trust);
-    let m = pretext::savedmodel::Loaded::load(model, trust)?;
+    let info = pretext::savedmodel::SavedModelInfo::read_tagged(model, tags.as_deref())?;
+    let m = pretext::savedmodel::Loaded::load_parsed(info, trust)?;
     let sig = m.info.signature(signature)?;
     let spec = pretext::train::image_spec(&sig, size, parse_range(range)?)?;
     let s = pretext::eval::evaluate(&m, &sig, &spec, &set, batch)?;
@@ -268,12 +283,7 @@ fn main() -> ExitCode {
             trust_model,
         } => {
             let trust = pretext::savedmodel::Trust::from_flag(trust_model);
-            let tags: Option<Vec<String>> = tags.map(|t| {
-                t.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            });
+            let tags = parse_tags(tags);
             pretext::inspect::inspect(&model, signature.as_deref(), tags.as_deref(), trust).map(
                 |s| {
                     print!("{s}");
@@ -308,6 +318,7 @@ fn main() -> ExitCode {
             size,
             range,
             batch,
+            tags,
             trust_model,
         } => eval(
             &model,
@@ -315,7 +326,7 @@ fn main() -> ExitCode {
             &signature,
             size,
             &range,
-            (batch, trust_model),
+            (batch, trust_model, parse_tags(tags)),
         )
         .map_err(eval_flags)
         .map(|_| true),

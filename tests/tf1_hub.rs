@@ -56,6 +56,21 @@ fn inspect_lists_the_graph_variants_and_update_ops() {
         e.contains("model.tags") && e.contains("{serve}") && e.contains("{}, {train}"),
         "{e}"
     );
+    // The CLI names its flag: `pretext eval --tags`.
+    let m = fixture(NAME);
+    let l = labeled();
+    let args = [
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--labeled",
+        l.to_str().unwrap(),
+    ];
+    let (code, _, err) = common::cli::pretext(&[&args[..], &["--tags", "serve"]].concat());
+    assert!(
+        code == 2 && err.contains("--tags") && err.contains("{serve}"),
+        "{err}"
+    );
 }
 
 /// Both variants, inlined, compute what hub.Module computes; the `train` variant's gradients
