@@ -8,7 +8,7 @@ use common::*;
 
 use pretext::graph::control_flow::Handling;
 use pretext::graph::custom::CustomGradients;
-use pretext::graph::{inline_signature, FlatGraph, PassContext, Tower};
+use pretext::graph::{inline_signature, FlatGraph, Tower};
 use pretext::proto::TensorRef;
 use pretext::savedmodel::Loaded;
 use pretext::train::Trainer;
@@ -132,19 +132,7 @@ fn a_cond_on_a_constant_predicate_is_inlined_and_computes_what_tf_does() {
 fn gradients_with(name: &str, mode: CustomGradients) -> Vec<(String, Vec<f32>)> {
     let mut m = Loaded::load(&fixture(name), Default::default()).unwrap();
     let sig = m.info.signature("serving_default").unwrap();
-    let mut flat = inline_signature(&m.info, &sig, &m.scope.graph()).unwrap();
-    let none = std::collections::HashSet::new();
-    let cx = PassContext {
-        info: &m.info,
-        trainable: &none,
-        bn: pretext::graph::bn::BnMode::Frozen,
-        bn_momentum: 0.99,
-        bn_fold: true,
-        recompute: pretext::graph::recompute::Recompute::Off,
-        custom_gradients: mode,
-    };
-    pretext::train::prepare::prepare_graph(&mut flat, &cx).unwrap();
-    let tower = Tower::import(&mut m, &flat, "t", None, None).unwrap();
+    let tower = prepared_tower(&mut m, &sig, true, mode).unwrap();
     // Saved: differentiated in stages, the custom node's by its stored function.
     let staged = !tower.backward.stages.is_empty();
     assert_eq!(staged, mode == CustomGradients::Saved, "{name}: stages");
