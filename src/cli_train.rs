@@ -47,7 +47,10 @@ const FLAGS: &[(&str, &str)] = &[
     ("target-size", "head.target_size"),
     ("decoder", "head.decoder"),
     ("hidden", "head.hidden"),
+    ("retain", "retain"),
+    ("retain-weight", "retain.weight"),
     ("labeled", "eval.labeled"),
+    ("retain-set", "eval.retain"),
     ("export", "export.dir"),
 ];
 
@@ -172,6 +175,17 @@ pub struct TrainArgs {
     /// Labeled set to evaluate on before and after training (see `pretext eval`).
     #[arg(long)]
     labeled: Option<PathBuf>,
+    /// A labeled set of another domain, scored like --labeled, that the model should keep
+    /// doing well on (repeat for several).
+    #[arg(long, requires = "labeled")]
+    retain_set: Vec<PathBuf>,
+    /// A term that keeps what the model knew: l2sp (weights near the original ones), distill
+    /// (embeddings near a frozen original backbone's) or none.
+    #[arg(long, value_parser = ["none", "l2sp", "distill"])]
+    retain: Option<String>,
+    /// Weight of the --retain term in the loss.
+    #[arg(long, value_parser = number::<f32>, requires = "retain")]
+    retain_weight: Option<String>,
     /// Place the tower on this device (e.g. /device:GPU:0).
     #[arg(long)]
     device: Option<String>,
@@ -243,6 +257,9 @@ impl TrainArgs {
             }
             (None, None) => {}
         }
+        if let Some(kind) = &self.retain {
+            put("retain", word(&format!("{{kind: {kind}}}")));
+        }
         if let Some(r) = &self.range {
             put("range", word(&format!("[{r}]")));
         }
@@ -275,6 +292,9 @@ impl TrainArgs {
             if let Some(p) = p {
                 put(flag, path_value(p));
             }
+        }
+        if !self.retain_set.is_empty() {
+            put("retain-set", paths(&self.retain_set));
         }
         if let Some(s) = &self.seed {
             push(&mut out, "data.seed", "--seed", word(s));
@@ -316,6 +336,7 @@ impl TrainArgs {
             ("decoder", self.decoder.as_ref()),
             ("hidden", self.hidden.as_ref()),
             ("device", self.device.as_ref()),
+            ("retain-weight", self.retain_weight.as_ref()),
         ]
     }
 

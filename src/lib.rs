@@ -8,6 +8,7 @@
 //! | rewrite | [`graph`] | inlines the signature into a flat subgraph that reads the model's own variables; batch-norm folding and mode, recompute |
 //! | differentiate | [`autodiff`] | TF's gradient registry (and Rust fallbacks) over the flat graph |
 //! | pretext loss | [`heads`] | denoising AE, SimCLR, MoCo, BYOL, rotation, inpainting, multi-task, as graph ops |
+//! | keep what it knew | [`retain`] | L2-SP toward the original weights, distillation from a frozen original backbone, added to the head's loss |
 //! | update | [`optim`] | Adam, AdamW, SGD, LARS as `ResourceApply*` ops, in-graph schedules |
 //! | input | [`data`] | folders, TFRecord, IDX; decoding and augmentation on worker threads |
 //! | step | [`train`] | [`train::Trainer`] builds it all; [`train::Trainer::drive`] is the one step loop, extended by [`train::Hook`]s |
@@ -48,6 +49,7 @@ pub mod heads;
 pub mod inspect;
 pub mod optim;
 pub mod proto;
+pub mod retain;
 pub mod runtime;
 pub mod savedmodel;
 pub mod train;

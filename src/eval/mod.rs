@@ -18,6 +18,8 @@ pub struct LabeledSet {
     pub classes: Vec<String>,
     pub train: Vec<(PathBuf, usize)>,
     pub test: Vec<(PathBuf, usize)>,
+    /// The setting that named it (`eval.labeled`, `eval.retain`), for errors.
+    pub key: &'static str,
 }
 
 fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
@@ -43,9 +45,14 @@ fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
 }
 
 impl LabeledSet {
-    /// Reads the class folders of `dir`.
+    /// Reads the class folders of `dir` (named by `eval.labeled`).
     pub fn scan(dir: &Path) -> Result<Self> {
-        let bad = |msg: &str| Error::config("eval.labeled", format!("{}: {msg}", dir.display()));
+        Self::scan_for(dir, "eval.labeled")
+    }
+
+    /// Reads the class folders of `dir`, which the setting `key` named (errors name it).
+    pub fn scan_for(dir: &Path, key: &'static str) -> Result<Self> {
+        let bad = |msg: &str| Error::config(key, format!("{}: {msg}", dir.display()));
         if !dir.is_dir() {
             return Err(bad("not a directory of class folders"));
         }
@@ -58,6 +65,7 @@ impl LabeledSet {
                 classes: classes.clone(),
                 train: vec![],
                 test: vec![],
+                key,
             };
             for (c, fs) in tr {
                 s.train
@@ -75,6 +83,7 @@ impl LabeledSet {
                 classes: all.iter().map(|(c, _)| c.clone()).collect(),
                 train: vec![],
                 test: vec![],
+                key,
             };
             for (l, (_, fs)) in all.into_iter().enumerate() {
                 for (i, f) in fs.into_iter().enumerate() {
@@ -226,7 +235,7 @@ pub fn evaluate(
         if kept.is_empty() {
             let at = all.first().map(|(p, _)| p.clone()).unwrap_or_default();
             return Err(Error::config(
-                "eval.labeled",
+                set.key,
                 format!(
                     "no decodable image in the {split} split ({} file(s), e.g. {})",
                     all.len(),

@@ -65,6 +65,9 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
     let labeled = match &exp.eval {
         Some(ev) => {
             let set = LabeledSet::scan(&ev.labeled).map_err(|e| at("eval.labeled", e))?;
+            for r in &ev.retain {
+                LabeledSet::scan_for(r, "eval.retain").map_err(|e| at("eval.retain", e))?;
+            }
             Some((set.classes.len(), set.train.len(), set.test.len()))
         }
         None => None,

@@ -7,6 +7,7 @@ pub mod lock;
 mod overrides;
 pub mod report;
 pub mod run;
+pub mod scoring;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,9 @@ pub struct Experiment {
     pub augment: AugmentConfig,
     #[serde(default)]
     pub head: HeadConfig,
+    /// A term that keeps what the model knew (`{kind: l2sp|distill|none, weight: W}`).
+    #[serde(default)]
+    pub retain: crate::retain::RetainConfig,
     #[serde(default)]
     pub optimizer: OptimizerConfig,
     #[serde(default)]
@@ -212,11 +216,57 @@ pub struct EvalSection {
     pub labeled: PathBuf,
     #[serde(default = "default_eval_batch")]
     pub batch: usize,
+    /// Labeled sets of other domains the model should keep doing well on (same layout as
+    /// `labeled`): scored with it before, during and after training.
+    #[serde(default)]
+    pub retain: Vec<PathBuf>,
+    /// Steps between evaluations during training (0: before and after only).
+    #[serde(default)]
+    pub every: u64,
+    /// Keep (evaluate after, export) the model of the evaluation with the best kNN on `labeled`
+    /// among those where every retain set's kNN is within `max_retain_drop` of its score before
+    /// training; the last model when none is.
+    #[serde(default)]
+    pub keep_best: bool,
+    /// The most a retain set's kNN top-1 may fall from before training (0.01: one point).
+    #[serde(default = "default_max_retain_drop")]
+    pub max_retain_drop: f32,
 }
 
 impl EvalSection {
     /// Images per evaluation step unless `eval.batch` says otherwise.
     pub const DEFAULT_BATCH: usize = 32;
+
+    fn check(&self) -> Result<()> {
+        if self.batch == 0 {
+            return Err(Error::config("eval.batch", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.max_retain_drop) {
+            return Err(Error::config(
+                "eval.max_retain_drop",
+                format!(
+                    "{} is outside [0, 1] (a fall in kNN top-1; 0.01 is one point)",
+                    self.max_retain_drop
+                ),
+            ));
+        }
+        if self.keep_best && self.every == 0 {
+            return Err(Error::config(
+                "eval.keep_best",
+                "needs evaluations during training to choose from: set eval.every (steps)",
+            ));
+        }
+        if let Some(p) = self.retain.iter().find(|p| **p == self.labeled) {
+            return Err(Error::config(
+                "eval.retain",
+                format!(
+                    "{} is also eval.labeled: retain sets are other domains",
+                    p.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where the retrained model goes.
@@ -260,6 +310,9 @@ fn default_range() -> (f32, f32) {
 }
 fn default_bn_momentum() -> f32 {
     0.99
+}
+fn default_max_retain_drop() -> f32 {
+    0.01
 }
 fn default_eval_batch() -> usize {
     EvalSection::DEFAULT_BATCH
@@ -388,8 +441,8 @@ impl Experiment {
                 ));
             }
         }
-        if self.eval.as_ref().is_some_and(|e| e.batch == 0) {
-            return Err(Error::config("eval.batch", "must be at least 1"));
+        if let Some(e) = &self.eval {
+            e.check()?;
         }
         // Everything `TrainConfig` checks (epochs: steps unknown until the images are counted).
         let steps = match (self.train.steps, self.train.epochs) {
@@ -438,6 +491,7 @@ impl Experiment {
             range: m.range,
             optimizer,
             head: self.head.clone(),
+            retain: self.retain.clone(),
             augment: self.augment.clone(),
             train_vars: m.train_vars.clone(),
             bn: m.bn,
@@ -464,6 +518,7 @@ impl Experiment {
         self.data.idx.iter_mut().for_each(abs);
         if let Some(e) = &mut self.eval {
             abs(&mut e.labeled);
+            e.retain.iter_mut().for_each(abs);
         }
         if let Some(x) = &mut self.export {
             if let Some(d) = &mut x.dir {

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::scoring::{EvalPoint, SuiteScores};
 use super::{Experiment, ExportSection};
 use crate::error::{Error, Result};
-use crate::eval::Scores;
 use crate::train::Trainer;
 
 /// How a run ended.
@@ -53,8 +53,15 @@ pub struct Report {
     pub head_scalars: Vec<HeadScalar>,
     /// Loss of every step.
     pub losses: Vec<f32>,
-    pub eval_before: Option<Scores>,
-    pub eval_after: Option<Scores>,
+    /// Scores on `eval.labeled` (`knn_top1`, `linear_probe`) and on each `eval.retain` set
+    /// (`retain`), before training and after (of the kept model: `kept_step`).
+    pub eval_before: Option<SuiteScores>,
+    pub eval_after: Option<SuiteScores>,
+    /// The evaluations during training (`eval.every`) and at its end.
+    pub evaluations: Vec<EvalPoint>,
+    /// `eval.keep_best`: the step whose model was kept (evaluated after, exported) instead of
+    /// the last one.
+    pub kept_step: Option<u64>,
     pub export: Option<PathBuf>,
     /// In-place retraining: where the original model was kept.
     pub backup: Option<PathBuf>,
@@ -133,7 +140,12 @@ fn mean(v: &[f32]) -> f32 {
 }
 
 impl Report {
-    pub fn new(run_dir: &Path, config: Experiment, build: f64, before: Option<Scores>) -> Self {
+    pub fn new(
+        run_dir: &Path,
+        config: Experiment,
+        build: f64,
+        before: Option<SuiteScores>,
+    ) -> Self {
         Report {
             run_dir: run_dir.to_path_buf(),
             status: Status::Finished,
@@ -156,6 +168,8 @@ impl Report {
             losses: Vec::new(),
             eval_before: before,
             eval_after: None,
+            evaluations: Vec::new(),
+            kept_step: None,
             export: None,
             error: None,
             backup: None,
@@ -255,28 +269,7 @@ impl Report {
         for (p, why) in &r.images_skipped {
             s += &format!("  - {p}: {why}\n");
         }
-        let cell = |x: &Option<Scores>, f: fn(&Scores) -> f32| {
-            x.as_ref()
-                .map(|v| format!("{:.4}", f(v)))
-                .unwrap_or("–".into())
-        };
-        if r.eval_before.is_some() || r.eval_after.is_some() {
-            s += "\n| | kNN top-1 | linear probe |\n|---|---|---|\n";
-            for (name, x) in [("before", &r.eval_before), ("after", &r.eval_after)] {
-                s += &format!(
-                    "| {name} | {} | {} |\n",
-                    cell(x, |v| v.knn_top1),
-                    cell(x, |v| v.linear_probe)
-                );
-            }
-            if let (Some(b), Some(a)) = (&r.eval_before, &r.eval_after) {
-                s += &format!(
-                    "| gain | {:+.4} | {:+.4} |\n",
-                    a.knn_top1 - b.knn_top1,
-                    a.linear_probe - b.linear_probe
-                );
-            }
-        }
+        s += &super::scoring::markdown(r);
         match (&r.export, &r.backup) {
             (Some(p), Some(b)) => {
                 s += &format!(

@@ -8,11 +8,12 @@ use std::time::Instant;
 use super::hooks::{Checkpoints, Progress, Scalars, TensorBoard};
 use super::lock::RunLock;
 use super::report::{write_atomic, Report, Status};
+use super::scoring::{log_scores, read_best, Evaluations, Suite};
 use super::{check, Experiment, Source};
 use crate::error::{Error, Result};
-use crate::eval::{evaluate, LabeledSet, Scores};
 use crate::train::checkpoint::{self, RunState};
 use crate::train::drive::{Hook, Stop, StopFlag, Tally, TimeBudget};
+use crate::train::summary::ScalarWriter;
 use crate::train::Trainer;
 
 /// Files of a run directory.
@@ -60,20 +61,16 @@ fn start(resolved: Experiment, run_dir: &Path, stop: &AtomicBool) -> Result<Repo
     let steps = resolved.train.steps.unwrap_or(1);
     let mut t = Trainer::new(&resolved.train_config(steps))?;
     let build = started.elapsed().as_secs_f64();
-    let labeled = labeled_set(&resolved)?;
-    let before = score(&t, &labeled)?;
+    let suite = Suite::scan(&resolved)?;
+    let before = suite.as_ref().map(|s| s.score(&t)).transpose()?;
     if let Some(b) = &before {
-        log::info!(
-            "before: kNN top-1 {:.4}, linear probe {:.4}",
-            b.knn_top1,
-            b.linear_probe
-        );
+        log_scores("before", b);
         let json =
             serde_json::to_string(b).map_err(|e| Error::internal("serialising the scores", e))?;
         write_atomic(&run_dir.join("eval_before.json"), &json)?;
     }
     let mut report = Report::new(run_dir, resolved, build, before);
-    drive(&mut t, &mut report, &labeled, stop, Tally::default())?;
+    drive(&mut t, &mut report, suite.as_ref(), stop, Tally::default())?;
     Ok(report)
 }
 
@@ -160,13 +157,13 @@ pub fn resume(run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
     }
     log::info!("resumed {} at step {}", ckpt.display(), state.step);
     let build = started.elapsed().as_secs_f64();
-    let labeled = labeled_set(&exp)?;
+    let suite = Suite::scan(&exp)?;
     let before = std::fs::read_to_string(run_dir.join("eval_before.json"))
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok());
     let mut report = Report::new(run_dir, exp, build, before);
     let tally = Tally::resumed(state.losses, state.seconds);
-    drive(&mut t, &mut report, &labeled, stop, tally)?;
+    drive(&mut t, &mut report, suite.as_ref(), stop, tally)?;
     Ok(report)
 }
 
@@ -197,32 +194,16 @@ pub fn export_run(run_dir: &Path, dir: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
-type Labeled = Option<(LabeledSet, usize)>;
-
-fn labeled_set(exp: &Experiment) -> Result<Labeled> {
-    exp.eval
-        .as_ref()
-        .map(|e| LabeledSet::scan(&e.labeled).map(|s| (s, e.batch)))
-        .transpose()
-}
-
-fn score(t: &Trainer, labeled: &Labeled) -> Result<Option<Scores>> {
-    labeled
-        .as_ref()
-        .map(|(set, batch)| evaluate(t.model(), t.signature(), t.spec(), set, *batch))
-        .transpose()
-}
-
 /// The training loop of a run (fresh or resumed), then evaluation, export and the report; a
 /// failure on the way still leaves a report (status `failed`, the error) in the run directory.
 fn drive(
     t: &mut Trainer,
     report: &mut Report,
-    labeled: &Labeled,
+    suite: Option<&Suite>,
     stop: &AtomicBool,
     mut tally: Tally,
 ) -> Result<()> {
-    let r = drive_inner(t, report, labeled, stop, &mut tally);
+    let r = drive_inner(t, report, suite, stop, &mut tally);
     if let Err(e) = &r {
         report.fill(t, &tally);
         report.status = Status::Failed;
@@ -240,6 +221,7 @@ fn train_steps(
     report: &mut Report,
     stop: &AtomicBool,
     tally: &mut Tally,
+    evals: Option<&mut Evaluations>,
 ) -> Result<Status> {
     let exp = report.config.clone();
     let dir = report.run_dir.clone();
@@ -264,6 +246,9 @@ fn train_steps(
     }
     if let Some(tb) = tb.as_mut() {
         hooks.push(tb);
+    }
+    if let Some(e) = evals {
+        hooks.push(e);
     }
     hooks.push(&mut ckpt);
     let r = t.drive(steps, tally, &mut hooks);
@@ -290,23 +275,67 @@ fn train_steps(
 fn drive_inner(
     t: &mut Trainer,
     report: &mut Report,
-    labeled: &Labeled,
+    suite: Option<&Suite>,
     stop: &AtomicBool,
     tally: &mut Tally,
 ) -> Result<()> {
-    report.status = train_steps(t, report, stop, tally)?;
+    let dir = report.run_dir.clone();
+    let writer = match (suite, report.config.logging.tensorboard) {
+        // Its own TensorBoard run (`eval`): its steps interleave with the step summaries'.
+        (Some(_), true) => Some(ScalarWriter::new(
+            t,
+            &dir.join("tensorboard").join("eval"),
+            ".pretext",
+        )?),
+        _ => None,
+    };
+    let before = report.eval_before.clone();
+    let mut evals = match (suite, &before) {
+        (Some(suite), Some(before)) => Some(Evaluations {
+            suite,
+            before,
+            writer: writer.as_ref(),
+            run_dir: dir.clone(),
+            points: Vec::new(),
+            best: read_best(&dir),
+        }),
+        _ => None,
+    };
+    if let (Some(w), Some(b), 0) = (&writer, &before, t.step()) {
+        w.write(t, 0, &b.scalars())?;
+    }
+    report.status = train_steps(t, report, stop, tally, evals.as_mut())?;
     report.fill(t, tally);
     if report.status == Status::Interrupted {
         report.write()?;
         return Ok(());
     }
-    report.eval_after = score(t, labeled)?;
-    if let Some(a) = &report.eval_after {
-        log::info!(
-            "after: kNN top-1 {:.4}, linear probe {:.4}",
-            a.knn_top1,
-            a.linear_probe
-        );
+    match (&mut evals, suite) {
+        (Some(ev), _) => {
+            let now = ev.evaluate(t, tally)?;
+            if let Some((best, ck)) = ev.kept_checkpoint(&now) {
+                log::info!(
+                    "keeping the model of step {} (kNN {:.4}, retain sets within {:.4}) over step {}'s",
+                    best.step,
+                    best.scores.target.knn_top1,
+                    best.retain_drop.max(0.0),
+                    now.step
+                );
+                t.restore(&ck)?;
+                report.kept_step = Some(best.step);
+            }
+            report.eval_after = Some(match report.kept_step {
+                Some(_) => ev.best.clone().map(|b| b.scores).unwrap_or(now.scores),
+                None => now.scores,
+            });
+            report.evaluations = std::mem::take(&mut ev.points);
+        }
+        (None, Some(s)) => {
+            let a = s.score(t)?;
+            log_scores("after", &a);
+            report.eval_after = Some(a);
+        }
+        (None, None) => {}
     }
     let exp = report.config.clone();
     if let Some(x) = &exp.export {

@@ -87,15 +87,27 @@ impl<'m> HeadBuilder<'m> {
         }
     }
 
-    /// Builds `head` and hands over what it made.
-    pub fn build(mut self, head: &dyn Head) -> Result<BuiltHead> {
+    /// Builds `head`, adds the retention term of `retain` (on the model variables in
+    /// `trainable`, by handle) to its loss, and hands over what it made.
+    pub fn build(
+        mut self,
+        head: &dyn Head,
+        retain: &crate::retain::RetainConfig,
+        trainable: &std::collections::HashSet<String>,
+    ) -> Result<BuiltHead> {
         let out = head.build(&mut self)?;
+        let out = crate::retain::attach(&mut self, out, retain, trainable)?;
         Ok(BuiltHead {
             out,
             towers: self.towers,
             vars: self.vars,
             init_ops: self.init_ops,
         })
+    }
+
+    /// The online backbone passes built so far.
+    pub fn towers(&self) -> &[Tower] {
+        &self.towers
     }
 
     /// The clean input batch (NHWC).

@@ -19,17 +19,24 @@ impl<'m> HeadBuilder<'m> {
     /// A new variable shaped like `online` (a VarHandleOp output), initialised from its value
     /// after every initialiser created so far; returns its handle.
     pub fn shadow(&mut self, name: &str, online: &Output) -> Result<Output> {
-        let ctx = || format!("momentum copy {name}");
+        self.copy_variable("momentum", name, online)
+    }
+
+    /// A new variable under `group/` shaped like `online` (a VarHandleOp output), initialised
+    /// from its value after every initialiser created so far (so from the model's own values:
+    /// the trainer runs them before any step); returns its handle. Checkpointed with the run.
+    pub fn copy_variable(&mut self, group: &str, name: &str, online: &Output) -> Result<Output> {
+        let ctx = || format!("{group} copy of {name}");
         let op = &online.operation;
         let dtype = op.get_attr_type("dtype").tf_ctx(ctx)?;
         let shape = op.get_attr_shape("shape").tf_ctx(ctx)?;
         let s = self
             .scope
-            .new_sub_scope(&format!("momentum/{}", crate::optim::sanitize(name)));
+            .new_sub_scope(&format!("{group}/{}", crate::optim::sanitize(name)));
         let h: Output = ops::VarHandleOp::new()
             .dtype(dtype)
             .shape(shape)
-            .shared_name(self.scope.get_unique_name_for_op("momentum_var"))
+            .shared_name(self.scope.get_unique_name_for_op(&format!("{group}_var")))
             .build(&mut s.with_op_name("var"))
             .tf_ctx(ctx)?
             .into();
@@ -77,6 +84,43 @@ impl<'m> HeadBuilder<'m> {
         let out = ops::stop_gradient(t.outputs[0].clone(), &mut self.scope)
             .tf_ctx(|| "momentum tower".into())?;
         Ok((out.into(), pairs))
+    }
+
+    /// Copies (under `group/`) of every model variable the backbone reads, initialised from the
+    /// model's values, in `FlatGraph::external` order (other externals as they are): the
+    /// bindings of a frozen original backbone, for `tower_on`.
+    pub fn copy_externals(&mut self, group: &str) -> Result<Vec<Output>> {
+        let mut out = Vec::new();
+        for (_, outer) in &self.flat.external.clone() {
+            let o = self.model.output(outer)?;
+            let is_var = o.operation.op_type().map(|t| t == "VarHandleOp");
+            out.push(match is_var.unwrap_or(false) {
+                true => self.copy_variable(group, outer, &o)?,
+                false => o,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The backbone on `inputs` bound to `externals` (from `copy_externals`) under `prefix`:
+    /// its first output, gradient stopped (no variable of this pass trains).
+    pub fn tower_on(
+        &mut self,
+        inputs: &[Output],
+        prefix: &str,
+        externals: &[Output],
+    ) -> Result<Output> {
+        let t = Tower::import_mapped(
+            self.model,
+            self.flat,
+            prefix,
+            self.device.as_deref(),
+            Some(inputs),
+            externals,
+        )?;
+        let out = ops::stop_gradient(t.outputs[0].clone(), &mut self.scope)
+            .tf_ctx(|| format!("frozen tower {prefix}"))?;
+        Ok(out.into())
     }
 
     /// Handles of the head variables created since index `from` (for shadowing a head MLP).

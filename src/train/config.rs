@@ -41,6 +41,8 @@ pub struct TrainConfig {
     pub range: (f32, f32),
     pub optimizer: OptimizerConfig,
     pub head: HeadConfig,
+    /// A term that holds the model near what it was (L2-SP, distillation), added to the loss.
+    pub retain: crate::retain::RetainConfig,
     /// Augmentations of the views heads ask for.
     pub augment: AugmentConfig,
     /// Which model variables train.
@@ -130,6 +132,7 @@ impl TrainConfig {
         }
         self.optimizer.validate()?;
         self.augment.validate()?;
+        self.retain.validate()?;
         self.head.validate(self.batch)
     }
 }

@@ -85,3 +85,69 @@ impl Trainer {
         self.model.session.run(&mut run).tf_ctx(ctx)
     }
 }
+
+impl Trainer {
+    /// The gradients of the named head tensor `name` (a scalar such as `retain/loss`; see
+    /// `tensors`) to every variable the optimizer updates, on `xs` (in `feeds` order),
+    /// with the named tensors `also` from the same session run: `(variable, gradient)` pairs
+    /// (variables the tensor does not depend on are left out), then `also`'s values.
+    pub fn gradients_of(
+        &mut self,
+        name: &str,
+        xs: &[Tensor<f32>],
+        also: &[&str],
+    ) -> Result<(Vec<(String, Tensor<f32>)>, Vec<Tensor<f32>>)> {
+        let find = |n: &str| -> Result<Output> {
+            self.tensors()
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, t)| t.clone())
+                .ok_or_else(|| Error::graph(n, "no such head tensor"))
+        };
+        let y = find(name)?;
+        let wanted = also.iter().map(|n| find(n)).collect::<Result<Vec<_>>>()?;
+        let params: std::collections::HashSet<&String> = self.plan.param_names.iter().collect();
+        let mut reads: Vec<(String, Output)> = self
+            .head
+            .towers
+            .iter()
+            .flat_map(|t| t.reads.iter().filter(|(h, _)| params.contains(h)).cloned())
+            .collect();
+        reads.extend(super::build::head_reads(&self.head.vars));
+        let grads = crate::autodiff::gradients(
+            &mut self.model.scope,
+            &self.head.towers,
+            y,
+            &reads,
+            "pretext/inspect_gradients",
+        )?;
+        let mut run = SessionRunArgs::new();
+        for (f, x) in self.feeds.iter().zip(xs) {
+            run.add_feed(&f.operation, f.index, x);
+        }
+        let gt: Vec<_> = grads
+            .iter()
+            .map(|g| run.request_fetch(&g.grad.operation, g.grad.index))
+            .collect();
+        let wt: Vec<_> = wanted
+            .iter()
+            .map(|t| run.request_fetch(&t.operation, t.index))
+            .collect();
+        self.model
+            .session
+            .run(&mut run)
+            .tf_ctx(|| format!("evaluating the gradients of {name}"))?;
+        let mut out = Vec::new();
+        for (g, tok) in grads.iter().zip(gt) {
+            let v: Tensor<f32> = run
+                .fetch(tok)
+                .tf_ctx(|| format!("fetching the gradient to {}", g.handle))?;
+            out.push((g.handle.clone(), v));
+        }
+        let mut vals = Vec::new();
+        for (n, tok) in also.iter().zip(wt) {
+            vals.push(run.fetch(tok).tf_ctx(|| format!("fetching {n}"))?);
+        }
+        Ok((out, vals))
+    }
+}

@@ -72,7 +72,11 @@ impl Trainer {
             seed: cfg.seed as i64,
             device: cfg.device.clone(),
         };
-        let built = HeadBuilder::new(&mut model, &flat, inputs, settings).build(head)?;
+        let built = HeadBuilder::new(&mut model, &flat, inputs, settings).build(
+            head,
+            &cfg.retain,
+            &trainable,
+        )?;
         let plan = plan::plan(&mut model, cfg, &built, &trainable, &switched)?;
         let mut run = SessionRunArgs::new();
         let warmup_init = plan.warmup.as_ref().map(|w| &w.init_op);

@@ -134,3 +134,92 @@ impl Summaries {
             .tf_ctx(|| "writing TensorBoard summaries".into())
     }
 }
+
+/// Scalars computed outside the graph (evaluation scores), written at a given step to their
+/// own event file in a log directory (TensorBoard merges the files of a directory).
+pub struct ScalarWriter {
+    step: Output,
+    tag: Output,
+    value: Output,
+    write: Operation,
+    flush: Operation,
+}
+
+impl ScalarWriter {
+    /// A writer into `logdir`, its event file named with `suffix` (e.g. `.pretext`).
+    pub fn new(t: &mut Trainer, logdir: &Path, suffix: &str) -> Result<ScalarWriter> {
+        let ctx = || format!("building the TensorBoard writer for {}", logdir.display());
+        let mut s = t.model.scope.new_sub_scope("pretext/scalars");
+        let writer: Output = ops::SummaryWriter::new()
+            .shared_name(s.get_unique_name_for_op("writer"))
+            .build(&mut s)
+            .tf_ctx(ctx)?
+            .into();
+        let dir = ops::constant(Tensor::from(logdir.to_string_lossy().into_owned()), &mut s)
+            .tf_ctx(ctx)?;
+        let create = ops::create_summary_file_writer(
+            writer.clone(),
+            dir,
+            ops::constant(100i32, &mut s).tf_ctx(ctx)?,
+            ops::constant(5000i32, &mut s).tf_ctx(ctx)?,
+            ops::constant(Tensor::from(suffix.to_string()), &mut s).tf_ctx(ctx)?,
+            &mut s,
+        )
+        .tf_ctx(ctx)?;
+        let ph = |s: &mut Scope, dt: DataType, name: &str| -> Result<Output> {
+            Ok(ops::Placeholder::new()
+                .dtype(dt)
+                .build(&mut s.with_op_name(name))
+                .tf_ctx(ctx)?
+                .into())
+        };
+        let step = ph(&mut s, DataType::Int64, "step")?;
+        let tag = ph(&mut s, DataType::String, "tag")?;
+        let value = ph(&mut s, DataType::Float, "value")?;
+        let write = ops::write_scalar_summary(
+            writer.clone(),
+            step.clone(),
+            tag.clone(),
+            value.clone(),
+            &mut s,
+        )
+        .tf_ctx(ctx)?;
+        let flush = ops::flush_summary_writer(writer, &mut s).tf_ctx(ctx)?;
+        let mut run = SessionRunArgs::new();
+        run.add_target(&create);
+        t.model
+            .session
+            .run(&mut run)
+            .tf_ctx(|| format!("creating the event file in {}", logdir.display()))?;
+        Ok(ScalarWriter {
+            step,
+            tag,
+            value,
+            write,
+            flush,
+        })
+    }
+
+    /// Writes each `(tag, value)` at `step`, then flushes.
+    pub fn write(&self, t: &Trainer, step: u64, scalars: &[(String, f32)]) -> Result<()> {
+        let st = Tensor::from(step as i64);
+        for (k, v) in scalars {
+            let (tag, value) = (Tensor::from(k.clone()), Tensor::from(*v));
+            let mut run = SessionRunArgs::new();
+            run.add_feed(&self.step.operation, self.step.index, &st);
+            run.add_feed(&self.tag.operation, self.tag.index, &tag);
+            run.add_feed(&self.value.operation, self.value.index, &value);
+            run.add_target(&self.write);
+            t.model
+                .session
+                .run(&mut run)
+                .tf_ctx(|| format!("writing the TensorBoard scalar {k}"))?;
+        }
+        let mut run = SessionRunArgs::new();
+        run.add_target(&self.flush);
+        t.model
+            .session
+            .run(&mut run)
+            .tf_ctx(|| "flushing TensorBoard scalars".into())
+    }
+}
