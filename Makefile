@@ -16,7 +16,7 @@ CARGO_ENV   := PKG_CONFIG_PATH=$(CURDIR)/$(TF_LIB)
 BIN         := target/release/pretext
 WHEEL_GLOB  := $(CACHE)/wheels/$(subst -,_,$(TF_PIP))-$(TF_VERSION)-*.whl
 
-.PHONY: setup build install fixtures images labeled heldout datafix fmnist conformance-fast conformance test fuzz run bench bench-quality clean distclean
+.PHONY: setup build install fixtures images labeled heldout datafix fmnist retain-sets conformance-fast conformance test fuzz run bench bench-quality bench-retain clean distclean
 .DEFAULT_GOAL := build
 
 setup: $(TF_LIB)/.ok $(VENV)/.ok
@@ -104,6 +104,16 @@ DATAFIX     := $(FIX)/data
 datafix: $(DATAFIX)/.ok
 $(DATAFIX)/.ok: $(VENV)/.ok $(IMAGES)/.ok $(LABELED)/.ok scripts/make_data_fixtures.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) scripts/make_data_fixtures.py --images $(IMAGES) --out $(DATAFIX)
+	touch $@
+
+# Labeled sets of other domains than Fashion-MNIST (#22's off-domain sets): crops of
+# scikit-image's sample photos and scikit-learn's bundled handwritten digits, read from the wheels.
+RETAINSETS  := $(CACHE)/retain
+retain-sets: $(RETAINSETS)/.ok
+$(RETAINSETS)/.ok: $(VENV)/.ok scripts/make_retain_sets.py scripts/make_images.py
+	mkdir -p $(CACHE)/downloads
+	$(PY) -m pip download -q --no-deps -d $(CACHE)/downloads scikit-image==0.25.2 scikit-learn==1.6.1
+	$(PY) scripts/make_retain_sets.py --downloads $(CACHE)/downloads --out $(RETAINSETS)
 	touch $@
 
 # The quality benchmark's data: 10k/10k labeled Fashion-MNIST (kNN bank / queries) and 50k
@@ -217,6 +227,24 @@ bench-quality: setup fixtures fmnist build
 	  --out $(QDIR)/python-dae.json
 	$(PY) scripts/quality_table.py --pretext $(QDIR)/pretext-recipe $(foreach h,$(HEADS),$(QDIR)/pretext-$(h)) \
 	  --python $(QDIR)/python-dae.json | tee $(QDIR)/table.md
+	$(MAKE) bench-retain
+
+# The retention trade-off (#22), side by side in one run: the recipe for RETAIN_STEPS steps with
+# each retain kind and weight of RETAIN_SWEEP (kind:weight, or none), scored every 500 steps on
+# Fashion-MNIST and on the off-domain sets (photo crops, handwritten digits: $(RETAINSETS)).
+# Steps, not minutes: the runs compare at equal work on a machine whose speed may vary.
+RETAIN_SWEEP ?= none l2sp:0.003 l2sp:0.03 distill:0.1 distill:1
+RETAIN_STEPS ?= 2000
+RETAIN_SETS  := [$(RETAINSETS)/photos, $(RETAINSETS)/digits]
+bench-retain: setup fixtures fmnist retain-sets build
+	mkdir -p $(QDIR)
+	for kw in $(RETAIN_SWEEP); do k=$${kw%%:*}; w=$${kw#*:}; d=$(QDIR)/retain-$$(echo $$kw | tr : -); rm -rf $$d; \
+	  if [ $$k = none ]; then r="{kind: none}"; else r="{kind: $$k, weight: $$w}"; fi; \
+	  $(QRUN) --set "retain=$$r" --set "eval.retain=$(RETAIN_SETS)" --set eval.every=500 \
+	    --set train.steps=$(RETAIN_STEPS) --set train.max_minutes=1000 --set logging.tensorboard=false \
+	    --run-dir $$d || exit 1; done
+	$(PY) scripts/retain_table.py $(foreach kw,$(RETAIN_SWEEP),$(QDIR)/retain-$(subst :,-,$(kw))) \
+	  | tee $(QDIR)/retain.md
 
 clean:
 	cargo clean

@@ -298,6 +298,17 @@ pub fn export(
     run_dir: Option<&Path>,
 ) -> Result<(PathBuf, Option<PathBuf>)> {
     if x.in_place {
+        let measured = exp.eval.as_ref().is_some_and(|e| !e.retain.is_empty());
+        if !measured || exp.retain == crate::retain::RetainConfig::None {
+            log::warn!(
+                "retraining {} in place: every consumer of it gets the new model, and {}",
+                exp.model.path.display(),
+                match measured {
+                    false => "what it does on their domains was not measured (eval.retain)",
+                    true => "nothing held it near the original (retain: l2sp or distill)",
+                }
+            );
+        }
         let (p, backup) = crate::export::export_in_place(t.model(), &exp.model.path)?;
         log::info!(
             "retrained in place: {} (original kept in {})",
