@@ -19,6 +19,9 @@ pub struct Checked {
     pub images: usize,
     pub labeled: Option<(usize, usize, usize)>,
     pub steps: u64,
+    /// The model as parsed and the images as indexed, for the run's trainer.
+    #[serde(skip)]
+    pub opened: Option<crate::train::Opened>,
 }
 
 /// Checks the experiment against the world: the model and its signature, the images, the
@@ -122,6 +125,10 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
         images: data.len(),
         labeled,
         steps,
+        opened: Some(crate::train::Opened {
+            info,
+            data: std::sync::Arc::new(data),
+        }),
     })
 }
 

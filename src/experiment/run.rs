@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::train::checkpoint::{self, RunState};
 use crate::train::drive::{Hook, Stop, StopFlag, Tally, TimeBudget};
 use crate::train::summary::ScalarWriter;
-use crate::train::Trainer;
+use crate::train::{Opened, Trainer};
 
 /// Files of a run directory.
 pub fn checkpoints_dir(run: &Path) -> PathBuf {
@@ -36,7 +36,7 @@ pub fn run(exp: &Experiment, src: &Source, run_dir: &Path, stop: &AtomicBool) ->
             ),
         ));
     }
-    let checked = match check::check(exp, src) {
+    let mut checked = match check::check(exp, src) {
         Ok(c) => c,
         Err(e) => {
             // Nothing was started: leave no empty run directory behind.
@@ -52,14 +52,24 @@ pub fn run(exp: &Experiment, src: &Source, run_dir: &Path, stop: &AtomicBool) ->
     let yaml = serde_yaml::to_string(&resolved)
         .map_err(|e| Error::internal("serialising the resolved experiment", e))?;
     write_atomic(&run_dir.join("config.yaml"), &yaml)?;
-    start(resolved, run_dir, stop)
+    start(resolved, run_dir, stop, checked.opened.take())
 }
 
-/// Trains the resolved experiment of `run_dir` from step 0.
-fn start(resolved: Experiment, run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
+/// Trains the resolved experiment of `run_dir` from step 0 (on the model and images `opened`
+/// when the run was just checked).
+fn start(
+    resolved: Experiment,
+    run_dir: &Path,
+    stop: &AtomicBool,
+    opened: Option<Opened>,
+) -> Result<Report> {
     let started = Instant::now();
     let steps = resolved.train.steps.unwrap_or(1);
-    let mut t = Trainer::new(&resolved.train_config(steps))?;
+    let cfg = resolved.train_config(steps);
+    let mut t = match opened {
+        Some(o) => Trainer::with_opened(&cfg, o)?,
+        None => Trainer::new(&cfg)?,
+    };
     let build = started.elapsed().as_secs_f64();
     let suite = Suite::scan(&resolved)?;
     let before = suite.as_ref().map(|s| s.score(&t)).transpose()?;
@@ -132,7 +142,7 @@ pub fn resume(run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
             "{} stopped before its first checkpoint: training again from step 0",
             run_dir.display()
         );
-        return start(exp, run_dir, stop);
+        return start(exp, run_dir, stop, None);
     }
     let steps = exp.train.steps.unwrap_or(1);
     let started = Instant::now();

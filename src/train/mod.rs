@@ -13,6 +13,7 @@ pub mod timing;
 
 pub use config::{image_spec, TrainConfig};
 pub use drive::{Feed, Hook, Stop, Tally};
+pub use prepare::Opened;
 
 use tensorflow::{Output, SessionRunArgs, Tensor};
 
@@ -47,6 +48,16 @@ pub struct Trainer {
 impl Trainer {
     /// Loads the model, builds towers, head, gradients and optimizer, initialises new variables.
     pub fn new(cfg: &TrainConfig) -> Result<Self> {
+        Self::build(cfg, None)
+    }
+
+    /// `new` on a model already parsed and images already indexed (what checking the
+    /// experiment read: `experiment::check::Checked::opened`).
+    pub fn with_opened(cfg: &TrainConfig, opened: prepare::Opened) -> Result<Self> {
+        Self::build(cfg, Some(opened))
+    }
+
+    fn build(cfg: &TrainConfig, opened: Option<prepare::Opened>) -> Result<Self> {
         cfg.validate()?;
         let head = cfg.head.head();
         let prepare::Prepared {
@@ -57,7 +68,7 @@ impl Trainer {
             loader,
             trainable,
             switched,
-        } = prepare::prepare(cfg, head)?;
+        } = prepare::prepare(cfg, head, opened)?;
         let (clean, augmented) = head.views();
         let inputs = prepare::placeholders(&mut model, &spec, augmented, cfg.seed as i64)?;
         let mut feeds = if clean {

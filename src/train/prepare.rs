@@ -34,15 +34,51 @@ pub(super) struct Prepared {
     pub switched: Vec<String>,
 }
 
-/// Reads and loads the model, starts the input threads (the first batches decode while the
-/// graph is built), inlines the signature, picks the variables that train and runs `PASSES`.
-pub(super) fn prepare(cfg: &TrainConfig, head: &dyn Head) -> Result<Prepared> {
-    let info = SavedModelInfo::read_tagged(&cfg.model, cfg.tags.as_deref())?;
+/// A config's model parsed and its images indexed: what checking an experiment reads, handed to
+/// `Trainer::with_opened` so a run reads neither twice.
+#[derive(Clone)]
+pub struct Opened {
+    pub info: SavedModelInfo,
+    pub data: std::sync::Arc<Dataset>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Opened({}, {} images)",
+            self.info.dir.display(),
+            self.data.len()
+        )
+    }
+}
+
+impl Opened {
+    /// Parses `cfg`'s model (its graph variant) and indexes its images.
+    pub fn open(cfg: &TrainConfig) -> Result<Opened> {
+        Ok(Opened {
+            info: SavedModelInfo::read_tagged(&cfg.model, cfg.tags.as_deref())?,
+            data: std::sync::Arc::new(Dataset::open(&cfg.data)?),
+        })
+    }
+}
+
+/// Reads and loads the model (unless `opened` holds it and the index of the images), starts the
+/// input threads (the first batches decode while the graph is built), inlines the signature,
+/// picks the variables that train and runs `PASSES`.
+pub(super) fn prepare(
+    cfg: &TrainConfig,
+    head: &dyn Head,
+    opened: Option<Opened>,
+) -> Result<Prepared> {
+    let Opened { info, data } = match opened {
+        Some(o) => o,
+        None => Opened::open(cfg)?,
+    };
     let signature = info
         .signature(&cfg.signature)?
         .with_fixed(&cfg.fixed_inputs)?;
     let spec = image_spec(&signature, cfg.size, cfg.range)?;
-    let data = std::sync::Arc::new(Dataset::open(&cfg.data)?);
     let (clean, augmented) = head.views();
     let plan = ViewPlan {
         clean,
