@@ -87,20 +87,6 @@ fn bad_experiments_name_file_line_column_key_and_choices() {
     assert!(dup.contains("duplicate entry with key \"train\""), "{dup}");
 }
 
-fn events(run: &std::path::Path) -> serde_json::Value {
-    let o = std::process::Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/read_events.py"
-        ))
-        .arg(run.join("tensorboard"))
-        .env("TF_CPP_MIN_LOG_LEVEL", "3")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 #[test]
 fn a_run_writes_config_report_checkpoints_and_tensorboard_events() {
     let tmp = tempfile::tempdir().unwrap();
@@ -143,7 +129,7 @@ fn a_run_writes_config_report_checkpoints_and_tensorboard_events() {
     let (code, _, err) = pretext(&["validate", run.join("config.yaml").to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     // TensorBoard's reader sees the scalars at steps 5..20 and the input images.
-    let ev = events(&run);
+    let ev = events(&run.join("tensorboard"));
     for tag in [
         "loss",
         "loss/dae",

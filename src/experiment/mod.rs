@@ -1,6 +1,7 @@
 //! Experiments as YAML files: the schema (one struct per section, unknown keys refused), and its
 //! `.init()` into the library's configs. Parsing, locations and `--set` overrides are in `load`.
 pub mod check;
+pub mod evaluations;
 mod hooks;
 mod load;
 pub mod lock;
@@ -256,13 +257,22 @@ impl EvalSection {
                 "needs evaluations during training to choose from: set eval.every (steps)",
             ));
         }
-        if let Some(p) = self.retain.iter().find(|p| **p == self.labeled) {
+        let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let labeled = real(&self.labeled);
+        let mut names = std::collections::BTreeSet::new();
+        for (i, p) in self.retain.iter().enumerate() {
+            let what = if real(p) == labeled {
+                "is also eval.labeled: retain sets are other domains"
+            } else if self.retain[..i].iter().any(|q| real(q) == real(p)) {
+                "is listed twice"
+            } else if !names.insert(scoring::set_name(p)) {
+                "has the folder name of another retain set (reports and TensorBoard name sets by it)"
+            } else {
+                continue;
+            };
             return Err(Error::config(
                 "eval.retain",
-                format!(
-                    "{} is also eval.labeled: retain sets are other domains",
-                    p.display()
-                ),
+                format!("{} {what}", p.display()),
             ));
         }
         Ok(())

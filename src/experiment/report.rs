@@ -62,6 +62,8 @@ pub struct Report {
     /// `eval.keep_best`: the step whose model was kept (evaluated after, exported) instead of
     /// the last one.
     pub kept_step: Option<u64>,
+    /// `eval.keep_best`: whether any evaluation met the rule (else the last model was kept).
+    pub keep_best_met: Option<bool>,
     pub export: Option<PathBuf>,
     /// In-place retraining: where the original model was kept.
     pub backup: Option<PathBuf>,
@@ -170,6 +172,7 @@ impl Report {
             eval_after: None,
             evaluations: Vec::new(),
             kept_step: None,
+            keep_best_met: None,
             export: None,
             error: None,
             backup: None,
@@ -299,7 +302,7 @@ pub fn export(
 ) -> Result<(PathBuf, Option<PathBuf>)> {
     if x.in_place {
         let measured = exp.eval.as_ref().is_some_and(|e| !e.retain.is_empty());
-        if !measured || exp.retain == crate::retain::RetainConfig::None {
+        if !measured || exp.retain.retain().is_none() {
             log::warn!(
                 "retraining {} in place: every consumer of it gets the new model, and {}",
                 exp.model.path.display(),

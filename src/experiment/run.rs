@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use super::evaluations::{read_points, Evaluations};
 use super::hooks::{Checkpoints, Progress, Scalars, TensorBoard};
 use super::lock::RunLock;
 use super::report::{write_atomic, Report, Status};
-use super::scoring::{log_scores, read_best, Evaluations, Suite};
+use super::scoring::{log_scores, Suite};
 use super::{check, Experiment, Source};
 use crate::error::{Error, Result};
 use crate::train::checkpoint::{self, RunState};
@@ -193,6 +194,19 @@ pub fn export_run(run_dir: &Path, dir: Option<&Path>) -> Result<PathBuf> {
             ),
         ));
     }
+    // The model the run kept (eval.keep_best) is the one it exported.
+    let kept = std::fs::read_to_string(run_dir.join("report.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|r| r["kept_step"].as_u64());
+    if let Some(step) = kept {
+        let best = super::evaluations::best_dir(run_dir).join(format!("ckpt-{step}"));
+        t.restore(&best)?;
+        log::info!(
+            "exporting the model the run kept (step {step}): {}",
+            best.display()
+        );
+    }
     let x = exp.export.clone().unwrap_or(super::ExportSection {
         dir: None,
         version: None,
@@ -216,6 +230,7 @@ fn drive(
     let r = drive_inner(t, report, suite, stop, &mut tally);
     if let Err(e) = &r {
         report.fill(t, &tally);
+        report.evaluations = read_points(&report.run_dir, u64::MAX);
         report.status = Status::Failed;
         report.error = Some(e.to_string());
         if let Err(w) = report.write() {
@@ -294,52 +309,29 @@ fn drive_inner(
         // Its own TensorBoard run (`eval`): its steps interleave with the step summaries'.
         (Some(_), true) => Some(ScalarWriter::new(
             t,
-            &dir.join("tensorboard").join("eval"),
+            &dir.join("tensorboard/eval"),
             ".pretext",
         )?),
         _ => None,
     };
     let before = report.eval_before.clone();
-    let mut evals = match (suite, &before) {
-        (Some(suite), Some(before)) => Some(Evaluations {
-            suite,
-            before,
-            writer: writer.as_ref(),
-            run_dir: dir.clone(),
-            points: Vec::new(),
-            best: read_best(&dir),
-        }),
-        _ => None,
-    };
     if let (Some(w), Some(b), 0) = (&writer, &before, t.step()) {
         w.write(t, 0, &b.scalars())?;
     }
+    let mut evals = match (suite, &before) {
+        (Some(s), Some(b)) => Some(Evaluations::new(s, b, writer.as_ref(), &dir, t)),
+        _ => None,
+    };
     report.status = train_steps(t, report, stop, tally, evals.as_mut())?;
     report.fill(t, tally);
+    if let Some(ev) = &evals {
+        report.evaluations = ev.points.clone();
+    }
     if report.status == Status::Interrupted {
-        report.write()?;
-        return Ok(());
+        return report.write();
     }
     match (&mut evals, suite) {
-        (Some(ev), _) => {
-            let now = ev.evaluate(t, tally)?;
-            if let Some((best, ck)) = ev.kept_checkpoint(&now) {
-                log::info!(
-                    "keeping the model of step {} (kNN {:.4}, retain sets within {:.4}) over step {}'s",
-                    best.step,
-                    best.scores.target.knn_top1,
-                    best.retain_drop.max(0.0),
-                    now.step
-                );
-                t.restore(&ck)?;
-                report.kept_step = Some(best.step);
-            }
-            report.eval_after = Some(match report.kept_step {
-                Some(_) => ev.best.clone().map(|b| b.scores).unwrap_or(now.scores),
-                None => now.scores,
-            });
-            report.evaluations = std::mem::take(&mut ev.points);
-        }
+        (Some(ev), _) => ev.finish(t, tally, report)?,
         (None, Some(s)) => {
             let a = s.score(t)?;
             log_scores("after", &a);

@@ -1,18 +1,13 @@
 //! What a run is scored on: the target labeled set (`eval.labeled`) and labeled sets of other
-//! domains (`eval.retain`), before training, every `eval.every` steps and after; and the rule
-//! `eval.keep_best` keeps: the best target kNN among the evaluations where every retain set's
-//! kNN stayed within `eval.max_retain_drop` of its score before (its checkpoint in `best/`).
+//! domains (`eval.retain`), their scores at a point of the run, and the report's tables of them.
+//! When the points are taken and which model is kept: `experiment::evaluations`.
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::report::write_atomic;
 use super::Experiment;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::eval::{evaluate, LabeledSet, Scores};
-use crate::train::checkpoint;
-use crate::train::drive::{Hook, StepInfo, Tally};
-use crate::train::summary::ScalarWriter;
 use crate::train::Trainer;
 
 /// One labeled set's scores.
@@ -156,89 +151,6 @@ pub fn log_scores(when: &str, s: &SuiteScores) {
     }
 }
 
-/// Where the kept model's checkpoint and its evaluation live.
-pub fn best_dir(run: &Path) -> PathBuf {
-    run.join("best")
-}
-
-/// The best point kept so far (a resumed run continues from it).
-pub fn read_best(run: &Path) -> Option<EvalPoint> {
-    let s = std::fs::read_to_string(best_dir(run).join("best.json")).ok()?;
-    serde_json::from_str(&s).ok()
-}
-
-/// Whether `p` is kept over `best` by the rule.
-pub fn better(p: &EvalPoint, best: Option<&EvalPoint>) -> bool {
-    p.within
-        && best.map_or(true, |b| {
-            p.scores.target.knn_top1 > b.scores.target.knn_top1
-        })
-}
-
-/// The in-run evaluations: every `suite.every` steps, scored, logged, written to TensorBoard
-/// and, under `keep_best`, the best checkpointed into `best/`.
-pub struct Evaluations<'a> {
-    pub suite: &'a Suite,
-    pub before: &'a SuiteScores,
-    pub writer: Option<&'a ScalarWriter>,
-    pub run_dir: PathBuf,
-    pub points: Vec<EvalPoint>,
-    pub best: Option<EvalPoint>,
-}
-
-impl Evaluations<'_> {
-    /// Scores the model at its current step and records the point (checkpointing a new best).
-    pub fn evaluate(&mut self, t: &Trainer, tally: &Tally) -> Result<EvalPoint> {
-        let scores = self.suite.score(t)?;
-        log_scores(&format!("step {}", t.step()), &scores);
-        if let Some(w) = self.writer {
-            w.write(t, t.step(), &scores.scalars())?;
-        }
-        let p = self.suite.point(t.step(), scores, self.before);
-        if !p.within {
-            log::info!(
-                "step {}: a retain set's kNN fell {:.4} (over eval.max_retain_drop {})",
-                p.step,
-                p.retain_drop,
-                self.suite.max_drop
-            );
-        }
-        if self.suite.keep_best && better(&p, self.best.as_ref()) {
-            let dir = best_dir(&self.run_dir);
-            t.checkpoint(&dir, &tally.losses, tally.seconds(), 1)?;
-            let json = serde_json::to_string_pretty(&p)
-                .map_err(|e| Error::internal("serialising the best evaluation", e))?;
-            write_atomic(&dir.join("best.json"), &json)?;
-            self.best = Some(p.clone());
-        }
-        self.points.push(p.clone());
-        Ok(p)
-    }
-
-    /// The checkpoint of the kept point, if it is not the model's current state.
-    pub fn kept_checkpoint(&self, now: &EvalPoint) -> Option<(EvalPoint, PathBuf)> {
-        let best = self.best.as_ref()?;
-        let keep = best.scores.target.knn_top1 > now.scores.target.knn_top1 || !now.within;
-        if !self.suite.keep_best || best.step == now.step || !keep {
-            return None;
-        }
-        let (_, ck) = checkpoint::list(&best_dir(&self.run_dir))
-            .into_iter()
-            .find(|(s, _)| *s == best.step)?;
-        Some((best.clone(), ck))
-    }
-}
-
-impl Hook for Evaluations<'_> {
-    fn after_step(&mut self, t: &mut Trainer, s: &StepInfo, tally: &Tally) -> Result<()> {
-        let every = self.suite.every;
-        if every > 0 && s.step % every == 0 && s.step < s.until {
-            self.evaluate(t, tally)?;
-        }
-        Ok(())
-    }
-}
-
 /// The report's score tables: each set before and after, then the evaluations during training.
 pub fn markdown(r: &super::report::Report) -> String {
     let (b, a) = (r.eval_before.as_ref(), r.eval_after.as_ref());
@@ -281,6 +193,10 @@ pub fn markdown(r: &super::report::Report) -> String {
     }
     if let Some(k) = r.kept_step {
         s += &format!("\nkept the model of step {k} (eval.keep_best)\n");
+    }
+    if r.keep_best_met == Some(false) {
+        s += "\nno evaluation met eval.keep_best's rule (every retain set within \
+              eval.max_retain_drop): the last model was kept\n";
     }
     if !r.evaluations.is_empty() {
         s += "\n| step | kNN | probe | largest retain kNN fall | within |\n|---|---|---|---|---|\n";

@@ -17,14 +17,20 @@ pub use distill::{DistillConfig, DistillLoss};
 pub use l2sp::L2spConfig;
 
 /// The retention term an experiment adds to its head's loss, by kind.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RetainConfig {
-    /// The head's loss alone.
-    #[default]
-    None,
+    /// The head's loss alone (a struct variant: `{kind: none, weight: 1}` is refused, not
+    /// silently read as none).
+    None {},
     L2sp(L2spConfig),
     Distill(DistillConfig),
+}
+
+impl Default for RetainConfig {
+    fn default() -> Self {
+        RetainConfig::None {}
+    }
 }
 
 /// What a retention kind adds: an unweighted scalar term and tensors worth inspecting.
@@ -49,7 +55,7 @@ impl RetainConfig {
     /// The retention term behind the config, if any.
     pub fn retain(&self) -> Option<&dyn Retain> {
         match self {
-            RetainConfig::None => None,
+            RetainConfig::None {} => None,
             RetainConfig::L2sp(c) => Some(c),
             RetainConfig::Distill(c) => Some(c),
         }
@@ -58,9 +64,12 @@ impl RetainConfig {
     /// Checks the settings before any graph is built.
     pub fn validate(&self) -> Result<()> {
         match self.retain() {
-            Some(r) if !(r.weight() >= 0.0 && r.weight().is_finite()) => Err(Error::config(
+            Some(r) if !(r.weight() > 0.0 && r.weight().is_finite()) => Err(Error::config(
                 "retain.weight",
-                format!("{} must be a finite number ≥ 0", r.weight()),
+                format!(
+                    "{} must be a finite number > 0 (no term: retain: {{kind: none}})",
+                    r.weight()
+                ),
             )),
             _ => Ok(()),
         }
@@ -118,23 +127,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let c: RetainConfig = serde_yaml::from_str("{kind: none}").unwrap();
-        assert_eq!(c, RetainConfig::None);
+        assert_eq!(c, RetainConfig::None {});
+        assert!(serde_yaml::from_str::<RetainConfig>("{kind: none, weight: 5}").is_err());
         assert!(serde_yaml::from_str::<RetainConfig>("{kind: l2sp, wieght: 1}").is_err());
         assert!(serde_yaml::from_str::<RetainConfig>("{kind: ewc}").is_err());
     }
 
     #[test]
     fn weights_must_be_finite_and_not_negative() {
-        for w in [-1.0, f32::NAN, f32::INFINITY] {
+        for w in [-1.0, 0.0, f32::NAN, f32::INFINITY] {
             let e = RetainConfig::L2sp(L2spConfig { weight: w })
                 .validate()
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("retain.weight"), "{e}");
         }
-        RetainConfig::L2sp(L2spConfig { weight: 0.0 })
+        RetainConfig::L2sp(L2spConfig { weight: 1e-6 })
             .validate()
             .unwrap();
-        RetainConfig::None.validate().unwrap();
+        RetainConfig::None {}.validate().unwrap();
     }
 }

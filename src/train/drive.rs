@@ -29,6 +29,8 @@ pub struct Tally {
     pub wait_seconds: f64,
     pub session_seconds: f64,
     started: Option<Instant>,
+    /// Seconds of the current drive hooks spent outside training (evaluations).
+    excluded: f64,
 }
 
 impl Tally {
@@ -43,11 +45,8 @@ impl Tally {
 
     /// Training seconds so far, the current drive's included.
     pub fn seconds(&self) -> f64 {
-        self.seconds_before
-            + self
-                .started
-                .map(|s| s.elapsed().as_secs_f64())
-                .unwrap_or(0.0)
+        let drive = self.started.map(|s| s.elapsed().as_secs_f64());
+        self.seconds_before + drive.map_or(0.0, |d| (d - self.excluded).max(0.0))
     }
 }
 
@@ -87,6 +86,11 @@ pub trait Hook {
     fn after_step(&mut self, _t: &mut Trainer, _s: &StepInfo, _tally: &Tally) -> Result<()> {
         Ok(())
     }
+    /// Seconds its last `after_step` spent on work that is not training (an evaluation): the
+    /// run's training time and time budget leave them out.
+    fn outside_training(&mut self) -> f64 {
+        0.0
+    }
     /// Once the loop ends without an error (at `until`, or stopped).
     fn finish(&mut self, _t: &mut Trainer, _stop: Option<Stop>, _tally: &Tally) -> Result<()> {
         Ok(())
@@ -124,9 +128,11 @@ impl Trainer {
         hooks: &mut [&mut dyn Hook],
     ) -> Result<Option<Stop>> {
         tally.started = Some(Instant::now());
+        tally.excluded = 0.0;
         let r = self.drive_loop(feed, until, tally, hooks);
         tally.seconds_before = tally.seconds();
         tally.started = None;
+        tally.excluded = 0.0;
         let stop = r?;
         for h in hooks.iter_mut() {
             h.finish(self, stop, tally)?;
@@ -194,6 +200,7 @@ impl Trainer {
             };
             for h in hooks.iter_mut() {
                 h.after_step(self, &info, tally)?;
+                tally.excluded += h.outside_training();
             }
         }
         Ok(None)

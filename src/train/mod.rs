@@ -59,6 +59,16 @@ impl Trainer {
 
     fn build(cfg: &TrainConfig, opened: Option<prepare::Opened>) -> Result<Self> {
         cfg.validate()?;
+        if let Some(o) = opened.as_ref().filter(|o| o.info.dir != cfg.model) {
+            return Err(crate::error::Error::internal(
+                "building a trainer",
+                format!(
+                    "the model opened ({}) is not the config's ({})",
+                    o.info.dir.display(),
+                    cfg.model.display()
+                ),
+            ));
+        }
         let head = cfg.head.head();
         let prepare::Prepared {
             mut model,

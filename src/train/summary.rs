@@ -24,28 +24,49 @@ fn tag(s: &mut Scope, t: &str) -> Result<Output> {
         .into())
 }
 
+/// A summary writer on a new event file in `logdir` (its name ending in `suffix`), created in
+/// the session now; returns it with the scope (`name`) its ops are built in.
+fn open_writer(
+    t: &mut Trainer,
+    name: &str,
+    logdir: &Path,
+    suffix: &str,
+) -> Result<(Scope, Output)> {
+    let ctx = || {
+        format!(
+            "creating the TensorBoard event file in {}",
+            logdir.display()
+        )
+    };
+    let mut s = t.model.scope.new_sub_scope(name);
+    let writer: Output = ops::SummaryWriter::new()
+        .shared_name(s.get_unique_name_for_op("writer"))
+        .build(&mut s)
+        .tf_ctx(ctx)?
+        .into();
+    let dir =
+        ops::constant(Tensor::from(logdir.to_string_lossy().into_owned()), &mut s).tf_ctx(ctx)?;
+    let create = ops::create_summary_file_writer(
+        writer.clone(),
+        dir,
+        ops::constant(100i32, &mut s).tf_ctx(ctx)?,
+        ops::constant(5000i32, &mut s).tf_ctx(ctx)?,
+        ops::constant(Tensor::from(suffix.to_string()), &mut s).tf_ctx(ctx)?,
+        &mut s,
+    )
+    .tf_ctx(ctx)?;
+    let mut run = SessionRunArgs::new();
+    run.add_target(&create);
+    t.model.session.run(&mut run).tf_ctx(ctx)?;
+    Ok((s, writer))
+}
+
 impl Summaries {
     /// Builds the writer for `logdir` and the summaries of `t`; `images` are NHWC tensors in
     /// [0, 1] (up to 3 of each batch are written).
     pub fn new(t: &mut Trainer, logdir: &Path, images: &[(String, Output)]) -> Result<Summaries> {
         let ctx = || "building the TensorBoard summaries".to_string();
-        let mut s = t.model.scope.new_sub_scope("pretext/summary");
-        let writer: Output = ops::SummaryWriter::new()
-            .shared_name(s.get_unique_name_for_op("writer"))
-            .build(&mut s)
-            .tf_ctx(ctx)?
-            .into();
-        let dir = logdir.to_string_lossy().into_owned();
-        let dir = ops::constant(Tensor::from(dir), &mut s).tf_ctx(ctx)?;
-        let create = ops::create_summary_file_writer(
-            writer.clone(),
-            dir,
-            ops::constant(100i32, &mut s).tf_ctx(ctx)?,
-            ops::constant(5000i32, &mut s).tf_ctx(ctx)?,
-            ops::constant(Tensor::from(".pretext".to_string()), &mut s).tf_ctx(ctx)?,
-            &mut s,
-        )
-        .tf_ctx(ctx)?;
+        let (mut s, writer) = open_writer(t, "pretext/summary", logdir, ".pretext")?;
         let step: Output = ops::Placeholder::new()
             .dtype(DataType::Int64)
             .build(&mut s.with_op_name("step"))
@@ -99,12 +120,6 @@ impl Summaries {
             ops::write_scalar_summary(writer.clone(), step.clone(), tg, rate.clone(), &mut s)
                 .tf_ctx(ctx)?;
         let flush = ops::flush_summary_writer(writer, &mut s).tf_ctx(ctx)?;
-        let mut run = SessionRunArgs::new();
-        run.add_target(&create);
-        t.model
-            .session
-            .run(&mut run)
-            .tf_ctx(|| format!("creating the event file in {}", logdir.display()))?;
         Ok(Summaries {
             step,
             rate,
@@ -149,23 +164,7 @@ impl ScalarWriter {
     /// A writer into `logdir`, its event file named with `suffix` (e.g. `.pretext`).
     pub fn new(t: &mut Trainer, logdir: &Path, suffix: &str) -> Result<ScalarWriter> {
         let ctx = || format!("building the TensorBoard writer for {}", logdir.display());
-        let mut s = t.model.scope.new_sub_scope("pretext/scalars");
-        let writer: Output = ops::SummaryWriter::new()
-            .shared_name(s.get_unique_name_for_op("writer"))
-            .build(&mut s)
-            .tf_ctx(ctx)?
-            .into();
-        let dir = ops::constant(Tensor::from(logdir.to_string_lossy().into_owned()), &mut s)
-            .tf_ctx(ctx)?;
-        let create = ops::create_summary_file_writer(
-            writer.clone(),
-            dir,
-            ops::constant(100i32, &mut s).tf_ctx(ctx)?,
-            ops::constant(5000i32, &mut s).tf_ctx(ctx)?,
-            ops::constant(Tensor::from(suffix.to_string()), &mut s).tf_ctx(ctx)?,
-            &mut s,
-        )
-        .tf_ctx(ctx)?;
+        let (mut s, writer) = open_writer(t, "pretext/scalars", logdir, suffix)?;
         let ph = |s: &mut Scope, dt: DataType, name: &str| -> Result<Output> {
             Ok(ops::Placeholder::new()
                 .dtype(dt)
@@ -185,12 +184,6 @@ impl ScalarWriter {
         )
         .tf_ctx(ctx)?;
         let flush = ops::flush_summary_writer(writer, &mut s).tf_ctx(ctx)?;
-        let mut run = SessionRunArgs::new();
-        run.add_target(&create);
-        t.model
-            .session
-            .run(&mut run)
-            .tf_ctx(|| format!("creating the event file in {}", logdir.display()))?;
         Ok(ScalarWriter {
             step,
             tag,

@@ -137,3 +137,19 @@ pub fn run_in(exp: &Path, run: &Path) -> (i32, String, String) {
         run.to_str().unwrap(),
     ])
 }
+
+/// The scalars and images TensorBoard's own reader finds in the event files of `dir`
+/// (scripts/read_events.py).
+pub fn events(dir: &Path) -> serde_json::Value {
+    let o = Command::new(super::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/read_events.py"
+        ))
+        .arg(dir)
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
