@@ -54,36 +54,18 @@ impl<'m> HeadBuilder<'m> {
     /// output (gradient stopped) and the (copy, online) pairs of the trainable ones.
     pub fn momentum_tower(&mut self, x: Output) -> Result<(Output, Vec<(Output, Output)>)> {
         let trainable = self.model.info.trainable_handles();
-        let mut externals = Vec::new();
+        let copies = self.copy_externals("momentum")?;
         let mut pairs = Vec::new();
-        for (_, outer) in &self.flat.external.clone() {
-            let o = self.model.output(outer)?;
-            let is_var = o
-                .operation
-                .op_type()
-                .map(|t| t == "VarHandleOp")
-                .unwrap_or(false);
-            if is_var {
-                let h = self.shadow(outer, &o)?;
-                if trainable.contains(TensorRef::node_of(outer)) {
-                    pairs.push((h.clone(), o));
-                }
-                externals.push(h);
-            } else {
-                externals.push(o);
+        for ((_, outer), copy) in self.flat.external.iter().zip(&copies) {
+            let online = self.model.output(outer)?;
+            if copy.operation.name() != online.operation.name()
+                && trainable.contains(TensorRef::node_of(outer))
+            {
+                pairs.push((copy.clone(), online));
             }
         }
-        let t = Tower::import_mapped(
-            self.model,
-            self.flat,
-            "pretext/momentum_tower",
-            self.device.as_deref(),
-            Some(&[x]),
-            &externals,
-        )?;
-        let out = ops::stop_gradient(t.outputs[0].clone(), &mut self.scope)
-            .tf_ctx(|| "momentum tower".into())?;
-        Ok((out.into(), pairs))
+        let out = self.tower_on(&[x], "pretext/momentum_tower", &copies)?;
+        Ok((out, pairs))
     }
 
     /// Copies (under `group/`) of every model variable the backbone reads, initialised from the

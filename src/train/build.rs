@@ -69,6 +69,21 @@ pub(super) fn head_warmup(
     })
 }
 
+/// What gradients are asked for: each tower's reads of the model variables `trains` picks (by
+/// handle), then the head's variables.
+pub(super) fn trained_reads(
+    head: &BuiltHead,
+    trains: impl Fn(&str) -> bool,
+) -> Vec<(String, Output)> {
+    let mut reads: Vec<(String, Output)> = head
+        .towers
+        .iter()
+        .flat_map(|t| t.reads.iter().filter(|(h, _)| trains(h)).cloned())
+        .collect();
+    reads.extend(head_reads(&head.vars));
+    reads
+}
+
 /// The head's variables as `(name, value read)` pairs, the form gradients are asked for in.
 pub(super) fn head_reads(vars: &[HeadVar]) -> Vec<(String, Output)> {
     vars.iter()

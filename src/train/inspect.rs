@@ -107,13 +107,7 @@ impl Trainer {
         let y = find(name)?;
         let wanted = also.iter().map(|n| find(n)).collect::<Result<Vec<_>>>()?;
         let params: std::collections::HashSet<&String> = self.plan.param_names.iter().collect();
-        let mut reads: Vec<(String, Output)> = self
-            .head
-            .towers
-            .iter()
-            .flat_map(|t| t.reads.iter().filter(|(h, _)| params.contains(h)).cloned())
-            .collect();
-        reads.extend(super::build::head_reads(&self.head.vars));
+        let reads = super::build::trained_reads(&self.head, |h| params.contains(&h.to_string()));
         let grads = crate::autodiff::gradients(
             &mut self.model.scope,
             &self.head.towers,

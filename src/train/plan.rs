@@ -39,17 +39,7 @@ pub(super) fn plan(
     switched: &[String],
 ) -> Result<UpdatePlan> {
     let loss = &head.out.loss;
-    let mut reads: Vec<(String, Output)> = head
-        .towers
-        .iter()
-        .flat_map(|t| {
-            t.reads
-                .iter()
-                .filter(|(h, _)| trainable.contains(h))
-                .cloned()
-        })
-        .collect();
-    reads.extend(build::head_reads(&head.vars));
+    let reads = build::trained_reads(head, |h| trainable.contains(h));
     let grads = autodiff::gradients(
         &mut model.scope,
         &head.towers,
