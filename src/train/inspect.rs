@@ -6,26 +6,29 @@ use super::Trainer;
 use crate::error::{Error, Result, TfContext};
 
 impl Trainer {
+    /// The named head tensor `name` (see `tensors`), or an error listing the names there are.
+    fn tensor(&self, name: &str) -> Result<Output> {
+        let all = self.tensors();
+        all.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| {
+                let known: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+                Error::graph(
+                    name,
+                    format!("no such head tensor (known: {})", known.join(", ")),
+                )
+            })
+    }
+
     /// The loss and the named head tensors `names` (see `tensors`) on `xs` (in `feeds` order),
     /// all from one session run that updates nothing: random corruptions drawn in that run are
     /// the ones the returned loss saw.
     pub fn evaluate(&self, xs: &[Tensor<f32>], names: &[&str]) -> Result<(f32, Vec<Tensor<f32>>)> {
-        let mut wanted = Vec::with_capacity(names.len());
-        for name in names {
-            let t = self
-                .tensors()
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t.clone())
-                .ok_or_else(|| {
-                    let known: Vec<&str> = self.tensors().iter().map(|(n, _)| n.as_str()).collect();
-                    Error::graph(
-                        *name,
-                        format!("no such head tensor (known: {})", known.join(", ")),
-                    )
-                })?;
-            wanted.push(t);
-        }
+        let wanted = names
+            .iter()
+            .map(|n| self.tensor(n))
+            .collect::<Result<Vec<_>>>()?;
         let mut run = SessionRunArgs::new();
         for (f, x) in self.feeds.iter().zip(xs) {
             run.add_feed(&f.operation, f.index, x);
@@ -97,15 +100,11 @@ impl Trainer {
         xs: &[Tensor<f32>],
         also: &[&str],
     ) -> Result<(Vec<(String, Tensor<f32>)>, Vec<Tensor<f32>>)> {
-        let find = |n: &str| -> Result<Output> {
-            self.tensors()
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, t)| t.clone())
-                .ok_or_else(|| Error::graph(n, "no such head tensor"))
-        };
-        let y = find(name)?;
-        let wanted = also.iter().map(|n| find(n)).collect::<Result<Vec<_>>>()?;
+        let y = self.tensor(name)?;
+        let wanted = also
+            .iter()
+            .map(|n| self.tensor(n))
+            .collect::<Result<Vec<_>>>()?;
         let params: std::collections::HashSet<&String> = self.plan.param_names.iter().collect();
         let reads = super::build::trained_reads(&self.head, |h| params.contains(&h.to_string()));
         let grads = crate::autodiff::gradients(
