@@ -35,8 +35,8 @@ pub fn missing_gradient_op(msg: &str) -> Option<String> {
     (!op.is_empty()).then_some(op)
 }
 
-/// Adds gradient ops for `loss` w.r.t. `reads` (variable name, a value read of it); reads of
-/// one variable are summed. Variables whose reads do not reach the loss get no entry. Towers
+/// Adds gradient ops for `loss` w.r.t. `reads` (variable name, a value read of it), on the
+/// loss's device when it has one; reads of one variable are summed. Variables whose reads do not reach the loss get no entry. Towers
 /// with custom gradients are differentiated in stages (`staged`), the rest in one call.
 pub fn gradients(
     scope: &mut Scope,
@@ -45,6 +45,9 @@ pub fn gradients(
     reads: &[(String, Output)],
     prefix: &str,
 ) -> Result<Vec<VarGrad>> {
+    // The gradient ops go where the loss is (`relu_mask::patch` places its copy of them).
+    let device = loss.operation.device().unwrap_or_default();
+    let device = (!device.is_empty()).then_some(device.as_str());
     // TF refuses x's the loss does not depend on; keep the reads the loss reaches.
     let needed = ancestors(scope, &loss);
     let reads: Vec<&(String, Output)> = reads
@@ -76,7 +79,7 @@ pub fn gradients(
     let flat: Vec<Option<Output>> = per_read.into_iter().flatten().map(Some).collect();
     let (flat, moved) = {
         let mut graph = scope.graph_mut();
-        relu_mask::patch(&mut graph, prefix, flat)?
+        relu_mask::patch(&mut graph, prefix, flat, device)?
     };
     log::debug!("{moved} ReLU gradient mask(s) read from activation outputs");
     let mut flat = flat.into_iter();

@@ -89,7 +89,7 @@ pub struct ModelSection {
     /// gradient function the model stores, as TF does; `forward` through their forward ops.
     #[serde(default)]
     pub custom_gradients: crate::graph::custom::CustomGradients,
-    /// Device of the training tower (e.g. `/device:GPU:0`).
+    /// Device of every op of the training step (e.g. `/device:GPU:0`; `graph::placement`).
     #[serde(default)]
     pub device: Option<String>,
     /// Load the model even if its graph touches files, processes or the network

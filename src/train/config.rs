@@ -55,7 +55,7 @@ pub struct TrainConfig {
     /// Custom gradients: the model's saved gradient functions, or the forward ops' gradients.
     pub custom_gradients: crate::graph::custom::CustomGradients,
     pub seed: u64,
-    /// Device for the tower (e.g. `/device:GPU:0`); None lets TF place it.
+    /// Device of every op of the step (e.g. `/device:GPU:0`); None lets TF place them.
     pub device: Option<String>,
 }
 
@@ -74,6 +74,8 @@ impl TrainConfig {
         if self.batch == 0 {
             return Err(Error::config("train.batch", "must be ≥ 1"));
         }
+        let device: Vec<String> = self.device.iter().cloned().collect();
+        crate::graph::placement::check_devices("model.device", &device)?;
         if self.batch > MAX_BATCH {
             return Err(Error::config(
                 "train.batch",

@@ -54,7 +54,12 @@ pub(super) fn prepare(cfg: &TrainConfig, head: &dyn Head) -> Result<Prepared> {
         batches = batches.sequential();
     }
     let loader = Loader::new(batches, plan, cfg.batch, cfg.loader)?;
-    let model = Loaded::load_parsed(info, cfg.trust)?;
+    let devices: Vec<String> = cfg.device.iter().cloned().collect();
+    let mut model = Loaded::load_for(info, cfg.trust, &devices)?;
+    if let Some(d) = &cfg.device {
+        // Every op pretext builds from here on (head, loss, optimizer, updates) asks for `d`.
+        model.scope = model.scope.with_device(d);
+    }
     let updates = model.info.update_ops().len();
     if model.info.tf1_hub && updates > 0 {
         log::info!(
