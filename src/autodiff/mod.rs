@@ -1,6 +1,7 @@
 //! Gradients of a scalar loss w.r.t. model variables, taken on the flat tower with TF's C++
 //! gradient registry (`TF_AddGradients`); op types TF lacks are first rewritten into
 //! differentiable equivalents by the Rust fallback registry (`fallback`).
+pub mod colocate;
 pub mod control_flow;
 pub mod custom;
 pub mod fallback;
@@ -9,7 +10,7 @@ mod staged;
 
 use std::collections::BTreeMap;
 
-use tensorflow::{ops, Output, Scope};
+use tensorflow::{Output, Scope};
 
 use crate::error::{Error, Result, TfContext};
 use crate::graph::Tower;
@@ -96,13 +97,8 @@ pub fn gradients(
     let mut out = Vec::new();
     let mut sc = scope.new_sub_scope(&format!("{prefix}_sum"));
     for (handle, (value, gs)) in by_var {
-        let mut it = gs.into_iter();
-        let mut grad = it.next().expect("at least one gradient");
-        for g in it {
-            grad = ops::add(grad, g, &mut sc)
-                .tf_ctx(|| format!("summing gradients of {handle}"))?
-                .into();
-        }
+        let grad = sum_beside(&mut sc, &value, gs)
+            .map_err(|e| Error::graph(&handle, format!("summing its gradients: {e}")))?;
         out.push(VarGrad {
             handle,
             value,
@@ -110,6 +106,34 @@ pub fn gradients(
         });
     }
     Ok(out)
+}
+
+/// The sum of one variable's gradients (one per read: towers, replicas), beside the variable
+/// (`_class` colocation with its `VarHandleOp`, no device of its own): replicas on several
+/// devices send their gradients to the variable's device, where one update follows.
+fn sum_beside(s: &mut Scope, value: &Output, gs: Vec<Output>) -> Result<Output> {
+    if gs.len() == 1 {
+        return Ok(gs.into_iter().next().expect("one gradient"));
+    }
+    let handle = (value.operation.op_type().ok().as_deref() == Some("ReadVariableOp"))
+        .then(|| crate::graph::resolve_handle(&value.operation.input(0).0))
+        .flatten();
+    let name = s.get_unique_name_for_op("AddN");
+    let mut g = s.graph_mut();
+    let mut d = g
+        .new_operation("AddN", &name)
+        .map_err(|e| Error::graph(&name, e.to_string()))?;
+    d.add_input_list(&gs);
+    if let Some(h) = handle {
+        d.set_attr_string_list("_class", &[format!("loc:@{h}")])
+            .map_err(|e| Error::graph(&name, e.to_string()))?;
+    }
+    Ok(Output {
+        operation: d
+            .finish()
+            .tf_ctx(|| format!("adding gradients as {name}"))?,
+        index: 0,
+    })
 }
 
 /// One `TF_AddGradients` call: d(ys · dxs)/d(xs) (dxs: ones when None), under `prefix`. An op

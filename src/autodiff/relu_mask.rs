@@ -59,8 +59,9 @@ pub fn move_mask_reads(nodes: &mut [NodeDef], forward: &[NodeDef]) -> usize {
 /// Replaces the gradient subgraph under `prefix` (as `TF_AddGradients` named it) by a copy whose
 /// ReLU masks read activation outputs; `grads` are mapped onto the copy. Returns the new
 /// gradients and how many mask reads moved (0: nothing to do, `grads` returned as they were).
-/// With a `device`, the copy is made even when no mask moves, every node of it on `device`
-/// (`TF_AddGradients` builds its ops with no device; the copy is how they get one).
+/// With a `device` (the loss's), the copy is made even when no mask moves, each node of it on
+/// the device of the forward ops it reads, else on `device` (`colocate::assign`):
+/// `TF_AddGradients` builds its ops with no device; the copy is how they get one.
 pub fn patch(
     graph: &mut Graph,
     prefix: &str,
@@ -91,6 +92,9 @@ pub fn patch(
     if moved == 0 && device.is_none() {
         return Ok((grads, 0));
     }
+    if let Some(d) = device {
+        super::colocate::assign(&mut ours, &forward, d);
+    }
     let inside: HashSet<String> = ours.iter().map(|n| n.name.clone()).collect();
     let mut opts = ImportGraphDefOptions::new();
     opts.set_prefix(SCOPE)
@@ -100,9 +104,6 @@ pub fn patch(
         // Colocation with nodes outside the copy cannot be resolved by the importer; these
         // ops have no placement needs beyond their device field, which is kept.
         n.attr.remove("_class");
-        if let Some(d) = device {
-            n.device = d.to_string();
-        }
         for input in &n.input {
             let control = input.starts_with('^');
             let TensorRef { node: name, index } = TensorRef::parse(input.trim_start_matches('^'));

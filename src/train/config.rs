@@ -55,8 +55,11 @@ pub struct TrainConfig {
     /// Custom gradients: the model's saved gradient functions, or the forward ops' gradients.
     pub custom_gradients: crate::graph::custom::CustomGradients,
     pub seed: u64,
-    /// Device of every op of the step (e.g. `/device:GPU:0`); None lets TF place them.
+    /// Device of every op of the step (e.g. `/device:GPU:0`); None lets TF place them (or,
+    /// with `devices`, the first of those).
     pub device: Option<String>,
+    /// Devices the tower is replicated on (`train.devices`; empty: one tower).
+    pub devices: Vec<String>,
 }
 
 impl TrainConfig {
@@ -76,6 +79,7 @@ impl TrainConfig {
         }
         let device: Vec<String> = self.device.iter().cloned().collect();
         crate::graph::placement::check_devices("model.device", &device)?;
+        super::replicas::check(self)?;
         if self.batch > MAX_BATCH {
             return Err(Error::config(
                 "train.batch",

@@ -8,6 +8,7 @@ mod inspect;
 mod plan;
 pub mod prepare;
 pub mod probe;
+mod replicas;
 pub mod select;
 pub mod summary;
 pub mod timing;
@@ -77,7 +78,8 @@ impl Trainer {
         let settings = HeadSettings {
             range: cfg.range,
             seed: cfg.seed as i64,
-            device: cfg.device.clone(),
+            device: replicas::main_device(cfg),
+            devices: cfg.devices.clone(),
         };
         let built = HeadBuilder::new(&mut model, &flat, inputs, settings).build(head)?;
         let plan = plan::plan(&mut model, cfg, &built, &trainable, &switched)?;
@@ -108,7 +110,7 @@ impl Trainer {
             head_kind: head.kind(),
             step_seed,
             seed: cfg.seed as i64,
-            devices: cfg.device.iter().cloned().collect(),
+            devices: replicas::session_devices(cfg),
             placement: None,
         })
     }

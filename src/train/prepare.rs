@@ -54,9 +54,9 @@ pub(super) fn prepare(cfg: &TrainConfig, head: &dyn Head) -> Result<Prepared> {
         batches = batches.sequential();
     }
     let loader = Loader::new(batches, plan, cfg.batch, cfg.loader)?;
-    let devices: Vec<String> = cfg.device.iter().cloned().collect();
+    let devices = super::replicas::session_devices(cfg);
     let mut model = Loaded::load_for(info, cfg.trust, &devices)?;
-    if let Some(d) = &cfg.device {
+    if let Some(d) = &super::replicas::main_device(cfg) {
         // Every op pretext builds from here on (head, loss, optimizer, updates) asks for `d`.
         model.scope = model.scope.with_device(d);
     }
