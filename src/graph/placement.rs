@@ -158,7 +158,9 @@ impl Placement {
                 .input
                 .iter()
                 .filter(|i| !i.starts_with('^'))
-                .find_map(|i| variables.get_key_value(TensorRef::node_of(i)));
+                .map(|i| TensorRef::node_of(i))
+                .chain(colocated_with(n))
+                .find_map(|v| variables.get_key_value(v));
             let why = match (n.op.as_str(), used) {
                 ("VarHandleOp", _) => {
                     "a variable: it and the ops reading or writing it run where TF created it"
@@ -215,6 +217,20 @@ impl Placement {
     }
 }
 
+/// The nodes `n` is colocated with (`_class: ["loc:@NODE"]`, e.g. a sum of a variable's
+/// gradients built beside it).
+fn colocated_with(n: &crate::proto::NodeDef) -> Vec<&str> {
+    use crate::proto::attr_value::Value;
+    match n.attr.get("_class").and_then(|a| a.value.as_ref()) {
+        Some(Value::List(l)) => {
+            l.s.iter()
+                .filter_map(|b| std::str::from_utf8(b).ok()?.strip_prefix("loc:@"))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// `/device:TYPE:N` of a full device name (as given when it has no type and index).
 fn short(device: &str) -> String {
     match DeviceName::parse(device) {
@@ -236,6 +252,18 @@ mod tests {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    fn colocated(name: &str, device: &str, with: &str) -> NodeDef {
+        use crate::proto::{attr_value::Value, AttrValue, ListValue};
+        let mut n = node(name, "AddN", device, &["mul", "mul"]);
+        let list = ListValue {
+            s: vec![format!("loc:@{with}").into_bytes()],
+            ..Default::default()
+        };
+        let value = Some(Value::List(list));
+        n.attr.insert("_class".into(), AttrValue { value });
+        n
     }
 
     #[test]
@@ -286,6 +314,7 @@ mod tests {
                 node("mul", "Mul", c1, &["recv", "recv"]),
                 node("odd", "Print", c0, &["mul", "^w"]),
                 node("GroupCrossDeviceControlEdges_0/odd", "NoOp", c0, &[]),
+                colocated("sum", c0, "w"),
             ],
             ..Default::default()
         };
@@ -294,14 +323,21 @@ mod tests {
         };
         let built = |n: &str| !n.starts_with("Group");
         let p = Placement::read(&md.encode_to_vec(), &["/device:CPU:1".into()], &built).unwrap();
-        assert_eq!(p.ops(), 5);
-        assert_eq!(p.per_device["/device:CPU:0"], 4);
+        assert_eq!(p.ops(), 6);
+        assert_eq!(p.per_device["/device:CPU:0"], 5);
         assert_eq!(p.assigned["mul"], "/device:CPU:1");
         let got: Vec<_> = p.elsewhere.iter().map(|e| e.node.as_str()).collect();
         assert_eq!(
             got,
-            ["GroupCrossDeviceControlEdges_0/odd", "odd", "read", "w"]
+            [
+                "GroupCrossDeviceControlEdges_0/odd",
+                "odd",
+                "read",
+                "sum",
+                "w"
+            ]
         );
+        assert_eq!(p.elsewhere[3].why, p.elsewhere[2].why);
         assert!(p.elsewhere[0].why.starts_with("made by TF"));
         assert!(p.elsewhere[1].why.starts_with("soft placement"));
         assert_eq!(
