@@ -1,7 +1,9 @@
 # pretext — build, fixtures, tests. `make run` and `make test` do everything on a fresh machine.
 #
 # TF_PIP selects the wheel TF's C library comes from: tensorflow-cpu (default, what CI tests)
-# or tensorflow (the GPU build: `make TF_PIP=tensorflow setup build`; needs CUDA drivers).
+# or tensorflow (the GPU build: `make TF_PIP=tensorflow setup build`; needs NVIDIA drivers). The
+# GPU build is installed as tensorflow[and-cuda]: with the CUDA libraries it loads (pip's nvidia-*
+# packages), which setup links beside TF's C library.
 TF_PIP      ?= tensorflow-cpu
 TF_VERSION  ?= 2.21.0
 PYTHON      ?= python3
@@ -15,11 +17,13 @@ IMAGES      := $(CACHE)/images
 CARGO_ENV   := PKG_CONFIG_PATH=$(CURDIR)/$(TF_LIB)
 BIN         := target/release/pretext
 WHEEL_GLOB  := $(CACHE)/wheels/$(subst -,_,$(TF_PIP))-$(TF_VERSION)-*.whl
+GPU         := $(filter tensorflow,$(TF_PIP))
+PIP_EXTRAS  := $(if $(GPU),[and-cuda],)
 
 .PHONY: setup build install fixtures images labeled heldout datafix fmnist retain-sets conformance-fast conformance test fuzz run bench bench-quality bench-retain clean distclean
 .DEFAULT_GOAL := build
 
-setup: $(TF_LIB)/.ok $(VENV)/.ok
+setup: $(TF_LIB)/.ok $(VENV)/.ok $(if $(GPU),$(TF_LIB)/.cuda)
 
 $(CACHE)/wheels/.$(TF_PIP)-$(TF_VERSION):
 	mkdir -p $(CACHE)/wheels
@@ -33,12 +37,18 @@ $(TF_LIB)/.ok: $(CACHE)/wheels/.$(TF_PIP)-$(TF_VERSION) scripts/setup_tf.py
 # The Python side is a test oracle and fixture maker only; the engine never calls it.
 $(VENV)/.ok: $(CACHE)/wheels/.$(TF_PIP)-$(TF_VERSION)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(WHEEL_GLOB)
+	$(PY) -m pip install -q "$$(ls $(WHEEL_GLOB))$(PIP_EXTRAS)"
 	$(PY) -m pip install -q --no-deps tf-keras==$(TF_VERSION)
 	$(PY) -m pip install -q pillow tensorboard==2.21.0
 	# The last tensorflow_hub with the TF1 Hub module builder and hub.Module, and TF-Slim (the
 	# code TF-Hub's TF1 image modules were built from): fixtures and oracle.
 	$(PY) -m pip install -q --no-deps tensorflow-hub==0.15.0 tf-slim==1.1.0
+	touch $@
+
+# The GPU build's CUDA libraries (installed with tensorflow[and-cuda]) linked beside TF's C
+# library, where its loader looks for them ($ORIGIN).
+$(TF_LIB)/.cuda: $(VENV)/.ok $(TF_LIB)/.ok
+	for f in $$($(PY) -c 'import glob, nvidia; print(" ".join(sorted(glob.glob(list(nvidia.__path__)[0] + "/*/lib/*.so*"))))'); do ln -sf "$$f" $(TF_LIB)/; done
 	touch $@
 
 # The engine needs only TF's C library (the Python venv is for tests and fixtures).

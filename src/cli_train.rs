@@ -22,6 +22,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("custom-gradients", "model.custom_gradients"),
     ("train-vars", "model.train_vars"),
     ("device", "model.device"),
+    ("devices", "train.devices"),
     ("images", "data.folders"),
     ("tfrecords", "data.tfrecords"),
     ("image-key", "data.image_key"),
@@ -186,9 +187,12 @@ pub struct TrainArgs {
     /// Weight of the --retain term in the loss.
     #[arg(long, value_parser = number::<f32>, requires = "retain")]
     retain_weight: Option<String>,
-    /// Place the tower on this device (e.g. /device:GPU:0).
+    /// Ask every op of the step for this device (e.g. /device:GPU:0).
     #[arg(long)]
     device: Option<String>,
+    /// Replicate the tower on these devices, comma-separated (e.g. /device:GPU:0,/device:GPU:1).
+    #[arg(long)]
+    devices: Option<String>,
     /// Any other experiment key: KEY.PATH=VALUE (VALUE read as YAML), e.g. data.max_pixels=1e6.
     #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
     set: Vec<String>,
@@ -266,6 +270,13 @@ impl TrainArgs {
         if let Some(t) = &self.tags {
             let tags = t.split(',').map(str::trim).filter(|t| !t.is_empty());
             put("tags", Value::Sequence(tags.map(Value::from).collect()));
+        }
+        if let Some(d) = &self.devices {
+            let devices = d.split(',').map(str::trim).filter(|d| !d.is_empty());
+            put(
+                "devices",
+                Value::Sequence(devices.map(Value::from).collect()),
+            );
         }
         if let Some(w) = &self.lr_warmup {
             put(

@@ -237,6 +237,18 @@ pub fn inspect(
     tags: Option<&[String]>,
     trust: crate::savedmodel::Trust,
 ) -> Result<String> {
+    inspect_on(dir, signature, tags, trust, None)
+}
+
+/// `inspect`, and with a `device` (`inspect --device D`) where TF runs the model's forward and
+/// backward ops on it, every op that could not go there listed (`train::probe`).
+pub fn inspect_on(
+    dir: &Path,
+    signature: Option<&str>,
+    tags: Option<&[String]>,
+    trust: crate::savedmodel::Trust,
+    device: Option<&str>,
+) -> Result<String> {
     let info = SavedModelInfo::read_tagged(dir, tags)?;
     let sig_name = signature
         .map(String::from)
@@ -387,6 +399,18 @@ pub fn inspect(
                 ),
             );
         }
+    }
+    if let Some(d) = device {
+        let p = crate::train::probe::placement(dir, &info, &sig_name, d)?;
+        o += &p
+            .markdown()
+            .replacen(
+                "## Placement",
+                "placement of the model's forward and backward ops",
+                1,
+            )
+            .trim_start()
+            .replace("\n\n", "\n");
     }
     Ok(o)
 }

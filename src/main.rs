@@ -38,6 +38,10 @@ enum Cmd {
         /// Load the model even if its graph touches files, processes or the network.
         #[arg(long)]
         trust_model: bool,
+        /// Run the model's forward and backward ops once on this device (e.g. /device:GPU:0)
+        /// and list every op TF could not place there.
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Run a YAML experiment (see docs/EXPERIMENTS.md): train, evaluate, export, report.
     Run {
@@ -281,15 +285,15 @@ fn main() -> ExitCode {
             signature,
             tags,
             trust_model,
+            device,
         } => {
             let trust = pretext::savedmodel::Trust::from_flag(trust_model);
             let tags = parse_tags(tags);
-            pretext::inspect::inspect(&model, signature.as_deref(), tags.as_deref(), trust).map(
-                |s| {
-                    print!("{s}");
-                    true
-                },
-            )
+            let (sig, tags) = (signature.as_deref(), tags.as_deref());
+            pretext::inspect::inspect_on(&model, sig, tags, trust, device.as_deref()).map(|s| {
+                print!("{s}");
+                true
+            })
         }
         Cmd::Run {
             experiment,

@@ -1,6 +1,7 @@
 //! Gradients of a scalar loss w.r.t. model variables, taken on the flat tower with TF's C++
 //! gradient registry (`TF_AddGradients`); op types TF lacks are first rewritten into
 //! differentiable equivalents by the Rust fallback registry (`fallback`).
+pub mod colocate;
 pub mod control_flow;
 pub mod custom;
 pub mod fallback;
@@ -9,7 +10,7 @@ mod staged;
 
 use std::collections::BTreeMap;
 
-use tensorflow::{ops, Output, Scope};
+use tensorflow::{Output, Scope};
 
 use crate::error::{Error, Result, TfContext};
 use crate::graph::Tower;
@@ -35,8 +36,8 @@ pub fn missing_gradient_op(msg: &str) -> Option<String> {
     (!op.is_empty()).then_some(op)
 }
 
-/// Adds gradient ops for `loss` w.r.t. `reads` (variable name, a value read of it); reads of
-/// one variable are summed. Variables whose reads do not reach the loss get no entry. Towers
+/// Adds gradient ops for `loss` w.r.t. `reads` (variable name, a value read of it), on the
+/// loss's device when it has one; reads of one variable are summed. Variables whose reads do not reach the loss get no entry. Towers
 /// with custom gradients are differentiated in stages (`staged`), the rest in one call.
 pub fn gradients(
     scope: &mut Scope,
@@ -45,6 +46,9 @@ pub fn gradients(
     reads: &[(String, Output)],
     prefix: &str,
 ) -> Result<Vec<VarGrad>> {
+    // The gradient ops go where the loss is (`relu_mask::patch` places its copy of them).
+    let device = loss.operation.device().unwrap_or_default();
+    let device = (!device.is_empty()).then_some(device.as_str());
     // TF refuses x's the loss does not depend on; keep the reads the loss reaches.
     let needed = ancestors(scope, &loss);
     let reads: Vec<&(String, Output)> = reads
@@ -76,7 +80,7 @@ pub fn gradients(
     let flat: Vec<Option<Output>> = per_read.into_iter().flatten().map(Some).collect();
     let (flat, moved) = {
         let mut graph = scope.graph_mut();
-        relu_mask::patch(&mut graph, prefix, flat)?
+        relu_mask::patch(&mut graph, prefix, flat, device)?
     };
     log::debug!("{moved} ReLU gradient mask(s) read from activation outputs");
     let mut flat = flat.into_iter();
@@ -93,13 +97,8 @@ pub fn gradients(
     let mut out = Vec::new();
     let mut sc = scope.new_sub_scope(&format!("{prefix}_sum"));
     for (handle, (value, gs)) in by_var {
-        let mut it = gs.into_iter();
-        let mut grad = it.next().expect("at least one gradient");
-        for g in it {
-            grad = ops::add(grad, g, &mut sc)
-                .tf_ctx(|| format!("summing gradients of {handle}"))?
-                .into();
-        }
+        let grad = sum_beside(&mut sc, &value, gs)
+            .map_err(|e| Error::graph(&handle, format!("summing its gradients: {e}")))?;
         out.push(VarGrad {
             handle,
             value,
@@ -107,6 +106,34 @@ pub fn gradients(
         });
     }
     Ok(out)
+}
+
+/// The sum of one variable's gradients (one per read: towers, replicas), beside the variable
+/// (`_class` colocation with its `VarHandleOp`, no device of its own): replicas on several
+/// devices send their gradients to the variable's device, where one update follows.
+fn sum_beside(s: &mut Scope, value: &Output, gs: Vec<Output>) -> Result<Output> {
+    if gs.len() == 1 {
+        return Ok(gs.into_iter().next().expect("one gradient"));
+    }
+    let handle = (value.operation.op_type().ok().as_deref() == Some("ReadVariableOp"))
+        .then(|| crate::graph::resolve_handle(&value.operation.input(0).0))
+        .flatten();
+    let name = s.get_unique_name_for_op("AddN");
+    let mut g = s.graph_mut();
+    let mut d = g
+        .new_operation("AddN", &name)
+        .map_err(|e| Error::graph(&name, e.to_string()))?;
+    d.add_input_list(&gs);
+    if let Some(h) = handle {
+        d.set_attr_string_list("_class", &[format!("loc:@{h}")])
+            .map_err(|e| Error::graph(&name, e.to_string()))?;
+    }
+    Ok(Output {
+        operation: d
+            .finish()
+            .tf_ctx(|| format!("adding gradients as {name}"))?,
+        index: 0,
+    })
 }
 
 /// One `TF_AddGradients` call: d(ys · dxs)/d(xs) (dxs: ones when None), under `prefix`. An op

@@ -59,10 +59,14 @@ pub fn move_mask_reads(nodes: &mut [NodeDef], forward: &[NodeDef]) -> usize {
 /// Replaces the gradient subgraph under `prefix` (as `TF_AddGradients` named it) by a copy whose
 /// ReLU masks read activation outputs; `grads` are mapped onto the copy. Returns the new
 /// gradients and how many mask reads moved (0: nothing to do, `grads` returned as they were).
+/// With a `device` (the loss's), the copy is made even when no mask moves, each node of it on
+/// the device of the forward ops it reads, else on `device` (`colocate::assign`):
+/// `TF_AddGradients` builds its ops with no device; the copy is how they get one.
 pub fn patch(
     graph: &mut Graph,
     prefix: &str,
     grads: Vec<Option<Output>>,
+    device: Option<&str>,
 ) -> Result<(Vec<Option<Output>>, usize)> {
     // Exporting the whole graph costs start-up time: only when there is something to move.
     let scope = format!("{prefix}/");
@@ -72,7 +76,7 @@ pub fn patch(
             .any(|(g, _)| o.op_type().map(|t| t == *g).unwrap_or(false))
             && o.name().map(|n| n.starts_with(&scope)).unwrap_or(false)
     });
-    if !has_masks {
+    if !has_masks && device.is_none() {
         return Ok((grads, 0));
     }
     let bytes = graph
@@ -85,8 +89,11 @@ pub fn patch(
         .into_iter()
         .partition(|n| n.name.starts_with(&scope));
     let moved = move_mask_reads(&mut ours, &forward);
-    if moved == 0 {
+    if moved == 0 && device.is_none() {
         return Ok((grads, 0));
+    }
+    if let Some(d) = device {
+        super::colocate::assign(&mut ours, &forward, d);
     }
     let inside: HashSet<String> = ours.iter().map(|n| n.name.clone()).collect();
     let mut opts = ImportGraphDefOptions::new();
@@ -217,7 +224,7 @@ mod tests {
         };
         let (patched, moved) = {
             let mut g = s.graph_mut();
-            patch(&mut g, "grads", tf_grads.clone()).unwrap()
+            patch(&mut g, "grads", tf_grads.clone(), None).unwrap()
         };
         assert_eq!(moved, 1);
         let (old, new) = (tf_grads[0].clone().unwrap(), patched[0].clone().unwrap());

@@ -96,7 +96,7 @@ pub struct ModelSection {
     /// gradient function the model stores, as TF does; `forward` through their forward ops.
     #[serde(default)]
     pub custom_gradients: crate::graph::custom::CustomGradients,
-    /// Device of the training tower (e.g. `/device:GPU:0`).
+    /// Device of every op of the training step (e.g. `/device:GPU:0`).
     #[serde(default)]
     pub device: Option<String>,
     /// Load the model even if its graph touches files, processes or the network
@@ -120,6 +120,8 @@ pub struct TrainSection {
     pub head_warmup_steps: u64,
     /// Seed of the graph's random ops (head initialisation, noise, masks).
     pub seed: u64,
+    /// Devices the tower is replicated on, the batch split evenly over them (`[]`: one tower).
+    pub devices: Vec<String>,
 }
 
 impl TrainSection {
@@ -136,6 +138,7 @@ impl Default for TrainSection {
             max_minutes: None,
             head_warmup_steps: 0,
             seed: 0,
+            devices: Vec::new(),
         }
     }
 }
@@ -333,6 +336,7 @@ impl Experiment {
             custom_gradients: m.custom_gradients,
             seed: self.train.seed,
             device: m.device.clone(),
+            devices: self.train.devices.clone(),
         }
     }
 

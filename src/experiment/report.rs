@@ -70,6 +70,9 @@ pub struct Report {
     /// Why the run failed (status `failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Where TF ran the step's ops, when devices were asked (`graph::placement`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::graph::placement::Placement>,
 }
 
 /// One head scalar over a session's steps.
@@ -176,6 +179,7 @@ impl Report {
             export: None,
             error: None,
             backup: None,
+            placement: None,
         }
     }
 
@@ -222,6 +226,7 @@ impl Report {
         self.loss_first10 = mean(&losses[..k]);
         self.loss_last10 = mean(&losses[losses.len() - k..]);
         self.losses = losses.to_vec();
+        self.placement = t.placement().cloned();
     }
 
     /// Writes `report.json` and `report.md` into the run directory.
@@ -273,6 +278,11 @@ impl Report {
             s += &format!("  - {p}: {why}\n");
         }
         s += &super::scoring::markdown(r);
+        s += &r
+            .placement
+            .as_ref()
+            .map(|p| p.markdown())
+            .unwrap_or_default();
         match (&r.export, &r.backup) {
             (Some(p), Some(b)) => {
                 s += &format!(

@@ -7,6 +7,7 @@ pub mod fold;
 mod inline;
 mod inputs;
 pub mod pass;
+pub mod placement;
 pub mod recompute;
 mod topo;
 pub mod unstride;
@@ -53,7 +54,7 @@ pub struct Tower {
 }
 
 impl Tower {
-    /// Imports `flat` under `prefix` (optionally on `device`), mapping its external references
+    /// Imports `flat` under `prefix` (optionally with every node on `device`), mapping its external references
     /// onto the existing graph's tensors (the model's `VarHandleOp`s, so the variables are shared).
     /// `inputs`, if given, replace the tower's own input placeholders (one per signature input).
     pub fn import(
@@ -84,10 +85,6 @@ impl Tower {
         let mut opts = ImportGraphDefOptions::new();
         opts.set_prefix(prefix)
             .map_err(|e| Error::graph(prefix, e.to_string()))?;
-        if let Some(d) = device {
-            opts.set_default_device(d)
-                .map_err(|e| Error::graph(prefix, e.to_string()))?;
-        }
         for ((placeholder, _), out) in flat.external.iter().zip(externals) {
             opts.add_input_mapping(placeholder, 0, out)
                 .map_err(|e| Error::graph(placeholder, e.to_string()))?;
@@ -109,7 +106,15 @@ impl Tower {
                     .map_err(|e| Error::graph(t, e.to_string()))?;
             }
         }
-        let bytes = flat.graph_def.encode_to_vec();
+        // On a device, every node goes there (a device the model's graph names included).
+        let bytes = match device {
+            Some(d) => {
+                let mut gd = flat.graph_def.clone();
+                gd.node.iter_mut().for_each(|n| n.device = d.to_string());
+                gd.encode_to_vec()
+            }
+            None => flat.graph_def.encode_to_vec(),
+        };
         {
             let mut g = model.scope.graph_mut();
             g.import_graph_def(&bytes, &opts)

@@ -26,6 +26,8 @@ pub struct HeadSettings {
     pub range: (f32, f32),
     pub seed: i64,
     pub device: Option<String>,
+    /// Devices the backbone is replicated on (`heads::replicas`; empty: one tower on `device`).
+    pub devices: Vec<String>,
 }
 
 /// A head in the graph: its output and what the builder made for it.
@@ -58,6 +60,8 @@ pub struct HeadBuilder<'m> {
     pub(super) step_seed: Output,
     pub(super) tower_cache: std::collections::HashMap<(String, i32), Output>,
     pub(super) stack_cache: std::collections::HashMap<Vec<usize>, Output>,
+    pub(super) devices: Vec<String>,
+    pub(super) replicas: super::replicas::Replicas,
 }
 
 impl<'m> HeadBuilder<'m> {
@@ -84,6 +88,8 @@ impl<'m> HeadBuilder<'m> {
             step_seed: inputs.step_seed,
             tower_cache: Default::default(),
             stack_cache: Default::default(),
+            devices: settings.devices,
+            replicas: Default::default(),
         }
     }
 
@@ -175,6 +181,11 @@ impl<'m> HeadBuilder<'m> {
             log::debug!("sharing the backbone pass on '{}'", key.0);
             return Ok(out.clone());
         }
+        if !self.devices.is_empty() {
+            let out = self.replicated_tower(x)?;
+            self.tower_cache.insert(key, out.clone());
+            return Ok(out);
+        }
         let prefix = format!("pretext/tower{}", self.towers.len());
         let t = Tower::import(
             self.model,
@@ -201,6 +212,8 @@ impl<'m> HeadBuilder<'m> {
             .collect::<Result<Vec<_>>>()?;
         let x = concat(&mut self.scope, &views, 0)?;
         self.stack_cache.insert(idx.to_vec(), x.clone());
+        let groups = &mut self.replicas.groups;
+        groups.insert(super::replicas::key(&x), idx.len());
         Ok(x)
     }
 
@@ -300,7 +313,15 @@ impl<'m> HeadBuilder<'m> {
     /// e.g. through a global-average-pool `Mean`) to the first rank-4 tensor with static
     /// height, width and channels. The flag says whether variables are read on the way (layers
     /// between the map and the output, which a head built on the map would not train).
-    pub fn feature_map(&self, out: &Output) -> Option<(Output, bool)> {
+    pub fn feature_map(&mut self, out: &Output) -> Option<(Output, bool)> {
+        match self.devices.is_empty() {
+            true => self.feature_map_of(out),
+            false => self.replicated_feature_map(out),
+        }
+    }
+
+    /// `feature_map` of one tower's output.
+    pub(super) fn feature_map_of(&self, out: &Output) -> Option<(Output, bool)> {
         let g = self.model.scope.graph();
         let static4 = |t: &Output| -> bool {
             match g.tensor_shape(t.clone()) {

@@ -9,6 +9,7 @@ mod layers;
 pub mod moco;
 pub mod momentum;
 pub mod multi;
+mod replicas;
 pub mod rotation;
 pub mod simclr;
 

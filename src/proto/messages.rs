@@ -426,6 +426,9 @@ pub struct StructuredList {
 /// tensorflow.ConfigProto, just the knobs pretext sets.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ConfigProto {
+    /// Devices of each type to create (`{"CPU": 2}`: `/device:CPU:0` and `/device:CPU:1`).
+    #[prost(map = "string, int32", tag = "1")]
+    pub device_count: HashMap<String, i32>,
     #[prost(int32, tag = "2")]
     pub intra_op_parallelism_threads: i32,
     #[prost(int32, tag = "5")]

@@ -5,10 +5,12 @@
 mod messages;
 pub mod nodes;
 pub mod opdefs;
+mod run;
 mod tensor;
 
 pub use messages::*;
 pub use opdefs::OpDefs;
+pub use run::{RunMetadata, RunOptions};
 pub use tensor::TensorRef;
 
 use tensorflow::DataType;

@@ -28,6 +28,14 @@ pub const INFERENCE_PREFIX: &str = "pretext_inference";
 /// Session options: thread pools from `PRETEXT_INTRA_THREADS` / `PRETEXT_INTER_THREADS` if set;
 /// grappler rounds from `PRETEXT_GRAPPLER_ROUNDS` (default 1).
 pub fn session_options() -> Result<SessionOptions> {
+    session_options_for(&[])
+}
+
+/// `session_options` for a session that places ops on `devices`: as many CPU devices as the
+/// highest `/device:CPU:N` asked needs (`graph::placement::cpu_devices`). Soft placement stays
+/// on (ops without a kernel on a device, and ops on a variable, run where they can); where
+/// each op ran is read back from the run (`graph::placement`).
+pub fn session_options_for(devices: &[String]) -> Result<SessionOptions> {
     let mut opts = SessionOptions::new();
     let env = |k: &str| {
         std::env::var(k)
@@ -35,7 +43,12 @@ pub fn session_options() -> Result<SessionOptions> {
             .and_then(|v| v.parse::<i32>().ok())
             .unwrap_or(0)
     };
+    let cpus = crate::graph::placement::cpu_devices(devices);
     let cfg = proto::ConfigProto {
+        device_count: match cpus {
+            0 => Default::default(),
+            n => [("CPU".to_string(), n)].into(),
+        },
         intra_op_parallelism_threads: env("PRETEXT_INTRA_THREADS"),
         inter_op_parallelism_threads: env("PRETEXT_INTER_THREADS"),
         allow_soft_placement: true,
@@ -149,11 +162,18 @@ impl Loaded {
 
     /// `load` of a model already parsed (and checked) by `SavedModelInfo::read`.
     pub fn load_parsed(info: SavedModelInfo, trust: Trust) -> Result<Self> {
+        Self::load_for(info, trust, &[])
+    }
+
+    /// `load_parsed` in a session with the devices `devices` name (`session_options_for`).
+    /// The model's variables are created where TF's placer puts them when its loader restores
+    /// them (with no device in the model: the first GPU, else `/device:CPU:0`).
+    pub fn load_for(info: SavedModelInfo, trust: Trust, devices: &[String]) -> Result<Self> {
         let dir = info.dir.clone();
         let dir = dir.as_path();
         check_audit(&info, trust)?;
         let mut scope = Scope::new_root_scope();
-        let opts = session_options()?;
+        let opts = session_options_for(devices)?;
         let tags = if info.tags.is_empty() {
             vec!["serve".to_string()]
         } else {

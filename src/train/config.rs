@@ -57,8 +57,11 @@ pub struct TrainConfig {
     /// Custom gradients: the model's saved gradient functions, or the forward ops' gradients.
     pub custom_gradients: crate::graph::custom::CustomGradients,
     pub seed: u64,
-    /// Device for the tower (e.g. `/device:GPU:0`); None lets TF place it.
+    /// Device of every op of the step (e.g. `/device:GPU:0`); None lets TF place them (or,
+    /// with `devices`, the first of those).
     pub device: Option<String>,
+    /// Devices the tower is replicated on (`train.devices`; empty: one tower).
+    pub devices: Vec<String>,
 }
 
 impl TrainConfig {
@@ -76,6 +79,9 @@ impl TrainConfig {
         if self.batch == 0 {
             return Err(Error::config("train.batch", "must be ≥ 1"));
         }
+        let device: Vec<String> = self.device.iter().cloned().collect();
+        crate::graph::placement::check_devices("model.device", &device)?;
+        super::replicas::check(self)?;
         if self.batch > MAX_BATCH {
             return Err(Error::config(
                 "train.batch",

@@ -7,6 +7,8 @@ pub mod drive;
 mod inspect;
 mod plan;
 pub mod prepare;
+pub mod probe;
+mod replicas;
 pub mod select;
 pub mod summary;
 pub mod timing;
@@ -19,6 +21,7 @@ use tensorflow::{Output, SessionRunArgs, Tensor};
 
 use crate::data::{ImageSpec, Loader};
 use crate::error::{Result, TfContext};
+use crate::graph::placement::{self, Placement};
 use crate::heads::{BuiltHead, HeadBuilder, HeadSettings, HeadVar};
 use crate::savedmodel::{Loaded, Signature};
 
@@ -43,6 +46,11 @@ pub struct Trainer {
     /// Fed `[seed, step]` each step (per-step random draws of the heads).
     step_seed: Output,
     seed: i64,
+    /// The devices asked for (`model.device`); empty: TF places the step.
+    devices: Vec<String>,
+    /// Where TF ran the ops of a step (read back from the first full step when devices were
+    /// asked; the flag says it was a full step, not a head warm-up one).
+    placement: Option<(bool, Placement)>,
 }
 
 impl Trainer {
@@ -91,7 +99,8 @@ impl Trainer {
         let settings = HeadSettings {
             range: cfg.range,
             seed: cfg.seed as i64,
-            device: cfg.device.clone(),
+            device: replicas::main_device(cfg),
+            devices: cfg.devices.clone(),
         };
         let built = HeadBuilder::new(&mut model, &flat, inputs, settings).build(
             head,
@@ -126,6 +135,8 @@ impl Trainer {
             head_kind: head.kind(),
             step_seed,
             seed: cfg.seed as i64,
+            devices: replicas::session_devices(cfg),
+            placement: None,
         })
     }
 
@@ -215,6 +226,11 @@ impl Trainer {
         &self.plan.bn_updates
     }
 
+    /// Where TF ran the ops of a step, when devices were asked (`graph::placement`).
+    pub fn placement(&self) -> Option<&Placement> {
+        self.placement.as_ref().map(|(_, p)| p)
+    }
+
     /// The next step's input tensors, in `feeds` order.
     pub fn next_batch(&mut self) -> Result<Vec<Tensor<f32>>> {
         Ok(self.input.next()?.into_tensors())
@@ -252,13 +268,23 @@ impl Trainer {
         }
         run.add_feed(&self.step_seed.operation, self.step_seed.index, &seed);
         let p = &self.plan;
+        let full = !matches!(&p.warmup, Some(w) if self.step < w.steps);
         let (train_op, updates): (_, Vec<&tensorflow::Operation>) = match &p.warmup {
-            Some(w) if self.step < w.steps => (&w.train_op, w.targets.iter().collect()),
+            Some(w) if !full => (&w.train_op, w.targets.iter().collect()),
             _ => (
                 &p.optimizer.train_op,
                 p.bn_updates.iter().chain(&p.post_step).collect(),
             ),
         };
+        let read_placement = !self.devices.is_empty()
+            && match &self.placement {
+                None => true,
+                Some((was_full, _)) => full && !was_full,
+            };
+        if read_placement {
+            run.set_run_options(&placement::run_options());
+            run.set_request_metadata(true);
+        }
         if self.step > 0 && p.warmup.as_ref().map(|w| w.steps) == Some(self.step) {
             log::info!(
                 "head warm-up done: the model's variables train from step {}",
@@ -279,6 +305,20 @@ impl Trainer {
             .run(&mut run)
             .tf_ctx(|| format!("running training step {}", self.step + 1))?;
         self.step += 1;
+        if read_placement {
+            let md = run.get_metadata().unwrap_or_default();
+            let graph = self.model.scope.graph();
+            let built = |n: &str| matches!(graph.operation_by_name(n), Ok(Some(_)));
+            let p = Placement::read(md, &self.devices, &built)?;
+            drop(graph);
+            log::info!(
+                "placement: {} op(s) in a step, {} not on {}",
+                p.ops(),
+                p.elsewhere.len(),
+                self.devices.join(", ")
+            );
+            self.placement = Some((full, p));
+        }
         toks.into_iter()
             .map(|t| {
                 let v: Tensor<f32> = run.fetch(t).tf_ctx(|| "fetching a step's scalars".into())?;

@@ -90,7 +90,12 @@ pub(super) fn prepare(
         batches = batches.sequential();
     }
     let loader = Loader::new(batches, plan, cfg.batch, cfg.loader)?;
-    let model = Loaded::load_parsed(info, cfg.trust)?;
+    let devices = super::replicas::session_devices(cfg);
+    let mut model = Loaded::load_for(info, cfg.trust, &devices)?;
+    if let Some(d) = &super::replicas::main_device(cfg) {
+        // Every op pretext builds from here on (head, loss, optimizer, updates) asks for `d`.
+        model.scope = model.scope.with_device(d);
+    }
     let updates = model.info.update_ops().len();
     if model.info.tf1_hub && updates > 0 {
         log::info!(

@@ -1,0 +1,116 @@
+//! Towers on several devices (`train.devices`): a head's backbone pass split over replicas of
+//! the tower, one per device, each on an equal share of the batch, their outputs gathered back
+//! in the batch's order. The head then sees the whole batch (SimCLR's negatives come from every
+//! tower), and TF's gradients flow back through the gather to each replica.
+use std::collections::HashMap;
+
+use tensorflow::{ops, Output};
+
+use super::builder::HeadBuilder;
+use super::concat;
+use crate::error::{Result, TfContext};
+use crate::graph::Tower;
+
+/// A tensor's identity in the builder's maps: (op name, output index).
+pub(super) type Key = (String, i32);
+
+pub(super) fn key(t: &Output) -> Key {
+    (t.operation.name().unwrap_or_default(), t.index)
+}
+
+/// What the builder keeps about replicated passes.
+#[derive(Default)]
+pub(super) struct Replicas {
+    /// Inputs stacked from `groups` views (`stacked_views`): each view is split on its own.
+    pub groups: HashMap<Key, usize>,
+    /// A gathered output → each replica's output and the groups of its input.
+    pub gathered: HashMap<Key, (Vec<Output>, usize)>,
+}
+
+impl HeadBuilder<'_> {
+    /// The backbone on `x` with one replica per device: each view stacked in `x` is split into
+    /// equal shares, replica k takes share k of every view (so batch statistics are per tower
+    /// over whole images' views), and the outputs come back in `x`'s row order.
+    pub(super) fn replicated_tower(&mut self, x: Output) -> Result<Output> {
+        let devices = self.devices.clone();
+        let n = devices.len();
+        let groups = self.replicas.groups.get(&key(&x)).copied().unwrap_or(1);
+        let parts = split(&mut self.scope, x, groups * n)?;
+        let mut outs = Vec::with_capacity(n);
+        for (k, device) in devices.iter().enumerate() {
+            let share: Vec<Output> = (0..groups).map(|g| parts[g * n + k].clone()).collect();
+            let xk = match share.len() {
+                1 => share[0].clone(),
+                _ => concat(&mut self.scope, &share, 0)?,
+            };
+            let prefix = format!("pretext/tower{}", self.towers.len());
+            let t = Tower::import(self.model, self.flat, &prefix, Some(device), Some(&[xk]))?;
+            outs.push(t.outputs[0].clone());
+            self.towers.push(t);
+        }
+        let out = self.gather(&outs, groups)?;
+        self.replicas.gathered.insert(key(&out), (outs, groups));
+        Ok(out)
+    }
+
+    /// Per-replica tensors (rows: `groups` shares, one per view) back in the batch's order:
+    /// every replica's share of view 0, then of view 1, …
+    pub(super) fn gather(&mut self, per_replica: &[Output], groups: usize) -> Result<Output> {
+        if per_replica.len() == 1 {
+            return Ok(per_replica[0].clone());
+        }
+        let mut by_group: Vec<Vec<Output>> = vec![Vec::new(); groups];
+        for t in per_replica {
+            for (g, piece) in split(&mut self.scope, t.clone(), groups)?
+                .into_iter()
+                .enumerate()
+            {
+                by_group[g].push(piece);
+            }
+        }
+        let all: Vec<Output> = by_group.into_iter().flatten().collect();
+        concat(&mut self.scope, &all, 0)
+    }
+
+    /// `feature_map` of a gathered output: each replica's map, gathered the same way.
+    pub(super) fn replicated_feature_map(&mut self, out: &Output) -> Option<(Output, bool)> {
+        let (outs, groups) = self.replicas.gathered.get(&key(out)).cloned()?;
+        let mut maps = Vec::with_capacity(outs.len());
+        let mut between = false;
+        for o in &outs {
+            let (m, b) = self.feature_map_of(o)?;
+            maps.push(m);
+            between |= b;
+        }
+        match self.gather(&maps, groups) {
+            Ok(m) => Some((m, between)),
+            Err(e) => {
+                log::warn!("gathering the replicas' feature maps: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// `x` split into `k` equal parts along axis 0 (`[x]` when `k` is 1).
+fn split(s: &mut tensorflow::Scope, x: Output, k: usize) -> Result<Vec<Output>> {
+    if k == 1 {
+        return Ok(vec![x]);
+    }
+    let ctx = || format!("splitting the batch over {k} replicas");
+    let axis = ops::Const::new()
+        .dtype(tensorflow::DataType::Int32)
+        .value(tensorflow::Tensor::from(0i32))
+        .build(s)
+        .tf_ctx(ctx)?;
+    let op = ops::Split::new()
+        .num_split(k as i64)
+        .build(axis, x, s)
+        .tf_ctx(ctx)?;
+    Ok((0..k as i32)
+        .map(|index| Output {
+            operation: op.clone(),
+            index,
+        })
+        .collect())
+}

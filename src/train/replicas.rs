@@ -1,0 +1,67 @@
+//! Towers on several devices (`train.devices`): which runs may replicate the tower, and which
+//! device each part of the step asks for. The tower is replicated by the head builder
+//! (`heads::replicas`); head, loss and optimizer run on one device (`model.device`, else the
+//! first of `train.devices`); the replicas' gradients of a variable are summed beside it
+//! (`autodiff`): the loss is the mean over the whole batch, so that sum is the average of the
+//! towers' own gradients, and one optimizer update follows.
+use super::TrainConfig;
+use crate::error::{Error, Result};
+use crate::graph::bn::BnMode;
+use crate::graph::placement::check_devices;
+
+/// Heads whose loss is built on the gathered batch alone, so N replicas train as one tower.
+const REPLICATED_HEADS: &[&str] = &["dae", "simclr"];
+
+/// Checks `train.devices` against the rest of the run.
+pub(super) fn check(cfg: &TrainConfig) -> Result<()> {
+    let names = check_devices("train.devices", &cfg.devices)?;
+    for (i, d) in names.iter().enumerate() {
+        if names[..i].contains(d) {
+            return Err(Error::config(
+                "train.devices",
+                format!("{d} is listed twice"),
+            ));
+        }
+    }
+    let n = cfg.devices.len();
+    if n < 2 {
+        return Ok(());
+    }
+    if cfg.batch % n != 0 {
+        return Err(Error::config(
+            "train.batch",
+            format!(
+                "{} images do not split evenly over the {n} devices of train.devices",
+                cfg.batch
+            ),
+        ));
+    }
+    let kind = cfg.head.head().kind();
+    if !REPLICATED_HEADS.contains(&kind) {
+        return Err(Error::config(
+            "train.devices",
+            format!(
+                "head '{kind}' does not train on several devices yet (only {} do); use one device (model.device)",
+                REPLICATED_HEADS.join(" and ")
+            ),
+        ));
+    }
+    if cfg.bn != BnMode::Frozen {
+        return Err(Error::config(
+            "train.devices",
+            "batch norm in train mode (model.bn) is not replicated yet: each tower would update the same moving statistics; use model.bn: frozen",
+        ));
+    }
+    Ok(())
+}
+
+/// The device of the head, the loss and the optimizer: `model.device`, else the first of
+/// `train.devices`.
+pub(super) fn main_device(cfg: &TrainConfig) -> Option<String> {
+    cfg.device.clone().or_else(|| cfg.devices.first().cloned())
+}
+
+/// Every device the step uses (the session must have each).
+pub(super) fn session_devices(cfg: &TrainConfig) -> Vec<String> {
+    cfg.device.iter().chain(&cfg.devices).cloned().collect()
+}

@@ -1,0 +1,186 @@
+//! Towers on several devices (`train.devices`): N steps with the tower replicated on two CPU
+//! devices (each on half the batch) equal N steps of one tower on the whole batch — losses and
+//! every variable after the steps — for DAE and SimCLR (global negatives) with frozen batch
+//! norm; the replicas and their backward passes run on their own devices; heads and settings
+//! not replicated yet are refused, naming the key.
+mod common;
+use common::*;
+
+use pretext::heads::HeadConfig;
+use pretext::train::{TrainConfig, Trainer};
+use tensorflow::{ops, DataType, SessionRunArgs};
+
+const TWO: [&str; 2] = ["/device:CPU:0", "/device:CPU:1"];
+const STEPS: u64 = 4;
+const MODEL: &str = "tiny_cnn";
+
+/// SGD with momentum by default: its update is the gradient itself, so the comparison sees
+/// every gradient difference. (Adam's first steps are about lr · sign(gradient): they amplify
+/// the rounding noise of gradients that are about 0 to ± lr, whatever the device count; its
+/// figures are printed, not asserted.)
+fn config(head: HeadConfig, adam: bool) -> TrainConfig {
+    let mut c = cfg(MODEL, STEPS);
+    c.batch = 8;
+    c.head = head;
+    if !adam {
+        c.optimizer = pretext::optim::OptimizerConfig::Sgd(pretext::optim::SgdConfig {
+            learning_rate: 0.01,
+            momentum: 0.9,
+            ..Default::default()
+        });
+    }
+    c
+}
+
+/// Every variable the run trains (the model's and the head's), by name, after the steps.
+fn variables(t: &Trainer) -> Vec<(String, Vec<f32>)> {
+    let m = t.model();
+    let mut s = m.scope.new_sub_scope("test_read");
+    let mut reads = Vec::new();
+    for v in m.info.variables().iter().filter(|v| v.trainable) {
+        let h = m.op(&v.handle).unwrap();
+        let r = ops::ReadVariableOp::new()
+            .dtype(DataType::Float)
+            .build(h, &mut s)
+            .unwrap();
+        reads.push((v.name.clone(), r.output(0)));
+    }
+    for h in t.head_vars() {
+        reads.push((h.name.clone(), h.value.clone()));
+    }
+    let mut run = SessionRunArgs::new();
+    let toks: Vec<_> = reads
+        .iter()
+        .map(|(_, o)| run.request_fetch(&o.operation, o.index))
+        .collect();
+    m.session.run(&mut run).unwrap();
+    reads
+        .iter()
+        .zip(toks)
+        .map(|((n, _), tok)| (n.clone(), run.fetch::<f32>(tok).unwrap().to_vec()))
+        .collect()
+}
+
+/// (max absolute, max relative) difference; relative to max(|a|, 1e-3).
+fn diff(a: &[f32], b: &[f32]) -> (f32, f32) {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold((0f32, 0f32), |(ma, mr), (x, y)| {
+        let d = (x - y).abs();
+        (ma.max(d), mr.max(d / x.abs().max(1e-3)))
+    })
+}
+
+/// Trains `head` on one tower and on two replicas: [losses max abs, rel, variables max abs,
+/// rel] and the two-replica trainer.
+fn compare(head: &HeadConfig, adam: bool) -> ([f32; 4], Trainer) {
+    let kind = head.head().kind();
+    let mut one = Trainer::new(&config(head.clone(), adam)).unwrap();
+    let l1 = one.run(STEPS).unwrap();
+    let v1 = variables(&one);
+    let mut c = config(head.clone(), adam);
+    c.devices = TWO.iter().map(|d| d.to_string()).collect();
+    let mut two = Trainer::new(&c).unwrap();
+    assert_eq!(two.towers(), 2, "{kind}: one replica per device");
+    let l2 = two.run(STEPS).unwrap();
+    let v2 = variables(&two);
+    let (la, lr) = diff(&l1, &l2);
+    let (mut va, mut vr) = (0f32, 0f32);
+    assert_eq!(v1.len(), v2.len());
+    for ((n1, a), (n2, b)) in v1.iter().zip(&v2) {
+        assert_eq!(n1, n2);
+        let (x, y) = diff(a, b);
+        va = va.max(x);
+        vr = vr.max(y);
+    }
+    println!(
+        "{kind} ({}): {STEPS} steps, batch 8, 1 vs 2 devices: losses max abs {la:.2e} rel \
+         {lr:.2e}; {} variables max abs {va:.2e} rel {vr:.2e}; losses {l1:?} vs {l2:?}",
+        if adam { "adam" } else { "sgd" },
+        v1.len()
+    );
+    ([la, lr, va, vr], two)
+}
+
+fn equal_on_one_and_two_devices(head: HeadConfig) {
+    let kind = head.head().kind();
+    let ([_, lr, va, vr], two) = compare(&head, false);
+    assert!(lr <= 1e-5, "{kind}: losses differ by {lr} (relative)");
+    assert!(
+        va <= 1e-5,
+        "{kind}: variables differ by {va} (relative {vr})"
+    );
+    compare(&head, true);
+    // Each replica, and its backward pass, on its own device.
+    let p = two.placement().expect("placement read back");
+    for (k, d) in TWO.iter().enumerate() {
+        let tower = format!("pretext/tower{k}/");
+        let ops: Vec<_> = p
+            .assigned
+            .iter()
+            .filter(|(n, _)| n.starts_with(&tower) && !n.contains("ReadVariableOp"))
+            .collect();
+        assert!(!ops.is_empty(), "{kind}: no op of {tower}");
+        let off: Vec<_> = ops.iter().filter(|(_, dev)| dev.as_str() != *d).collect();
+        assert!(off.is_empty(), "{kind}: {off:?}");
+    }
+    // A replica's backward pass: the convolution gradients reading its forward tensors.
+    let g = two.model().scope.graph();
+    let mut per_replica = [0usize; 2];
+    for (n, dev) in &p.assigned {
+        let Some(op) = g.operation_by_name(n).ok().flatten() else {
+            continue;
+        };
+        let t = op.op_type().unwrap_or_default();
+        if !t.starts_with("Conv2DBackprop") && !t.starts_with("DepthwiseConv2dNativeBackprop") {
+            continue;
+        }
+        for k in 0..2 {
+            let tower = format!("pretext/tower{k}/");
+            let reads_tower =
+                (0..op.num_inputs()).any(|i| op.input(i).0.name().unwrap().starts_with(&tower));
+            if reads_tower {
+                assert_eq!(dev, TWO[k], "{kind}: {n} ({t}) reads {tower}");
+                per_replica[k] += 1;
+            }
+        }
+    }
+    println!("{kind}: convolution gradients per replica {per_replica:?}");
+    assert!(
+        per_replica[0] > 0 && per_replica[0] == per_replica[1],
+        "{kind}"
+    );
+}
+
+#[test]
+fn dae_on_two_devices_equals_one_tower() {
+    equal_on_one_and_two_devices(HeadConfig::Dae(Default::default()));
+}
+
+#[test]
+fn simclr_on_two_devices_equals_one_tower_with_global_negatives() {
+    equal_on_one_and_two_devices(HeadConfig::Simclr(Default::default()));
+}
+
+#[test]
+fn what_is_not_replicated_yet_is_refused_naming_the_key() {
+    let two: Vec<String> = TWO.iter().map(|d| d.to_string()).collect();
+    let refused = |c: TrainConfig| match Trainer::new(&c) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    let mut c = config(HeadConfig::Moco(Default::default()), false);
+    c.devices = two.clone();
+    let e = refused(c);
+    assert!(e.contains("train.devices") && e.contains("'moco'"), "{e}");
+    let mut c = config(HeadConfig::Dae(Default::default()), false);
+    c.devices = two.clone();
+    c.batch = 7;
+    assert!(refused(c).contains("train.batch"));
+    let mut c = config(HeadConfig::Dae(Default::default()), false);
+    c.devices = vec![two[0].clone(), two[0].clone()];
+    assert!(refused(c).contains("listed twice"));
+    let mut c = config(HeadConfig::Dae(Default::default()), false);
+    c.devices = two;
+    c.bn = pretext::graph::bn::BnMode::Train;
+    assert!(refused(c).contains("train.devices"));
+}
