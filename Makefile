@@ -222,7 +222,7 @@ HEADS       ?=
 QSET        ?=
 QDIR        := $(CACHE)/bench-quality
 QRUN        := env -u TF_ENABLE_ONEDNN_OPTS -u TF_CPP_MIN_LOG_LEVEL $(BIN) run experiments/fmnist-quality.yaml
-bench-quality: setup fixtures fmnist build
+bench-quality: setup fixtures fmnist retain-sets build
 	mkdir -p $(QDIR)
 	rm -rf $(QDIR)/pretext-recipe
 	$(QRUN) --run-dir $(QDIR)/pretext-recipe
@@ -243,7 +243,7 @@ bench-quality: setup fixtures fmnist build
 # each retain kind and weight of RETAIN_SWEEP (kind:weight, or none), scored every 500 steps on
 # Fashion-MNIST and on the off-domain sets (photo crops, handwritten digits: $(RETAINSETS)).
 # Steps, not minutes: the runs compare at equal work on a machine whose speed may vary.
-RETAIN_SWEEP ?= none l2sp:0.003 l2sp:0.03 distill:0.1 distill:1
+RETAIN_SWEEP ?= none l2sp:0.0003 l2sp:0.003 distill:0.03 distill:0.3
 RETAIN_STEPS ?= 2000
 RETAIN_SETS  := [$(RETAINSETS)/photos, $(RETAINSETS)/digits]
 bench-retain: setup fixtures fmnist retain-sets build
