@@ -108,15 +108,7 @@ pub(super) fn prepare(
     let trainable = cfg
         .train_vars
         .select(&model.info.variables(), &read_order)?;
-    let cx = PassContext {
-        info: &model.info,
-        trainable: &trainable,
-        bn: cfg.bn,
-        bn_momentum: cfg.bn_momentum,
-        bn_fold: cfg.bn_fold,
-        recompute: cfg.recompute,
-        custom_gradients: cfg.custom_gradients,
-    };
+    let cx = pass_context(&model.info, &trainable, cfg);
     let passes = prepare_graph(&mut flat, &cx)?;
     let switched = passes.changed(BnTrainMode.name()).to_vec();
     Ok(Prepared {
@@ -128,6 +120,23 @@ pub(super) fn prepare(
         trainable,
         switched,
     })
+}
+
+/// What the passes read of `cfg`, for the model `info` whose variables `trainable` train.
+pub(super) fn pass_context<'a>(
+    info: &'a SavedModelInfo,
+    trainable: &'a HashSet<String>,
+    cfg: &TrainConfig,
+) -> PassContext<'a> {
+    PassContext {
+        info,
+        trainable,
+        bn: cfg.bn,
+        bn_momentum: cfg.bn_momentum,
+        bn_fold: cfg.bn_fold,
+        recompute: cfg.recompute,
+        custom_gradients: cfg.custom_gradients,
+    }
 }
 
 /// The rewrites of a tower's flat graph, in the order they run: kept control flow checked first

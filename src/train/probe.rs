@@ -13,7 +13,7 @@ use super::prepare::prepare_graph;
 use crate::autodiff;
 use crate::error::{Error, Result, TfContext};
 use crate::graph::placement::{self, Placement};
-use crate::graph::{inline_signature, PassContext, Tower};
+use crate::graph::{inline_signature, Tower};
 use crate::savedmodel::{Loaded, SavedModelInfo, Trust};
 
 /// Batch of the probe step (two images: batch statistics are defined).
@@ -44,15 +44,7 @@ pub fn placement(
     model.scope = model.scope.with_device(device);
     let mut flat = inline_signature(&model.info, &sig, &model.scope.graph())?;
     let trainable: HashSet<String> = model.info.trainable_handles();
-    let cx = PassContext {
-        info: &model.info,
-        trainable: &trainable,
-        bn: cfg.bn,
-        bn_momentum: cfg.bn_momentum,
-        bn_fold: cfg.bn_fold,
-        recompute: cfg.recompute,
-        custom_gradients: cfg.custom_gradients,
-    };
+    let cx = super::prepare::pass_context(&model.info, &trainable, &cfg);
     prepare_graph(&mut flat, &cx)?;
     let tower = Tower::import(&mut model, &flat, "pretext_probe/tower", Some(device), None)?;
     let loss = sum_of_squares(&mut model, &tower.outputs)?;
