@@ -55,5 +55,10 @@ fn default_experiment_raises_knn_and_probe() {
             "{what}: {before:.4} -> {after:.4} after {STEPS} steps (want a rise of {MIN_GAIN})"
         );
     }
-    assert!(stdout.contains("| gain | +"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("| target | ") && l.contains(" | +0.")),
+        "the report's target row shows the gain: {stdout}"
+    );
 }

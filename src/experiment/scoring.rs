@@ -198,7 +198,8 @@ pub fn markdown(r: &super::report::Report) -> String {
         s += "\nno evaluation met eval.keep_best's rule (every retain set within \
               eval.max_retain_drop): the last model was kept\n";
     }
-    if !r.evaluations.is_empty() {
+    // The evaluations during training (a lone final point without retain sets says nothing new).
+    if r.evaluations.len() > 1 || !sets.is_empty() {
         s += "\n| step | kNN | probe | largest retain kNN fall | within |\n|---|---|---|---|---|\n";
         for p in &r.evaluations {
             s += &format!(
