@@ -41,15 +41,7 @@ pub fn assign(ours: &mut [NodeDef], forward: &[NodeDef], default: &str) {
 mod tests {
     use super::*;
 
-    fn node(name: &str, op: &str, device: &str, inputs: &[&str]) -> NodeDef {
-        NodeDef {
-            name: name.into(),
-            op: op.into(),
-            device: device.into(),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }
-    }
+    use crate::proto::nodes::test_node as node;
 
     #[test]
     fn gradients_follow_the_forward_ops_they_read() {

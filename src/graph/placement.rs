@@ -244,15 +244,7 @@ mod tests {
     use super::*;
     use crate::proto::{GraphDef, NodeDef};
 
-    fn node(name: &str, op: &str, device: &str, inputs: &[&str]) -> NodeDef {
-        NodeDef {
-            name: name.into(),
-            op: op.into(),
-            device: device.into(),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }
-    }
+    use crate::proto::nodes::test_node as node;
 
     fn colocated(name: &str, device: &str, with: &str) -> NodeDef {
         use crate::proto::{attr_value::Value, AttrValue, ListValue};

@@ -61,3 +61,15 @@ pub fn attr_type(dt: i32) -> AttrValue {
         value: Some(Value::Type(dt)),
     }
 }
+
+/// A NodeDef named `name` running `op` on `device` with `inputs` (tests' graphs).
+#[cfg(test)]
+pub(crate) fn test_node(name: &str, op: &str, device: &str, inputs: &[&str]) -> NodeDef {
+    NodeDef {
+        name: name.into(),
+        op: op.into(),
+        device: device.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
