@@ -75,6 +75,9 @@ pub enum Error {
     /// A flag of the command line (`pretext train`), named as typed.
     #[error("{flag}: {msg}")]
     Flag { flag: String, msg: String },
+    /// A task of the cluster (`cluster`) failed or stopped answering: which one, and what next.
+    #[error("cluster: {task}: {msg}")]
+    Cluster { task: String, msg: String },
     /// A bug in pretext, not in the input: what it was doing.
     #[error("internal error while {context}: {msg} (please report it)")]
     Internal { context: String, msg: String },
@@ -144,6 +147,7 @@ impl Error {
             | Error::Tf { .. }
             | Error::Export { .. }
             | Error::Diverged { .. }
+            | Error::Cluster { .. }
             | Error::Internal { .. } => EXIT_RUNTIME,
         }
     }

@@ -39,6 +39,7 @@
 //! # }
 //! ```
 pub mod autodiff;
+pub mod cluster;
 pub mod data;
 pub mod error;
 pub mod eval;

@@ -77,6 +77,17 @@ enum Cmd {
         #[arg(long)]
         run_dir: Option<PathBuf>,
     },
+    /// Serve as a worker of a cluster (docs/DISTRIBUTED.md): a TF server the chief's `pretext
+    /// run` places towers on. Runs until stopped.
+    Worker {
+        /// The cluster: '{"chief": [HOST:PORT], "worker": [HOST:PORT, …]}' (JSON or YAML) or a
+        /// file holding it; default: TF_CONFIG's.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// This worker's index in the cluster's worker list; default: TF_CONFIG's task.
+        #[arg(long)]
+        task: Option<usize>,
+    },
     /// Time the training step of `train`'s experiment (no run directory): images/s, where the
     /// time goes, peak memory.
     Bench(BenchArgs),
@@ -216,7 +227,10 @@ fn finish(r: &pretext::experiment::report::Report) -> Result<bool, Error> {
 }
 
 fn run(path: &std::path::Path, set: &[String], run_dir: Option<PathBuf>) -> Result<bool, Error> {
-    let (src, exp) = load_experiment(path, set)?;
+    let (src, mut exp) = load_experiment(path, set)?;
+    if exp.cluster.is_none() {
+        exp.cluster = pretext::cluster::chief_cluster()?;
+    }
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -315,6 +329,9 @@ fn main() -> ExitCode {
             .experiment()
             .and_then(|(src, exp)| run_experiment(&src, &exp, run_dir, "train")),
         Cmd::Bench(a) => bench(a).map(|_| true),
+        Cmd::Worker { cluster, task } => pretext::cluster::worker_task(cluster.as_deref(), task)
+            .and_then(|(c, i)| pretext::cluster::serve(&c, i))
+            .map(|_| true),
         Cmd::Eval {
             model,
             labeled,

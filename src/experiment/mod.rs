@@ -52,6 +52,11 @@ pub struct Experiment {
     pub export: Option<ExportSection>,
     #[serde(default)]
     pub logging: LoggingSection,
+    /// Train on several machines (docs/DISTRIBUTED.md): `{chief: [HOST:PORT], worker:
+    /// [HOST:PORT, …], timeout_seconds: S}`, the shape of `TF_CONFIG`'s cluster. This process is
+    /// the chief; one tower per worker unless `train.devices` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// The SavedModel and how it trains.
@@ -290,7 +295,7 @@ impl Experiment {
 
     /// The library config for a run of `steps` steps.
     pub fn train_config(&self, steps: u64) -> TrainConfig {
-        let (m, d) = (&self.model, &self.data);
+        let (m, d, c) = (&self.model, &self.data, self.cluster.as_ref());
         let mut optimizer = self.optimizer.clone();
         if let Schedule::WarmupCosine { total_steps, .. } = optimizer.schedule_mut() {
             if *total_steps == 0 {
@@ -335,8 +340,12 @@ impl Experiment {
             recompute: m.recompute,
             custom_gradients: m.custom_gradients,
             seed: self.train.seed,
-            device: m.device.clone(),
-            devices: self.train.devices.clone(),
+            device: m.device.clone().or_else(|| c.map(|c| c.chief_device())),
+            devices: match (self.train.devices.is_empty(), c) {
+                (true, Some(c)) => c.worker_devices(),
+                _ => self.train.devices.clone(),
+            },
+            cluster: self.cluster.clone(),
         }
     }
 

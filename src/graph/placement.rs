@@ -11,17 +11,31 @@ use crate::error::{Error, Result};
 use crate::proto::{RunMetadata, RunOptions, TensorRef};
 
 /// A device as a user names it (`/device:GPU:0`, `/gpu:0`, `/cpu:1`,
-/// `/job:localhost/replica:0/task:0/device:CPU:1`): its type (upper case) and index.
+/// `/job:localhost/replica:0/task:0/device:CPU:1`, `/job:worker/task:1/device:CPU:0`): its type
+/// (upper case), index, and the cluster task it is on (None: this process's, `localhost`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceName {
     pub kind: String,
     pub index: u32,
+    /// (job, task) of a device on another task of a cluster.
+    pub task: Option<(String, u32)>,
 }
 
 impl DeviceName {
-    /// The type and index from the name's last component; None if it has none.
+    /// The type and index from the name's last component, the job and task from the others;
+    /// None if it has no type and index.
     pub fn parse(name: &str) -> Option<DeviceName> {
-        let last = name.trim().rsplit('/').next()?;
+        let mut parts = name.trim().split('/').filter(|p| !p.is_empty());
+        let last = parts.next_back()?;
+        let (mut job, mut task) = (None, 0);
+        for p in parts {
+            match p.split_once(':') {
+                Some(("job", j)) if !j.is_empty() => job = Some(j.to_string()),
+                Some(("task", t)) => task = t.parse().ok()?,
+                Some(("replica", r)) => r.parse::<u32>().ok().map(|_| ())?,
+                _ => return None,
+            }
+        }
         let last = last.strip_prefix("device:").unwrap_or(last);
         let (kind, index) = last.rsplit_once(':')?;
         let index = index.parse().ok()?;
@@ -29,17 +43,27 @@ impl DeviceName {
         ok.then(|| DeviceName {
             kind: kind.to_ascii_uppercase(),
             index,
+            task: job.filter(|j| j != "localhost").map(|j| (j, task)),
         })
     }
 
-    /// Whether `assigned` (a full device name, as TF writes it) is this device.
+    /// Whether `assigned` (a full device name, as TF writes it) is this device (a name without
+    /// a job matches that device on any task).
     pub fn is(&self, assigned: &str) -> bool {
-        DeviceName::parse(assigned).as_ref() == Some(self)
+        let Some(a) = DeviceName::parse(assigned) else {
+            return false;
+        };
+        a.kind == self.kind
+            && a.index == self.index
+            && (self.task.is_none() || a.task == self.task)
     }
 }
 
 impl std::fmt::Display for DeviceName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((job, task)) = &self.task {
+            write!(f, "/job:{job}/task:{task}")?;
+        }
         write!(f, "/device:{}:{}", self.kind, self.index)
     }
 }
@@ -65,7 +89,7 @@ pub fn cpu_devices(asked: &[String]) -> i32 {
     asked
         .iter()
         .filter_map(|d| DeviceName::parse(d))
-        .filter(|d| d.kind == "CPU" && d.index > 0)
+        .filter(|d| d.kind == "CPU" && d.index > 0 && d.task.is_none())
         .map(|d| d.index as i32 + 1)
         .max()
         .unwrap_or(0)
@@ -263,6 +287,7 @@ mod tests {
         let cpu1 = DeviceName {
             kind: "CPU".into(),
             index: 1,
+            task: None,
         };
         for s in [
             "/device:CPU:1",
@@ -276,6 +301,14 @@ mod tests {
         assert_eq!(DeviceName::parse("gpu").as_ref(), None);
         assert_eq!(DeviceName::parse("/device:GPU:x").as_ref(), None);
         assert!(check_devices("model.device", &["GPU".into()]).is_err());
+        let w1 = DeviceName::parse("/job:worker/replica:0/task:1/device:CPU:0").unwrap();
+        assert_eq!(w1.task, Some(("worker".into(), 1)));
+        assert_eq!(w1.to_string(), "/job:worker/task:1/device:CPU:0");
+        assert!(w1.is("/job:worker/replica:0/task:1/device:CPU:0"));
+        assert!(!w1.is("/job:worker/replica:0/task:0/device:CPU:0"));
+        assert!(!w1.is("/job:chief/replica:0/task:1/device:CPU:0"));
+        assert_eq!(DeviceName::parse("/job:worker/task:x/device:CPU:0"), None);
+        assert_eq!(cpu_devices(&["/job:worker/task:0/device:CPU:3".into()]), 0);
     }
 
     #[test]

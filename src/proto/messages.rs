@@ -431,12 +431,19 @@ pub struct ConfigProto {
     pub device_count: HashMap<String, i32>,
     #[prost(int32, tag = "2")]
     pub intra_op_parallelism_threads: i32,
+    /// Only the devices matching one of these are visible to the session (a cluster session
+    /// that must not wait on the other tasks).
+    #[prost(string, repeated, tag = "4")]
+    pub device_filters: Vec<String>,
     #[prost(int32, tag = "5")]
     pub inter_op_parallelism_threads: i32,
     #[prost(bool, tag = "7")]
     pub allow_soft_placement: bool,
     #[prost(message, optional, tag = "10")]
     pub graph_options: Option<GraphOptions>,
+    /// How long a blocking op (a step waiting on another task) may wait; 0: for ever.
+    #[prost(int64, tag = "11")]
+    pub operation_timeout_in_ms: i64,
 }
 
 /// tensorflow.GraphOptions: only the grappler settings.

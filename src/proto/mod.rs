@@ -2,12 +2,14 @@
 //! references to tensors (`TensorRef` instead of `"node:index"` strings), OpDef look-ups, and
 //! the NodeDef / dtype helpers graph rewrites share. It depends on nothing else of pretext but
 //! the error type.
+mod cluster;
 mod messages;
 pub mod nodes;
 pub mod opdefs;
 mod run;
 mod tensor;
 
+pub use cluster::{ClusterDef, JobDef, ServerDef};
 pub use messages::*;
 pub use opdefs::OpDefs;
 pub use run::{RunMetadata, RunOptions};

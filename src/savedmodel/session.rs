@@ -28,15 +28,26 @@ pub const INFERENCE_PREFIX: &str = "pretext_inference";
 /// Session options: thread pools from `PRETEXT_INTRA_THREADS` / `PRETEXT_INTER_THREADS` if set;
 /// grappler rounds from `PRETEXT_GRAPPLER_ROUNDS` (default 1).
 pub fn session_options() -> Result<SessionOptions> {
-    session_options_for(&[])
+    session_options_for(&[], None)
 }
 
 /// `session_options` for a session that places ops on `devices`: as many CPU devices as the
 /// highest `/device:CPU:N` asked needs (`graph::placement::cpu_devices`). Soft placement stays
 /// on (ops without a kernel on a device, and ops on a variable, run where they can); where
-/// each op ran is read back from the run (`graph::placement`).
-pub fn session_options_for(devices: &[String]) -> Result<SessionOptions> {
+/// each op ran is read back from the run (`graph::placement`). On a `cluster`, the session
+/// opens on the chief's own TF server (started here once the workers answer), and a step
+/// blocked on a task gives up after the cluster's timeout.
+pub fn session_options_for(
+    devices: &[String],
+    cluster: Option<&crate::cluster::ClusterConfig>,
+) -> Result<SessionOptions> {
     let mut opts = SessionOptions::new();
+    if let Some(c) = cluster {
+        c.wait_for_workers()?;
+        let server = crate::cluster::chief_server(c)?;
+        opts.set_target(server.target())
+            .map_err(|e| Error::internal("setting the session target", e))?;
+    }
     let env = |k: &str| {
         std::env::var(k)
             .ok()
@@ -52,6 +63,8 @@ pub fn session_options_for(devices: &[String]) -> Result<SessionOptions> {
         intra_op_parallelism_threads: env("PRETEXT_INTRA_THREADS"),
         inter_op_parallelism_threads: env("PRETEXT_INTER_THREADS"),
         allow_soft_placement: true,
+        operation_timeout_in_ms: cluster.map_or(0, |c| c.timeout_ms()),
+        device_filters: Vec::new(),
         // Recompute the nodes `graph::recompute` marks; otherwise grappler's defaults.
         graph_options: Some(proto::GraphOptions {
             rewrite_options: Some(proto::RewriterConfig {
@@ -162,18 +175,24 @@ impl Loaded {
 
     /// `load` of a model already parsed (and checked) by `SavedModelInfo::read`.
     pub fn load_parsed(info: SavedModelInfo, trust: Trust) -> Result<Self> {
-        Self::load_for(info, trust, &[])
+        Self::load_for(info, trust, &[], None)
     }
 
-    /// `load_parsed` in a session with the devices `devices` name (`session_options_for`).
+    /// `load_parsed` in a session with the devices `devices` name, on `cluster` if given
+    /// (`session_options_for`).
     /// The model's variables are created where TF's placer puts them when its loader restores
     /// them (with no device in the model: the first GPU, else `/device:CPU:0`).
-    pub fn load_for(info: SavedModelInfo, trust: Trust, devices: &[String]) -> Result<Self> {
+    pub fn load_for(
+        info: SavedModelInfo,
+        trust: Trust,
+        devices: &[String],
+        cluster: Option<&crate::cluster::ClusterConfig>,
+    ) -> Result<Self> {
         let dir = info.dir.clone();
         let dir = dir.as_path();
         check_audit(&info, trust)?;
         let mut scope = Scope::new_root_scope();
-        let opts = session_options_for(devices)?;
+        let opts = session_options_for(devices, cluster)?;
         let tags = if info.tags.is_empty() {
             vec!["serve".to_string()]
         } else {

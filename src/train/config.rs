@@ -62,6 +62,8 @@ pub struct TrainConfig {
     pub device: Option<String>,
     /// Devices the tower is replicated on (`train.devices`; empty: one tower).
     pub devices: Vec<String>,
+    /// The cluster this process is the chief of (`cluster`); None: one process.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl TrainConfig {

@@ -51,6 +51,8 @@ pub struct Trainer {
     /// Where TF ran the ops of a step (read back from the first full step when devices were
     /// asked; the flag says it was a full step, not a head warm-up one).
     placement: Option<(bool, Placement)>,
+    /// The cluster this process is the chief of: a failed step names the task that stopped.
+    cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Trainer {
@@ -137,6 +139,7 @@ impl Trainer {
             seed: cfg.seed as i64,
             devices: replicas::session_devices(cfg),
             placement: None,
+            cluster: cfg.cluster.clone(),
         })
     }
 
@@ -300,10 +303,12 @@ impl Trainer {
         for f in fetch {
             toks.push(run.request_fetch(&f.operation, f.index));
         }
-        self.model
-            .session
-            .run(&mut run)
-            .tf_ctx(|| format!("running training step {}", self.step + 1))?;
+        let ran = self.model.session.run(&mut run);
+        ran.tf_ctx(|| format!("running training step {}", self.step + 1))
+            .map_err(|e| match (&self.cluster, &e) {
+                (Some(c), crate::error::Error::Tf { msg, .. }) => c.failed_step(msg).unwrap_or(e),
+                _ => e,
+            })?;
         self.step += 1;
         if read_placement {
             let md = run.get_metadata().unwrap_or_default();

@@ -91,7 +91,7 @@ pub(super) fn prepare(
     }
     let loader = Loader::new(batches, plan, cfg.batch, cfg.loader)?;
     let devices = super::replicas::session_devices(cfg);
-    let mut model = Loaded::load_for(info, cfg.trust, &devices)?;
+    let mut model = Loaded::load_for(info, cfg.trust, &devices, cfg.cluster.as_ref())?;
     if let Some(d) = &super::replicas::main_device(cfg) {
         // Every op pretext builds from here on (head, loss, optimizer, updates) asks for `d`.
         model.scope = model.scope.with_device(d);

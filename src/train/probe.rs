@@ -40,7 +40,7 @@ pub fn placement(
     }
     let spec = super::image_spec(&sig, cfg.size, cfg.range)?;
     let devices = [device.to_string()];
-    let mut model = Loaded::load_for(info.clone(), Trust::Trusted, &devices)?;
+    let mut model = Loaded::load_for(info.clone(), Trust::Trusted, &devices, None)?;
     model.scope = model.scope.with_device(device);
     let mut flat = inline_signature(&model.info, &sig, &model.scope.graph())?;
     let trainable: HashSet<String> = model.info.trainable_handles();

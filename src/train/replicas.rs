@@ -23,8 +23,9 @@ pub(super) fn check(cfg: &TrainConfig) -> Result<()> {
             ));
         }
     }
+    check_cluster(cfg)?;
     let n = cfg.devices.len();
-    if n < 2 {
+    if n < 2 && cfg.cluster.is_none() {
         return Ok(());
     }
     if cfg.batch % n != 0 {
@@ -51,6 +52,32 @@ pub(super) fn check(cfg: &TrainConfig) -> Result<()> {
             "train.devices",
             "batch norm in train mode (model.bn) is not replicated yet: each tower would update the same moving statistics; use model.bn: frozen",
         ));
+    }
+    Ok(())
+}
+
+/// On a cluster, every asked device names one of its tasks (and off a cluster, none does).
+fn check_cluster(cfg: &TrainConfig) -> Result<()> {
+    let asked = cfg.device.iter().map(|d| ("model.device", d));
+    let asked = asked.chain(cfg.devices.iter().map(|d| ("train.devices", d)));
+    if let Some(c) = &cfg.cluster {
+        c.validate("cluster")?;
+    }
+    for (key, d) in asked {
+        let Some(name) = crate::graph::placement::DeviceName::parse(d) else {
+            continue;
+        };
+        let msg = match (&cfg.cluster, &name.task) {
+            (None, Some(_)) => format!("{d} is on a cluster task; a run on several machines needs `cluster` (docs/DISTRIBUTED.md)"),
+            (Some(_), None) => format!("{d}: on a cluster, name the task (e.g. /job:worker/task:0/device:CPU:0)"),
+            (Some(c), Some((job, t))) => match (job.as_str(), *t as usize) {
+                ("chief", 0) => continue,
+                ("worker", t) if t < c.worker.len() => continue,
+                _ => format!("{d}: the cluster has no such task (chief task 0, worker tasks 0–{})", c.worker.len() - 1),
+            },
+            (None, None) => continue,
+        };
+        return Err(Error::config(key, msg));
     }
     Ok(())
 }

@@ -1,0 +1,274 @@
+//! Workers on TF's own distributed runtime, on loopback addresses: `pretext worker` processes
+//! serve towers that the chief's `pretext run` places on them; the losses equal one process with
+//! as many local devices; a worker that dies or hangs stops the chief, naming the task, with the
+//! last checkpoint kept, and `pretext resume` continues exactly once the worker is back.
+mod common;
+use common::cli::*;
+use common::*;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// Worker processes, killed when dropped.
+struct Workers {
+    cluster: String,
+    procs: Vec<Option<Child>>,
+}
+
+impl Workers {
+    /// `n` workers on free loopback ports, and a port for the chief.
+    fn start(n: usize) -> Workers {
+        let ports: Vec<u16> = (0..=n)
+            .map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            })
+            .collect();
+        let addr = |p: &u16| format!("\"localhost:{p}\"");
+        let workers: Vec<String> = ports[1..].iter().map(addr).collect();
+        let cluster = format!(
+            "{{\"chief\": [{}], \"worker\": [{}], \"timeout_seconds\": 10}}",
+            addr(&ports[0]),
+            workers.join(", ")
+        );
+        let mut w = Workers {
+            cluster,
+            procs: Vec::new(),
+        };
+        for i in 0..n {
+            let c = w.spawn(i);
+            w.procs.push(Some(c));
+        }
+        w
+    }
+
+    fn spawn(&self, task: usize) -> Child {
+        pretext_cmd()
+            .args(["worker", "--cluster", &self.cluster, "--task", &task.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn kill(&mut self, task: usize) {
+        if let Some(mut c) = self.procs[task].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self, task: usize) {
+        self.kill(task);
+        self.procs[task] = Some(self.spawn(task));
+    }
+
+    fn set(&self) -> String {
+        format!("cluster={}", self.cluster)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// `pretext run EXP --set S… --run-dir RUN`.
+fn run_with(exp: &Path, run: &Path, set: &[String]) -> (i32, String, String) {
+    let mut args = vec!["run".to_string(), exp.display().to_string()];
+    for s in set {
+        args.extend(["--set".to_string(), s.clone()]);
+    }
+    args.extend(["--run-dir".to_string(), run.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    pretext(&args)
+}
+
+const SGD: &str = "optimizer:\n  kind: sgd\n  learning_rate: 0.01\n  momentum: 0.9\n";
+
+fn write_experiment(dir: &Path, head: &str, steps: u64, batch: usize, extra: &str) -> std::path::PathBuf {
+    let text = experiment(&fixture("tiny_cnn"), &images(), head, steps, "")
+        .replace("batch: 8", &format!("batch: {batch}"));
+    let text = format!("{text}{SGD}{extra}").replace("model:\n", "model:\n  bn: frozen\n");
+    write(dir, &format!("{head}.yaml"), &text)
+}
+
+/// (max relative difference of the losses, losses a, losses b).
+fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / x.abs().max(1e-3))
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn towers_on_workers_equal_towers_on_local_devices() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (head, n) in [("dae", 2), ("simclr", 3)] {
+        let exp = write_experiment(tmp.path(), head, 6, 4 * n, "logging:\n  every: 1\n");
+        let workers = Workers::start(n);
+        let dist = tmp.path().join(format!("{head}-cluster"));
+        let (code, _, err) = run_with(&exp, &dist, &[workers.set()]);
+        assert_eq!(code, 0, "{err}");
+        let local: Vec<String> = (0..n).map(|i| format!("/device:CPU:{i}")).collect();
+        let one = tmp.path().join(format!("{head}-local"));
+        let set = format!("train.devices=[{}]", local.join(", "));
+        let (code, _, err) = run_with(&exp, &one, &[set]);
+        assert_eq!(code, 0, "{err}");
+        let (ld, ll) = (losses(&dist), losses(&one));
+        let worst = rel_diff(&ld, &ll);
+        println!("{head}: {n} workers vs {n} local devices, batch {}: losses max rel diff {worst:.2e}; {ld:?} vs {ll:?}", 4 * n);
+        assert!(worst <= 1e-5, "{head}: {worst}");
+        // Each worker ran its tower; the chief the rest.
+        let p = &report(&dist)["placement"];
+        let per = p["per_device"].as_object().unwrap();
+        for i in 0..n {
+            let ops = per[&format!("/job:worker/task:{i}/device:CPU:0")].as_u64().unwrap();
+            assert!(ops > 10, "{head}: worker {i} ran {ops} ops");
+        }
+        assert!(per["/job:chief/task:0/device:CPU:0"].as_u64().unwrap() > 0);
+        assert_eq!(p["elsewhere"].as_array().unwrap().len(), 0, "{p}");
+    }
+}
+
+/// Starts `pretext run` in the background.
+fn spawn_run(exp: &Path, run: &Path, set: &str) -> Child {
+    pretext_cmd()
+        .args(["run", exp.to_str().unwrap(), "--set", set, "--run-dir", run.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The newest checkpoint's step of a run, if any.
+fn newest_checkpoint(run: &Path) -> Option<u64> {
+    std::fs::read_dir(run.join("checkpoints"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("ckpt-")?.parse().ok())
+        .max()
+}
+
+/// Waits for the chief to end (at most `limit`): its exit code, stderr and how long it took.
+fn wait_chief(mut chief: Child, limit: Duration) -> (i32, String, Duration) {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = chief.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            chief.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (s.code().unwrap_or(-1), err, t.elapsed());
+        }
+        if t.elapsed() > limit {
+            let _ = chief.kill();
+            panic!("the chief did not stop within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills (or stops, `hang`) worker 1 once the chief has a checkpoint; the chief must stop,
+/// naming the task; after a restart of the worker, `resume` must give the uninterrupted losses.
+fn lose_a_worker(hang: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let steps = 400;
+    let extra = "checkpoint:\n  every: 20\nlogging:\n  every: 1\n  tensorboard: false\n";
+    let exp = write_experiment(tmp.path(), "dae", steps, 8, extra);
+    let mut workers = Workers::start(2);
+    let a = tmp.path().join("a");
+    let (code, _, err) = run_with(&exp, &a, &[workers.set()]);
+    assert_eq!(code, 0, "{err}");
+
+    let b = tmp.path().join("b");
+    let chief = spawn_run(&exp, &b, &workers.set());
+    let t = Instant::now();
+    while newest_checkpoint(&b).unwrap_or(0) < 40 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = workers.procs[1].as_ref().unwrap().id() as i32;
+    match hang {
+        true => unsafe { libc_kill(pid, 19) }, // SIGSTOP: alive, answering nothing
+        false => {
+            workers.kill(1);
+            0
+        }
+    };
+    let (code, err, took) = wait_chief(chief, Duration::from_secs(120));
+    println!("worker 1 {}: the chief stopped {took:?} later", if hang { "stopped (SIGSTOP)" } else { "killed" });
+    assert_eq!(code, 1, "{err}");
+    let line = error_line(&err);
+    assert!(line.contains("worker task 1") && line.contains("pretext resume"), "{line}");
+    let kept = newest_checkpoint(&b).unwrap();
+    let stopped = report(&b)["steps"].as_u64().unwrap();
+    assert!(stopped < steps, "the run finished before the worker was lost");
+    assert_eq!(report(&b)["status"], "failed");
+
+    if hang {
+        unsafe { libc_kill(pid, 9) };
+    }
+    workers.restart(1);
+    let (code, _, err) = pretext(&["resume", b.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(lb.len(), steps as usize);
+    let worst = rel_diff(&la, &lb);
+    println!("kept checkpoint {kept}, stopped at step {stopped}; resumed vs uninterrupted losses: max rel diff {worst:e}");
+    assert_eq!(la[..kept as usize], lb[..kept as usize]);
+    assert!(worst <= 1e-6, "{worst}");
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn a_dead_worker_stops_the_chief_naming_it_and_resume_is_exact() {
+    lose_a_worker(false);
+}
+
+#[test]
+fn a_stuck_worker_stops_the_chief_after_the_timeout() {
+    lose_a_worker(true);
+}
+
+#[test]
+fn cluster_settings_are_checked_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write_experiment(tmp.path(), "moco", 2, 8, "");
+    let set = "cluster={chief: [localhost:1], worker: [localhost:2]}".to_string();
+    let (code, _, err) = run_with(&exp, &tmp.path().join("m"), &[set.clone()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(error_line(&err).contains("train.devices"), "{err}");
+    let exp = write_experiment(tmp.path(), "dae", 2, 8, "");
+    let bad = [
+        ("cluster={chief: [localhost:1], worker: [localhost]}", "host:port"),
+        ("cluster={chief: [localhost:1], worker: [localhost:2], ps: [localhost:3]}", "ps"),
+        ("train.devices=[/job:worker/task:5/device:CPU:0]", "cluster"),
+    ];
+    for (s, want) in bad {
+        let (code, _, err) = run_with(&exp, &tmp.path().join("x"), &[s.to_string()]);
+        assert_eq!(code, 2, "{s}: {err}");
+        assert!(error_line(&err).contains(want), "{s}: {err}");
+    }
+    let (code, _, err) = run_with(
+        &exp,
+        &tmp.path().join("y"),
+        &[set, "train.devices=[/job:worker/task:5/device:CPU:0]".into()],
+    );
+    assert_eq!(code, 2);
+    assert!(error_line(&err).contains("no such task"), "{err}");
+    // A worker without a cluster, or with a task out of range.
+    let (code, _, err) = pretext(&["worker", "--task", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(error_line(&err).contains("--cluster"), "{err}");
+    let (code, _, err) = pretext(&["worker", "--cluster", "{chief: [localhost:1], worker: [localhost:2]}", "--task", "3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(error_line(&err).contains("--task"), "{err}");
+}
