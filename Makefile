@@ -20,7 +20,7 @@ WHEEL_GLOB  := $(CACHE)/wheels/$(subst -,_,$(TF_PIP))-$(TF_VERSION)-*.whl
 GPU         := $(filter tensorflow,$(TF_PIP))
 PIP_EXTRAS  := $(if $(GPU),[and-cuda],)
 
-.PHONY: setup build install fixtures images labeled heldout datafix fmnist retain-sets conformance-fast conformance test fuzz run bench bench-quality bench-retain clean distclean
+.PHONY: setup build install fixtures images labeled heldout datafix fmnist retain-sets conformance-fast conformance test fuzz run bench bench-quality bench-retain bench-cluster clean distclean
 .DEFAULT_GOAL := build
 
 setup: $(TF_LIB)/.ok $(VENV)/.ok $(if $(GPU),$(TF_LIB)/.cuda)
@@ -255,6 +255,11 @@ bench-retain: setup fixtures fmnist retain-sets build
 	    --run-dir $$d || exit 1; done
 	$(PY) scripts/retain_table.py $(foreach kw,$(RETAIN_SWEEP),$(QDIR)/retain-$(subst :,-,$(kw))) \
 	  | tee $(QDIR)/retain.md
+
+# TF's distributed runtime on loopback (#23, docs/DISTRIBUTED.md): the same step with k towers on
+# k local devices and on k `pretext worker` processes, side by side, for k = 1, 2, 3.
+bench-cluster: setup images bench-fixtures build
+	$(PY) scripts/cluster_bench.py --images $(CACHE)/images
 
 clean:
 	cargo clean

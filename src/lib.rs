@@ -11,6 +11,7 @@
 //! | keep what it knew | [`retain`] | L2-SP toward the original weights, distillation from a frozen original backbone, added to the head's loss |
 //! | update | [`optim`] | Adam, AdamW, SGD, LARS as `ResourceApply*` ops, in-graph schedules |
 //! | input | [`data`] | folders, TFRecord, IDX; decoding and augmentation on worker threads |
+//! | several machines | [`cluster`] | `pretext worker`'s TF gRPC server, the chief's session on its own one, `TF_CONFIG`, which task a failed step waited on |
 //! | step | [`train`] | [`train::Trainer`] builds it all; [`train::Trainer::drive`] is the one step loop, extended by [`train::Hook`]s |
 //! | out | [`export`], [`eval`] | `OUT/<version>/` for TF Serving and `hub.load`; kNN and linear-probe scores |
 //!

@@ -45,7 +45,13 @@ impl Workers {
 
     fn spawn(&self, task: usize) -> Child {
         pretext_cmd()
-            .args(["worker", "--cluster", &self.cluster, "--task", &task.to_string()])
+            .args([
+                "worker",
+                "--cluster",
+                &self.cluster,
+                "--task",
+                &task.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -90,7 +96,13 @@ fn run_with(exp: &Path, run: &Path, set: &[String]) -> (i32, String, String) {
 
 const SGD: &str = "optimizer:\n  kind: sgd\n  learning_rate: 0.01\n  momentum: 0.9\n";
 
-fn write_experiment(dir: &Path, head: &str, steps: u64, batch: usize, extra: &str) -> std::path::PathBuf {
+fn write_experiment(
+    dir: &Path,
+    head: &str,
+    steps: u64,
+    batch: usize,
+    extra: &str,
+) -> std::path::PathBuf {
     let text = experiment(&fixture("tiny_cnn"), &images(), head, steps, "")
         .replace("batch: 8", &format!("batch: {batch}"));
     let text = format!("{text}{SGD}{extra}").replace("model:\n", "model:\n  bn: frozen\n");
@@ -128,7 +140,9 @@ fn towers_on_workers_equal_towers_on_local_devices() {
         let p = &report(&dist)["placement"];
         let per = p["per_device"].as_object().unwrap();
         for i in 0..n {
-            let ops = per[&format!("/job:worker/task:{i}/device:CPU:0")].as_u64().unwrap();
+            let ops = per[&format!("/job:worker/task:{i}/device:CPU:0")]
+                .as_u64()
+                .unwrap();
             assert!(ops > 10, "{head}: worker {i} ran {ops} ops");
         }
         assert!(per["/job:chief/task:0/device:CPU:0"].as_u64().unwrap() > 0);
@@ -139,7 +153,14 @@ fn towers_on_workers_equal_towers_on_local_devices() {
 /// Starts `pretext run` in the background.
 fn spawn_run(exp: &Path, run: &Path, set: &str) -> Child {
     pretext_cmd()
-        .args(["run", exp.to_str().unwrap(), "--set", set, "--run-dir", run.to_str().unwrap()])
+        .args([
+            "run",
+            exp.to_str().unwrap(),
+            "--set",
+            set,
+            "--run-dir",
+            run.to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -150,7 +171,14 @@ fn spawn_run(exp: &Path, run: &Path, set: &str) -> Child {
 fn newest_checkpoint(run: &Path) -> Option<u64> {
     std::fs::read_dir(run.join("checkpoints"))
         .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("ckpt-")?.parse().ok())
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_prefix("ckpt-")?
+                .parse()
+                .ok()
+        })
         .max()
 }
 
@@ -161,7 +189,12 @@ fn wait_chief(mut chief: Child, limit: Duration) -> (i32, String, Duration) {
         if let Some(s) = chief.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            chief.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            chief
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return (s.code().unwrap_or(-1), err, t.elapsed());
         }
         if t.elapsed() > limit {
@@ -200,13 +233,22 @@ fn lose_a_worker(hang: bool) {
         }
     };
     let (code, err, took) = wait_chief(chief, Duration::from_secs(120));
-    println!("worker 1 {}: the chief stopped {took:?} later", if hang { "stopped (SIGSTOP)" } else { "killed" });
+    println!(
+        "worker 1 {}: the chief stopped {took:?} later",
+        if hang { "stopped (SIGSTOP)" } else { "killed" }
+    );
     assert_eq!(code, 1, "{err}");
     let line = error_line(&err);
-    assert!(line.contains("worker task 1") && line.contains("pretext resume"), "{line}");
+    assert!(
+        line.contains("worker task 1") && line.contains("pretext resume"),
+        "{line}"
+    );
     let kept = newest_checkpoint(&b).unwrap();
     let stopped = report(&b)["steps"].as_u64().unwrap();
-    assert!(stopped < steps, "the run finished before the worker was lost");
+    assert!(
+        stopped < steps,
+        "the run finished before the worker was lost"
+    );
     assert_eq!(report(&b)["status"], "failed");
 
     if hang {
@@ -248,8 +290,14 @@ fn cluster_settings_are_checked_naming_the_key() {
     assert!(error_line(&err).contains("train.devices"), "{err}");
     let exp = write_experiment(tmp.path(), "dae", 2, 8, "");
     let bad = [
-        ("cluster={chief: [localhost:1], worker: [localhost]}", "host:port"),
-        ("cluster={chief: [localhost:1], worker: [localhost:2], ps: [localhost:3]}", "ps"),
+        (
+            "cluster={chief: [localhost:1], worker: [localhost]}",
+            "host:port",
+        ),
+        (
+            "cluster={chief: [localhost:1], worker: [localhost:2], ps: [localhost:3]}",
+            "ps",
+        ),
         ("train.devices=[/job:worker/task:5/device:CPU:0]", "cluster"),
     ];
     for (s, want) in bad {
@@ -260,7 +308,10 @@ fn cluster_settings_are_checked_naming_the_key() {
     let (code, _, err) = run_with(
         &exp,
         &tmp.path().join("y"),
-        &[set, "train.devices=[/job:worker/task:5/device:CPU:0]".into()],
+        &[
+            set,
+            "train.devices=[/job:worker/task:5/device:CPU:0]".into(),
+        ],
     );
     assert_eq!(code, 2);
     assert!(error_line(&err).contains("no such task"), "{err}");
@@ -268,7 +319,13 @@ fn cluster_settings_are_checked_naming_the_key() {
     let (code, _, err) = pretext(&["worker", "--task", "0"]);
     assert_eq!(code, 2, "{err}");
     assert!(error_line(&err).contains("--cluster"), "{err}");
-    let (code, _, err) = pretext(&["worker", "--cluster", "{chief: [localhost:1], worker: [localhost:2]}", "--task", "3"]);
+    let (code, _, err) = pretext(&[
+        "worker",
+        "--cluster",
+        "{chief: [localhost:1], worker: [localhost:2]}",
+        "--task",
+        "3",
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(error_line(&err).contains("--task"), "{err}");
 }

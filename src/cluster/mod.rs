@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use server::{chief_server, serve, Server};
-pub use tf_config::{chief_cluster, from_env, parse_spec, worker_task, TaskKind, TfConfig, TF_CONFIG};
+pub use tf_config::{
+    chief_cluster, from_env, parse_spec, worker_task, TaskKind, TfConfig, TF_CONFIG,
+};
 
 use crate::error::{Error, Result};
 
@@ -71,7 +73,9 @@ impl ClusterConfig {
             )));
         }
         if self.worker.is_empty() {
-            return Err(bad("worker: no address; a cluster needs one worker or more".into()));
+            return Err(bad(
+                "worker: no address; a cluster needs one worker or more".into(),
+            ));
         }
         let tasks = self.tasks();
         for (i, t) in tasks.iter().enumerate() {
@@ -83,7 +87,10 @@ impl ClusterConfig {
         if !(self.timeout_seconds.is_finite() && self.timeout_seconds > 0.0) {
             return Err(Error::config(
                 format!("{key}.timeout_seconds"),
-                format!("{}: must be a positive number of seconds", self.timeout_seconds),
+                format!(
+                    "{}: must be a positive number of seconds",
+                    self.timeout_seconds
+                ),
             ));
         }
         Ok(())
@@ -94,7 +101,10 @@ impl ClusterConfig {
         let chief = self.chief.iter().map(|a| ("chief", a));
         let workers = self.worker.iter().map(|a| ("worker", a));
         let mut out = Vec::new();
-        for (job, addrs) in [("chief", chief.collect::<Vec<_>>()), ("worker", workers.collect())] {
+        for (job, addrs) in [
+            ("chief", chief.collect::<Vec<_>>()),
+            ("worker", workers.collect()),
+        ] {
             for (index, (_, a)) in addrs.into_iter().enumerate() {
                 out.push(Task {
                     job,
@@ -113,7 +123,9 @@ impl ClusterConfig {
 
     /// One tower per worker, on its first CPU.
     pub fn worker_devices(&self) -> Vec<String> {
-        (0..self.worker.len()).map(|i| device("worker", i)).collect()
+        (0..self.worker.len())
+            .map(|i| device("worker", i))
+            .collect()
     }
 
     /// `operation_timeout_in_ms` of the chief's session.
@@ -195,7 +207,11 @@ impl ClusterConfig {
             ),
             (false, false) => why.to_string(),
         };
-        let tf: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let tf: Vec<&str> = msg
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         let tf = tf.join(" ");
         let tf: String = tf.chars().take(300).collect();
         Some(Error::Cluster {
@@ -213,7 +229,11 @@ fn device(job: &str, task: usize) -> String {
 }
 
 fn list(tasks: &[Task]) -> String {
-    tasks.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+    tasks
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `host:port` with a port number.
@@ -264,7 +284,10 @@ mod tests {
             ]
         );
         assert_eq!(c.chief_device(), "/job:chief/replica:0/task:0/device:CPU:0");
-        assert_eq!(c.worker_devices()[1], "/job:worker/replica:0/task:1/device:CPU:0");
+        assert_eq!(
+            c.worker_devices()[1],
+            "/job:worker/replica:0/task:1/device:CPU:0"
+        );
         assert_eq!(c.timeout_ms(), 5000);
     }
 
@@ -278,7 +301,10 @@ mod tests {
         assert!(err(&|c| c.chief.clear()).contains("exactly one chief"));
         assert!(err(&|c| c.worker.clear()).contains("one worker or more"));
         let e = err(&|c| c.worker[1] = "h2".into());
-        assert!(e.contains("worker task 1") && e.contains("host:port"), "{e}");
+        assert!(
+            e.contains("worker task 1") && e.contains("host:port"),
+            "{e}"
+        );
         assert!(err(&|c| c.worker[1] = "localhost:2223".into()).contains("same address"));
         assert!(err(&|c| c.timeout_seconds = 0.0).contains("cluster.timeout_seconds"));
     }
@@ -299,7 +325,10 @@ mod tests {
         let gone = c.unreachable(Duration::from_millis(500));
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].address, closed);
-        let e = c.failed_step("UNAVAILABLE: Socket closed").unwrap().to_string();
+        let e = c
+            .failed_step("UNAVAILABLE: Socket closed")
+            .unwrap()
+            .to_string();
         assert!(e.contains("worker task 0"), "{e}");
     }
 }

@@ -15,7 +15,11 @@ use crate::proto::ConfigProto;
 /// behind; the run is stopping).
 pub fn stuck_workers(c: &ClusterConfig, target: &str, wait: Duration) -> Vec<Task> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let workers: Vec<Task> = c.tasks().into_iter().filter(|t| t.job == "worker").collect();
+    let workers: Vec<Task> = c
+        .tasks()
+        .into_iter()
+        .filter(|t| t.job == "worker")
+        .collect();
     for t in workers.clone() {
         let (c, target, tx) = (c.clone(), target.to_string(), tx.clone());
         std::thread::spawn(move || {

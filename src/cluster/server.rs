@@ -119,7 +119,11 @@ pub fn chief_server(cluster: &ClusterConfig) -> Result<&'static Server> {
         });
     }
     let s: &'static Server = Box::leak(Box::new(Server::start(cluster, "chief", 0)?));
-    log::info!("chief: TF server at {} ({} worker(s))", s.target(), cluster.worker.len());
+    log::info!(
+        "chief: TF server at {} ({} worker(s))",
+        s.target(),
+        cluster.worker.len()
+    );
     *slot = Some((key, s));
     Ok(s)
 }
@@ -129,7 +133,10 @@ pub fn serve(cluster: &ClusterConfig, index: usize) -> Result<()> {
     if index >= cluster.worker.len() {
         return Err(Error::Flag {
             flag: "--task".into(),
-            msg: format!("{index}: the cluster has {} worker(s)", cluster.worker.len()),
+            msg: format!(
+                "{index}: the cluster has {} worker(s)",
+                cluster.worker.len()
+            ),
         });
     }
     let s = Server::start(cluster, "worker", index)?;

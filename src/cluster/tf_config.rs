@@ -74,7 +74,10 @@ fn bad_setting(key: &str, msg: impl Into<String>) -> Error {
 /// The cluster and task of `pretext worker`: `--cluster` and `--task`, else `TF_CONFIG`.
 pub fn worker_task(cluster: Option<&str>, task: Option<usize>) -> Result<(ClusterConfig, usize)> {
     let env = from_env()?;
-    let env_task = env.as_ref().filter(|t| t.kind == TaskKind::Worker).map(|t| t.index);
+    let env_task = env
+        .as_ref()
+        .filter(|t| t.kind == TaskKind::Worker)
+        .map(|t| t.index);
     let spec = match (cluster, &env) {
         (Some(s), _) => parse_spec(s, "--cluster")?,
         (None, Some(t)) => t.cluster.clone(),
@@ -116,7 +119,8 @@ pub fn chief_cluster() -> Result<Option<ClusterConfig>> {
 /// Parses a `TF_CONFIG` value.
 pub fn parse(text: &str) -> Result<TfConfig> {
     let bad = |msg: String| Error::config(TF_CONFIG, msg);
-    let raw: Raw = serde_json::from_str(text).map_err(|e| bad(format!("not TF_CONFIG JSON: {e}")))?;
+    let raw: Raw =
+        serde_json::from_str(text).map_err(|e| bad(format!("not TF_CONFIG JSON: {e}")))?;
     let cluster = cluster_of(raw.cluster, TF_CONFIG)?;
     let kind = match raw.task.kind.as_str() {
         "chief" | "master" => TaskKind::Chief,
@@ -152,7 +156,10 @@ pub fn parse_spec(spec: &str, flag: &str) -> Result<ClusterConfig> {
         false => spec.to_string(),
     };
     let jobs: BTreeMap<String, serde_json::Value> = serde_yaml::from_str(&text).map_err(|e| {
-        bad_setting(flag, format!("'{spec}' is neither a file nor a cluster object: {e}"))
+        bad_setting(
+            flag,
+            format!("'{spec}' is neither a file nor a cluster object: {e}"),
+        )
     })?;
     cluster_of(jobs, flag)
 }
@@ -212,8 +219,10 @@ mod tests {
     #[test]
     fn what_pretext_cannot_run_is_refused_naming_tf_config() {
         let e = |s: &str| parse(s).unwrap_err().to_string();
-        let ps = e(r#"{"cluster": {"chief": ["a:1"], "worker": ["b:1"], "ps": ["c:1"]},
-                      "task": {"type": "chief"}}"#);
+        let ps = e(
+            r#"{"cluster": {"chief": ["a:1"], "worker": ["b:1"], "ps": ["c:1"]},
+                      "task": {"type": "chief"}}"#,
+        );
         assert!(ps.contains("TF_CONFIG") && ps.contains("'ps'"), "{ps}");
         let idx = e(r#"{"cluster": {"chief": ["a:1"], "worker": ["b:1"]},
                        "task": {"type": "worker", "index": 3}}"#);
@@ -223,12 +232,22 @@ mod tests {
 
     #[test]
     fn cluster_flag_takes_json_or_yaml() {
-        let c = parse_spec(r#"{"chief": ["a:1"], "worker": ["b:1", "c:1"]}"#, "--cluster").unwrap();
+        let c = parse_spec(
+            r#"{"chief": ["a:1"], "worker": ["b:1", "c:1"]}"#,
+            "--cluster",
+        )
+        .unwrap();
         assert_eq!(c.worker, ["b:1", "c:1"]);
-        let y = parse_spec("{chief: [a:1], worker: [b:1], timeout_seconds: 9}", "--cluster").unwrap();
+        let y = parse_spec(
+            "{chief: [a:1], worker: [b:1], timeout_seconds: 9}",
+            "--cluster",
+        )
+        .unwrap();
         assert_eq!(y.chief, ["a:1"]);
         assert_eq!(y.timeout_seconds, 9.0);
-        let e = parse_spec("{chief: [a:1]}", "--cluster").unwrap_err().to_string();
+        let e = parse_spec("{chief: [a:1]}", "--cluster")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--cluster") && e.contains("worker"), "{e}");
     }
 }

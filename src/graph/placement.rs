@@ -53,9 +53,7 @@ impl DeviceName {
         let Some(a) = DeviceName::parse(assigned) else {
             return false;
         };
-        a.kind == self.kind
-            && a.index == self.index
-            && (self.task.is_none() || a.task == self.task)
+        a.kind == self.kind && a.index == self.index && (self.task.is_none() || a.task == self.task)
     }
 }
 
