@@ -290,7 +290,7 @@ impl Experiment {
             (None, Some(_)) => u64::MAX / 2,
             (None, None) => self.steps(0),
         };
-        self.train_config(steps).validate()
+        self.train_config(steps).check().map(|_| ())
     }
 
     /// The library config for a run of `steps` steps.

@@ -66,11 +66,8 @@ fn start(
 ) -> Result<Report> {
     let started = Instant::now();
     let steps = resolved.train.steps.unwrap_or(1);
-    let cfg = resolved.train_config(steps);
-    let mut t = match opened {
-        Some(o) => Trainer::with_opened(&cfg, o)?,
-        None => Trainer::new(&cfg)?,
-    };
+    let cfg = resolved.train_config(steps).check()?;
+    let mut t = Trainer::build(&cfg, opened)?;
     let build = started.elapsed().as_secs_f64();
     let suite = Suite::scan(&resolved)?;
     let before = suite.as_ref().map(|s| s.score(&t)).transpose()?;

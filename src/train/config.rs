@@ -66,6 +66,17 @@ pub struct TrainConfig {
     pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
+/// A `TrainConfig` that passed `TrainConfig::check`; read through `Deref`.
+#[derive(Debug, Clone)]
+pub struct Checked(TrainConfig);
+
+impl std::ops::Deref for Checked {
+    type Target = TrainConfig;
+    fn deref(&self) -> &TrainConfig {
+        &self.0
+    }
+}
+
 impl TrainConfig {
     /// A config with the experiment schema's defaults (`Experiment::new`) for everything but
     /// the paths; the data order follows `seed`.
@@ -74,6 +85,13 @@ impl TrainConfig {
         let mut c = exp.train_config(exp.steps(0));
         c.data_seed = None;
         c
+    }
+
+    /// Validates the config into the form a `Trainer` is built from (ripgrep's raw args →
+    /// checked args: what passed is a type, not a convention).
+    pub fn check(self) -> Result<Checked> {
+        self.validate()?;
+        Ok(Checked(self))
     }
 
     /// Checks every setting before any graph is built.

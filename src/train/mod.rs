@@ -13,7 +13,7 @@ pub mod select;
 pub mod summary;
 pub mod timing;
 
-pub use config::{image_spec, TrainConfig};
+pub use config::{image_spec, Checked, TrainConfig};
 pub use drive::{Feed, Hook, Stop, Tally};
 pub use prepare::Opened;
 
@@ -56,19 +56,14 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Loads the model, builds towers, head, gradients and optimizer, initialises new variables.
+    /// Loads the model, builds towers, head, gradients and optimizer, initialises new variables
+    /// (`cfg` checked first: `TrainConfig::check`).
     pub fn new(cfg: &TrainConfig) -> Result<Self> {
-        Self::build(cfg, None)
+        Self::build(&cfg.clone().check()?, None)
     }
 
-    /// `new` on a model already parsed and images already indexed (what checking the
-    /// experiment read: `experiment::check::Checked::opened`).
-    pub fn with_opened(cfg: &TrainConfig, opened: prepare::Opened) -> Result<Self> {
-        Self::build(cfg, Some(opened))
-    }
-
-    fn build(cfg: &TrainConfig, opened: Option<prepare::Opened>) -> Result<Self> {
-        cfg.validate()?;
+    /// The trainer of a checked config, on what checking the experiment opened if given.
+    pub fn build(cfg: &Checked, opened: Option<prepare::Opened>) -> Result<Self> {
         if let Some(o) = opened.as_ref().filter(|o| o.info.dir != cfg.model) {
             return Err(crate::error::Error::internal(
                 "building a trainer",

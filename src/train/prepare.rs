@@ -35,7 +35,7 @@ pub(super) struct Prepared {
 }
 
 /// A config's model parsed and its images indexed: what checking an experiment reads, handed to
-/// `Trainer::with_opened` so a run reads neither twice.
+/// `Trainer::build` so a run reads neither twice.
 #[derive(Clone)]
 pub struct Opened {
     pub info: SavedModelInfo,
