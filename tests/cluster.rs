@@ -283,12 +283,12 @@ fn a_stuck_worker_stops_the_chief_after_the_timeout() {
 #[test]
 fn cluster_settings_are_checked_naming_the_key() {
     let tmp = tempfile::tempdir().unwrap();
-    let exp = write_experiment(tmp.path(), "moco", 2, 8, "");
+    let exp = write_experiment(tmp.path(), "dae", 2, 8, "");
     let set = "cluster={chief: [localhost:1], worker: [localhost:2]}".to_string();
-    let (code, _, err) = run_with(&exp, &tmp.path().join("m"), &[set.clone()]);
+    let bn = "model.bn=train".to_string();
+    let (code, _, err) = run_with(&exp, &tmp.path().join("m"), &[set.clone(), bn]);
     assert_eq!(code, 2, "{err}");
     assert!(error_line(&err).contains("train.devices"), "{err}");
-    let exp = write_experiment(tmp.path(), "dae", 2, 8, "");
     let bad = [
         (
             "cluster={chief: [localhost:1], worker: [localhost]}",

@@ -92,16 +92,39 @@ impl<'m> HeadBuilder<'m> {
         prefix: &str,
         externals: &[Output],
     ) -> Result<Output> {
-        let t = Tower::import_mapped(
-            self.model,
-            self.flat,
-            prefix,
-            self.device.as_deref(),
-            Some(inputs),
-            externals,
-        )?;
-        let out = ops::stop_gradient(t.outputs[0].clone(), &mut self.scope)
-            .tf_ctx(|| format!("frozen tower {prefix}"))?;
+        let out = match (self.devices.is_empty(), inputs) {
+            // One replica per device, like the online tower's (`train.devices`).
+            (false, [x]) => {
+                let mut k = 0;
+                let (out, _, _) = self.replicate(x.clone(), &mut |b, xk, device| {
+                    let p = format!("{prefix}/replica{k}");
+                    k += 1;
+                    let t = Tower::import_mapped(
+                        b.model,
+                        b.flat,
+                        &p,
+                        Some(device),
+                        Some(&[xk]),
+                        externals,
+                    )?;
+                    Ok(t.outputs[0].clone())
+                })?;
+                out
+            }
+            _ => {
+                let t = Tower::import_mapped(
+                    self.model,
+                    self.flat,
+                    prefix,
+                    self.device.as_deref(),
+                    Some(inputs),
+                    externals,
+                )?;
+                t.outputs[0].clone()
+            }
+        };
+        let out =
+            ops::stop_gradient(out, &mut self.scope).tf_ctx(|| format!("frozen tower {prefix}"))?;
         Ok(out.into())
     }
 

@@ -32,6 +32,25 @@ impl HeadBuilder<'_> {
     /// equal shares, replica k takes share k of every view (so batch statistics are per tower
     /// over whole images' views), and the outputs come back in `x`'s row order.
     pub(super) fn replicated_tower(&mut self, x: Output) -> Result<Output> {
+        let (out, outs, groups) = self.replicate(x, &mut |b, xk, device| {
+            let prefix = format!("pretext/tower{}", b.towers.len());
+            let t = Tower::import(b.model, b.flat, &prefix, Some(device), Some(&[xk]))?;
+            let o = t.outputs[0].clone();
+            b.towers.push(t);
+            Ok(o)
+        })?;
+        self.replicas.gathered.insert(key(&out), (outs, groups));
+        Ok(out)
+    }
+
+    /// `x` split over the devices as `replicated_tower` splits it, `import` run on each share
+    /// (with its device), the outputs gathered back in `x`'s row order: (gathered, each
+    /// replica's, groups).
+    pub(super) fn replicate(
+        &mut self,
+        x: Output,
+        import: &mut dyn FnMut(&mut Self, Output, &str) -> Result<Output>,
+    ) -> Result<(Output, Vec<Output>, usize)> {
         let devices = self.devices.clone();
         let n = devices.len();
         let groups = self.replicas.groups.get(&key(&x)).copied().unwrap_or(1);
@@ -43,14 +62,10 @@ impl HeadBuilder<'_> {
                 1 => share[0].clone(),
                 _ => concat(&mut self.scope, &share, 0)?,
             };
-            let prefix = format!("pretext/tower{}", self.towers.len());
-            let t = Tower::import(self.model, self.flat, &prefix, Some(device), Some(&[xk]))?;
-            outs.push(t.outputs[0].clone());
-            self.towers.push(t);
+            outs.push(import(self, xk, device)?);
         }
         let out = self.gather(&outs, groups)?;
-        self.replicas.gathered.insert(key(&out), (outs, groups));
-        Ok(out)
+        Ok((out, outs, groups))
     }
 
     /// Per-replica tensors (rows: `groups` shares, one per view) back in the batch's order:

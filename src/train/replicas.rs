@@ -3,14 +3,13 @@
 //! (`heads::replicas`); head, loss and optimizer run on one device (`model.device`, else the
 //! first of `train.devices`); the replicas' gradients of a variable are summed beside it
 //! (`autodiff`): the loss is the mean over the whole batch, so that sum is the average of the
-//! towers' own gradients, and one optimizer update follows.
+//! towers' own gradients, and one optimizer update follows. Every head replicates: the loss
+//! sees the gathered batch (SimCLR's and MoCo's negatives from every tower), and the frozen
+//! towers of MoCo, BYOL and distillation are split the same way.
 use super::TrainConfig;
 use crate::error::{Error, Result};
 use crate::graph::bn::BnMode;
 use crate::graph::placement::check_devices;
-
-/// Heads whose loss is built on the gathered batch alone, so N replicas train as one tower.
-const REPLICATED_HEADS: &[&str] = &["dae", "simclr"];
 
 /// Checks `train.devices` against the rest of the run.
 pub(super) fn check(cfg: &TrainConfig) -> Result<()> {
@@ -34,16 +33,6 @@ pub(super) fn check(cfg: &TrainConfig) -> Result<()> {
             format!(
                 "{} images do not split evenly over the {n} devices of train.devices",
                 cfg.batch
-            ),
-        ));
-    }
-    let kind = cfg.head.head().kind();
-    if !REPLICATED_HEADS.contains(&kind) {
-        return Err(Error::config(
-            "train.devices",
-            format!(
-                "head '{kind}' does not train on several devices yet (only {} do); use one device (model.device)",
-                REPLICATED_HEADS.join(" and ")
             ),
         ));
     }
