@@ -98,21 +98,18 @@ impl ClusterConfig {
 
     /// Every task: the chief, then the workers in index order.
     pub fn tasks(&self) -> Vec<Task> {
-        let chief = self.chief.iter().map(|a| ("chief", a));
-        let workers = self.worker.iter().map(|a| ("worker", a));
-        let mut out = Vec::new();
-        for (job, addrs) in [
-            ("chief", chief.collect::<Vec<_>>()),
-            ("worker", workers.collect()),
-        ] {
-            for (index, (_, a)) in addrs.into_iter().enumerate() {
-                out.push(Task {
+        let job = |job: &'static str, addrs: &[String]| -> Vec<Task> {
+            let tasks = addrs.iter().enumerate();
+            tasks
+                .map(|(index, a)| Task {
                     job,
                     index,
                     address: a.clone(),
-                });
-            }
-        }
+                })
+                .collect()
+        };
+        let mut out = job("chief", &self.chief);
+        out.extend(job("worker", &self.worker));
         out
     }
 
