@@ -242,17 +242,13 @@ fn run_experiment(
     run_dir: Option<PathBuf>,
     stem: &str,
 ) -> Result<bool, Error> {
-    let mut exp = exp.clone();
-    if exp.cluster.is_none() {
-        exp.cluster = pretext::cluster::chief_cluster()?;
-    }
     let dir = match run_dir {
         Some(d) => d,
         None => pretext::experiment::check::new_run_dir(std::path::Path::new("runs"), stem)?,
     };
     println!("run directory: {}", dir.display());
     let stop = stop_flag();
-    finish(&pretext::experiment::run::run(&exp, src, &dir, &stop)?)
+    finish(&pretext::experiment::run::run(exp, src, &dir, &stop)?)
 }
 
 fn validate(path: &std::path::Path, set: &[String]) -> Result<(), Error> {

@@ -14,27 +14,35 @@ use std::time::{Duration, Instant};
 struct Workers {
     cluster: String,
     procs: Vec<Option<Child>>,
+    /// Workers started through TF_CONFIG instead of flags.
+    tf_config: bool,
 }
 
 impl Workers {
-    /// `n` workers on free loopback ports, and a port for the chief.
-    fn start(n: usize) -> Workers {
-        let ports: Vec<u16> = (0..=n)
-            .map(|_| {
-                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                l.local_addr().unwrap().port()
-            })
+    /// `n` workers on free loopback ports (and one for the chief); `timeout`: the cluster's
+    /// `timeout_seconds` (None: the default).
+    fn start(n: usize, timeout: Option<u32>, tf_config: bool) -> Workers {
+        // Every listener is held until all ports are chosen: no port is handed out twice.
+        let held: Vec<std::net::TcpListener> = (0..=n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
+        let ports: Vec<u16> = held
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        drop(held);
         let addr = |p: &u16| format!("\"localhost:{p}\"");
         let workers: Vec<String> = ports[1..].iter().map(addr).collect();
+        let timeout = timeout.map_or(String::new(), |t| format!(", \"timeout_seconds\": {t}"));
         let cluster = format!(
-            "{{\"chief\": [{}], \"worker\": [{}], \"timeout_seconds\": 10}}",
+            "{{\"chief\": [{}], \"worker\": [{}]{timeout}}}",
             addr(&ports[0]),
             workers.join(", ")
         );
         let mut w = Workers {
             cluster,
             procs: Vec::new(),
+            tf_config,
         };
         for i in 0..n {
             let c = w.spawn(i);
@@ -43,16 +51,26 @@ impl Workers {
         w
     }
 
+    /// TF_CONFIG of `task` ("chief", or a worker's index), as Kubernetes operators write it.
+    fn tf_config(&self, task: &str) -> String {
+        let (kind, index) = match task {
+            "chief" => ("chief", "0"),
+            i => ("worker", i),
+        };
+        format!(
+            "{{\"cluster\": {}, \"task\": {{\"type\": \"{kind}\", \"index\": {index}}}, \"environment\": \"cloud\"}}",
+            self.cluster
+        )
+    }
+
     fn spawn(&self, task: usize) -> Child {
-        pretext_cmd()
-            .args([
-                "worker",
-                "--cluster",
-                &self.cluster,
-                "--task",
-                &task.to_string(),
-            ])
-            .stdout(Stdio::null())
+        let mut c = pretext_cmd();
+        let i = task.to_string();
+        match self.tf_config {
+            true => c.arg("worker").env("TF_CONFIG", self.tf_config(&i)),
+            false => c.args(["worker", "--cluster", &self.cluster, "--task", &i]),
+        };
+        c.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
@@ -85,13 +103,17 @@ impl Drop for Workers {
 
 /// `pretext run EXP --set S… --run-dir RUN`.
 fn run_with(exp: &Path, run: &Path, set: &[String]) -> (i32, String, String) {
-    let mut args = vec!["run".to_string(), exp.display().to_string()];
+    out(run_cmd(exp, run, set).output().unwrap())
+}
+
+fn run_cmd(exp: &Path, run: &Path, set: &[String]) -> std::process::Command {
+    let mut c = pretext_cmd();
+    c.args(["run", exp.to_str().unwrap()]);
     for s in set {
-        args.extend(["--set".to_string(), s.clone()]);
+        c.args(["--set", s]);
     }
-    args.extend(["--run-dir".to_string(), run.display().to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    pretext(&args)
+    c.args(["--run-dir", run.to_str().unwrap()]);
+    c
 }
 
 const SGD: &str = "optimizer:\n  kind: sgd\n  learning_rate: 0.01\n  momentum: 0.9\n";
@@ -121,12 +143,27 @@ fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn towers_on_workers_equal_towers_on_local_devices() {
     let tmp = tempfile::tempdir().unwrap();
-    for (head, n) in [("dae", 2), ("simclr", 3)] {
+    // The SimCLR cluster is described by TF_CONFIG alone (as Kubernetes operators set it).
+    for (head, n, tf_config) in [("dae", 2, false), ("simclr", 3, true)] {
         let exp = write_experiment(tmp.path(), head, 6, 4 * n, "logging:\n  every: 1\n");
-        let workers = Workers::start(n);
+        let workers = Workers::start(n, None, tf_config);
         let dist = tmp.path().join(format!("{head}-cluster"));
-        let (code, _, err) = run_with(&exp, &dist, &[workers.set()]);
+        let (code, _, err) = match tf_config {
+            true => {
+                let mut c = run_cmd(&exp, &dist, &[]);
+                out(c
+                    .env("TF_CONFIG", workers.tf_config("chief"))
+                    .output()
+                    .unwrap())
+            }
+            false => run_with(&exp, &dist, &[workers.set()]),
+        };
         assert_eq!(code, 0, "{err}");
+        let cfg = std::fs::read_to_string(dist.join("config.yaml")).unwrap();
+        assert!(
+            cfg.contains("cluster:"),
+            "the run's config keeps its cluster"
+        );
         let local: Vec<String> = (0..n).map(|i| format!("/device:CPU:{i}")).collect();
         let one = tmp.path().join(format!("{head}-local"));
         let set = format!("train.devices=[{}]", local.join(", "));
@@ -183,19 +220,20 @@ fn newest_checkpoint(run: &Path) -> Option<u64> {
 }
 
 /// Waits for the chief to end (at most `limit`): its exit code, stderr and how long it took.
+/// Its stderr is read on a thread as it comes (a full pipe would block the chief).
 fn wait_chief(mut chief: Child, limit: Duration) -> (i32, String, Duration) {
+    let mut pipe = chief.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        use std::io::Read;
+        pipe.read_to_string(&mut err).unwrap();
+        err
+    });
     let t = Instant::now();
     loop {
         if let Some(s) = chief.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            chief
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (s.code().unwrap_or(-1), err, t.elapsed());
+            let took = t.elapsed();
+            return (s.code().unwrap_or(-1), reader.join().unwrap(), took);
         }
         if t.elapsed() > limit {
             let _ = chief.kill();
@@ -210,9 +248,10 @@ fn wait_chief(mut chief: Child, limit: Duration) -> (i32, String, Duration) {
 fn lose_a_worker(hang: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let steps = 400;
-    let extra = "checkpoint:\n  every: 20\nlogging:\n  every: 1\n  tensorboard: false\n";
+    let extra = "checkpoint:\n  every: 20\nlogging:\n  every: 20\n  tensorboard: false\n";
     let exp = write_experiment(tmp.path(), "dae", steps, 8, extra);
-    let mut workers = Workers::start(2);
+    // A short timeout where a stuck worker must be noticed; the default where one dies.
+    let mut workers = Workers::start(2, hang.then_some(10), false);
     let a = tmp.path().join("a");
     let (code, _, err) = run_with(&exp, &a, &[workers.set()]);
     assert_eq!(code, 0, "{err}");
@@ -263,6 +302,17 @@ fn lose_a_worker(hang: bool) {
     println!("kept checkpoint {kept}, stopped at step {stopped}; resumed vs uninterrupted losses: max rel diff {worst:e}");
     assert_eq!(la[..kept as usize], lb[..kept as usize]);
     assert!(worst <= 1e-6, "{worst}");
+    // Export needs no worker: it runs on the chief's machine alone.
+    drop(workers);
+    let served = tmp.path().join("served");
+    let (code, _, err) = pretext(&[
+        "export",
+        b.to_str().unwrap(),
+        "--to",
+        served.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(served.join("1/saved_model.pb").exists());
 }
 
 extern "C" {
@@ -315,6 +365,28 @@ fn cluster_settings_are_checked_naming_the_key() {
     );
     assert_eq!(code, 2);
     assert!(error_line(&err).contains("no such task"), "{err}");
+    // TF_CONFIG naming this process a worker, or a parameter server, is refused for `run`.
+    let tf = |jobs: &str, task: &str| {
+        format!(
+            r#"{{"cluster": {{"chief": ["localhost:1"], "worker": ["localhost:2"]{jobs}}}, "task": {task}}}"#
+        )
+    };
+    for (config, want) in [
+        (
+            tf("", r#"{"type": "worker", "index": 0}"#),
+            "pretext worker",
+        ),
+        (
+            tf(r#", "ps": ["localhost:3"]"#, r#"{"type": "chief"}"#),
+            "'ps'",
+        ),
+    ] {
+        let mut c = run_cmd(&exp, &tmp.path().join("z"), &[]);
+        let (code, _, err) = out(c.env("TF_CONFIG", config).output().unwrap());
+        assert_eq!(code, 2, "{err}");
+        let line = error_line(&err);
+        assert!(line.contains("TF_CONFIG") && line.contains(want), "{line}");
+    }
     // A worker without a cluster, or with a task out of range.
     let (code, _, err) = pretext(&["worker", "--task", "0"]);
     assert_eq!(code, 2, "{err}");

@@ -214,15 +214,26 @@ fn every_other_head_on_two_devices_equals_one_tower() {
 
 #[test]
 fn retain_terms_on_two_devices_equal_one_tower() {
-    for retain in ["{kind: l2sp, weight: 0.01}", "{kind: distill, weight: 1.0}"] {
+    // Batch 6: each replica's share (3) does not split over the devices again.
+    let cases = [
+        ("{kind: l2sp, weight: 0.01}", 8),
+        ("{kind: distill, weight: 1.0}", 8),
+    ];
+    for (retain, batch) in cases
+        .into_iter()
+        .chain([("{kind: distill, weight: 1.0}", 6)])
+    {
         let mut one = config(HeadConfig::Dae(Default::default()), false);
+        one.batch = batch;
         one.retain = serde_yaml::from_str(retain).unwrap();
         let mut two = one.clone();
         two.devices = TWO.iter().map(|d| d.to_string()).collect();
         let l1 = Trainer::new(&one).unwrap().run(STEPS).unwrap();
         let l2 = Trainer::new(&two).unwrap().run(STEPS).unwrap();
         let (la, lr) = diff(&l1, &l2);
-        println!("retain {retain}: 1 vs 2 devices, losses max abs {la:.2e} rel {lr:.2e}");
+        println!(
+            "retain {retain}, batch {batch}: 1 vs 2 devices, losses max abs {la:.2e} rel {lr:.2e}"
+        );
         assert!(lr <= 1e-5, "{retain}: {lr}");
     }
 }

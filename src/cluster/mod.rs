@@ -58,6 +58,8 @@ impl ClusterConfig {
     /// Default of `timeout_seconds`: long enough for a first step that ships and optimizes a
     /// large graph on every worker.
     pub const DEFAULT_TIMEOUT: f64 = 120.0;
+    /// The longest `timeout_seconds`.
+    pub const MAX_TIMEOUT: f64 = 86_400.0;
 
     fn default_timeout() -> f64 {
         Self::DEFAULT_TIMEOUT
@@ -84,12 +86,13 @@ impl ClusterConfig {
                 return Err(bad(format!("{t} and {o} have the same address")));
             }
         }
-        if !(self.timeout_seconds.is_finite() && self.timeout_seconds > 0.0) {
+        if !(self.timeout_seconds > 0.0 && self.timeout_seconds <= Self::MAX_TIMEOUT) {
             return Err(Error::config(
                 format!("{key}.timeout_seconds"),
                 format!(
-                    "{}: must be a positive number of seconds",
-                    self.timeout_seconds
+                    "{}: must be a number of seconds in (0, {}] (a day)",
+                    self.timeout_seconds,
+                    Self::MAX_TIMEOUT
                 ),
             ));
         }

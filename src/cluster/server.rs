@@ -59,7 +59,10 @@ impl Server {
         let raw = unsafe { tf::TF_NewServer(def.as_ptr().cast(), def.len(), status.0) };
         status.check(|| format!("{task}: starting its TF server"))?;
         unsafe { tf::TF_ServerStart(raw, status.0) };
-        status.check(|| format!("{task}: starting its TF server"))?;
+        if let Err(e) = status.check(|| format!("{task}: starting its TF server")) {
+            unsafe { tf::TF_DeleteServer(raw) };
+            return Err(e);
+        }
         let target = unsafe { CStr::from_ptr(tf::TF_ServerTarget(raw)) }
             .to_string_lossy()
             .into_owned();

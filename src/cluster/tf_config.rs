@@ -27,29 +27,20 @@ pub struct TfConfig {
     pub index: usize,
 }
 
+/// TF_CONFIG as platforms write it; other keys (`environment`, `rpc_layer`, `job`, a task's
+/// `trial` or `cloud`) are ignored, as tf.distribute ignores them.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Raw {
     cluster: BTreeMap<String, serde_json::Value>,
     task: RawTask,
-    #[serde(default)]
-    #[allow(dead_code)]
-    environment: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    rpc_layer: Option<String>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawTask {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
     index: usize,
-    #[serde(default)]
-    #[allow(dead_code)]
-    trial: Option<String>,
 }
 
 /// Reads `TF_CONFIG` if set.
@@ -73,28 +64,37 @@ fn bad_setting(key: &str, msg: impl Into<String>) -> Error {
 
 /// The cluster and task of `pretext worker`: `--cluster` and `--task`, else `TF_CONFIG`.
 pub fn worker_task(cluster: Option<&str>, task: Option<usize>) -> Result<(ClusterConfig, usize)> {
-    let env = from_env()?;
-    let env_task = env
-        .as_ref()
-        .filter(|t| t.kind == TaskKind::Worker)
-        .map(|t| t.index);
-    let spec = match (cluster, &env) {
-        (Some(s), _) => parse_spec(s, "--cluster")?,
-        (None, Some(t)) => t.cluster.clone(),
-        (None, None) => {
-            return Err(bad_setting(
-                "--cluster",
-                "no cluster: give --cluster '{\"chief\": [HOST:PORT], \"worker\": [HOST:PORT, …]}' and --task N, or set TF_CONFIG",
-            ))
-        }
+    if let (Some(spec), Some(i)) = (cluster, task) {
+        return Ok((parse_spec(spec, "--cluster")?, i));
+    }
+    // A flag missing: both from TF_CONFIG (never a mix of the two sources).
+    let Some(env) = from_env()? else {
+        let missing = if cluster.is_none() {
+            "--cluster"
+        } else {
+            "--task"
+        };
+        return Err(bad_setting(
+            missing,
+            "give --cluster '{\"chief\": [HOST:PORT], \"worker\": [HOST:PORT, …]}' and --task N, or set TF_CONFIG",
+        ));
     };
-    match (task, env_task, &env) {
-        (Some(i), _, _) | (None, Some(i), _) => Ok((spec, i)),
-        (None, None, Some(_)) => Err(Error::config(
+    if cluster.is_some() || task.is_some() {
+        return Err(bad_setting(
+            if cluster.is_some() {
+                "--task"
+            } else {
+                "--cluster"
+            },
+            "give both --cluster and --task, or neither (TF_CONFIG then gives both)",
+        ));
+    }
+    match env.kind {
+        TaskKind::Worker => Ok((env.cluster, env.index)),
+        TaskKind::Chief => Err(Error::config(
             TF_CONFIG,
             "its task is the chief's: run the chief with `pretext run`, workers with `pretext worker`",
         )),
-        (None, None, None) => Err(bad_setting("--task", "which worker this is: --task N")),
     }
 }
 
@@ -102,6 +102,10 @@ pub fn worker_task(cluster: Option<&str>, task: Option<usize>) -> Result<(Cluste
 pub fn chief_cluster() -> Result<Option<ClusterConfig>> {
     match from_env()? {
         None => Ok(None),
+        Some(t) if t.kind == TaskKind::Chief && t.cluster.worker.is_empty() => {
+            log::info!("{TF_CONFIG} lists no worker: training in this process alone");
+            Ok(None)
+        }
         Some(t) if t.kind == TaskKind::Chief => {
             log::info!("cluster from {TF_CONFIG}: this process is the chief");
             Ok(Some(t.cluster))
@@ -121,7 +125,8 @@ pub fn parse(text: &str) -> Result<TfConfig> {
     let bad = |msg: String| Error::config(TF_CONFIG, msg);
     let raw: Raw =
         serde_json::from_str(text).map_err(|e| bad(format!("not TF_CONFIG JSON: {e}")))?;
-    let cluster = cluster_of(raw.cluster, TF_CONFIG)?;
+    // A chief alone (a TFJob of one replica) is a single-machine run: `chief_cluster`.
+    let cluster = cluster_of(raw.cluster, TF_CONFIG, false)?;
     let kind = match raw.task.kind.as_str() {
         "chief" | "master" => TaskKind::Chief,
         "worker" => TaskKind::Worker,
@@ -161,11 +166,15 @@ pub fn parse_spec(spec: &str, flag: &str) -> Result<ClusterConfig> {
             format!("'{spec}' is neither a file nor a cluster object: {e}"),
         )
     })?;
-    cluster_of(jobs, flag)
+    cluster_of(jobs, flag, true)
 }
 
 /// The chief and workers of a cluster object; other jobs are refused.
-fn cluster_of(jobs: BTreeMap<String, serde_json::Value>, key: &str) -> Result<ClusterConfig> {
+fn cluster_of(
+    jobs: BTreeMap<String, serde_json::Value>,
+    key: &str,
+    need_workers: bool,
+) -> Result<ClusterConfig> {
     let bad = |msg: String| bad_setting(key, msg);
     let addrs = |job: &str| -> Result<Vec<String>> {
         match jobs.get(job) {
@@ -191,6 +200,9 @@ fn cluster_of(jobs: BTreeMap<String, serde_json::Value>, key: &str) -> Result<Cl
                 .ok_or_else(|| bad(format!("timeout_seconds: {v} is not a number")))?,
         },
     };
+    if !need_workers && c.worker.is_empty() {
+        return Ok(c);
+    }
     c.validate(key).map_err(|e| match e {
         Error::Config { msg, .. } => bad_setting(key, msg),
         e => e,

@@ -247,8 +247,21 @@ impl Source {
         for o in overrides {
             set(&mut value, o)?;
         }
+        // A chief's cluster from TF_CONFIG, when the experiment names none (a run directory's
+        // config keeps the cluster it ran on).
+        let from_env = !self.run_config && value.get("cluster").is_none() && {
+            match crate::cluster::chief_cluster()? {
+                Some(c) => {
+                    let v = serde_yaml::to_value(&c)
+                        .map_err(|e| Error::internal("the cluster of TF_CONFIG", e))?;
+                    value["cluster"] = v;
+                    true
+                }
+                None => false,
+            }
+        };
         let legacy = self.run_config && drop_foreign_optimizer_keys(&mut value);
-        let filled = default_kinds(&mut value) || legacy;
+        let filled = default_kinds(&mut value) || legacy || from_env;
         let exp: Experiment = if overrides.is_empty() && !filled {
             serde_yaml::from_str::<Experiment>(&self.text).map_err(|e| {
                 // A value refused by a conversion (e.g. `model.train_vars`) is reported by
@@ -278,6 +291,9 @@ impl Source {
             })?
         };
         exp.check_settings().map_err(|e| match e {
+            Error::Config { key, msg } if from_env && key.as_str().starts_with("cluster") => {
+                Error::config(crate::cluster::TF_CONFIG, msg)
+            }
             Error::Config { key, msg } => match given(overrides, key.as_str(), &msg) {
                 Some(o) => o.error(key.to_string(), msg),
                 None => self.error(key.as_str(), msg),

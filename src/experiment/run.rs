@@ -179,7 +179,12 @@ pub fn resume(run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
 pub fn export_run(run_dir: &Path, dir: Option<&Path>) -> Result<PathBuf> {
     let src = run_config(run_dir, "export")?;
     let _lock = RunLock::acquire(run_dir)?;
-    let exp = src.parse(&[])?;
+    let mut exp = src.parse(&[])?;
+    // The variables need no workers: a run made on a cluster exports on this machine alone.
+    if exp.cluster.take().is_some() {
+        exp.model.device = None;
+        exp.train.devices.clear();
+    }
     let mut t = Trainer::new(&exp.train_config(exp.train.steps.unwrap_or(1)))?;
     if restore_newest(&mut t, run_dir)?.is_none() {
         return Err(Error::config(

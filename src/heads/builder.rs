@@ -116,6 +116,11 @@ impl<'m> HeadBuilder<'m> {
         &self.towers
     }
 
+    /// The device of the head, the loss and the optimizer (`model.device`), if one was asked.
+    pub fn device(&self) -> Option<&str> {
+        self.device.as_deref()
+    }
+
     /// The clean input batch (NHWC).
     pub fn input(&self) -> Output {
         self.input.clone()

@@ -99,33 +99,51 @@ impl<'m> HeadBuilder<'m> {
                 let (out, _, _) = self.replicate(x.clone(), &mut |b, xk, device| {
                     let p = format!("{prefix}/replica{k}");
                     k += 1;
-                    let t = Tower::import_mapped(
-                        b.model,
-                        b.flat,
-                        &p,
-                        Some(device),
-                        Some(&[xk]),
-                        externals,
-                    )?;
-                    Ok(t.outputs[0].clone())
+                    b.frozen_import(&[xk], &p, externals, Some(device))
                 })?;
                 out
             }
             _ => {
-                let t = Tower::import_mapped(
-                    self.model,
-                    self.flat,
-                    prefix,
-                    self.device.as_deref(),
-                    Some(inputs),
-                    externals,
-                )?;
-                t.outputs[0].clone()
+                let device = self.device.clone();
+                self.frozen_import(inputs, prefix, externals, device.as_deref())?
             }
         };
         let out =
             ops::stop_gradient(out, &mut self.scope).tf_ctx(|| format!("frozen tower {prefix}"))?;
         Ok(out.into())
+    }
+
+    /// `tower_on` of one share already on its device (a replica's input): imported there, not
+    /// split again.
+    pub fn tower_on_device(
+        &mut self,
+        inputs: &[Output],
+        prefix: &str,
+        externals: &[Output],
+        device: Option<&str>,
+    ) -> Result<Output> {
+        let out = self.frozen_import(inputs, prefix, externals, device)?;
+        let out =
+            ops::stop_gradient(out, &mut self.scope).tf_ctx(|| format!("frozen tower {prefix}"))?;
+        Ok(out.into())
+    }
+
+    fn frozen_import(
+        &mut self,
+        inputs: &[Output],
+        prefix: &str,
+        externals: &[Output],
+        device: Option<&str>,
+    ) -> Result<Output> {
+        let t = Tower::import_mapped(
+            self.model,
+            self.flat,
+            prefix,
+            device,
+            Some(inputs),
+            externals,
+        )?;
+        Ok(t.outputs[0].clone())
     }
 
     /// Handles of the head variables created since index `from` (for shadowing a head MLP).

@@ -3,6 +3,7 @@
 //! the NodeDef / dtype helpers graph rewrites share. It depends on nothing else of pretext but
 //! the error type.
 mod cluster;
+pub mod device;
 mod messages;
 pub mod nodes;
 pub mod opdefs;

@@ -56,6 +56,9 @@ impl Retain for DistillConfig {
             .iter()
             .map(|t| (t.inputs.clone(), t.outputs[0].clone()))
             .collect();
+        // Each online tower (a replica on `train.devices`: its share of the batch) gets its
+        // original on its own device.
+        let device_of = |z: &Output| z.operation.device().ok().filter(|d| !d.is_empty());
         if online.is_empty() {
             return Err(Error::config(
                 "retain.kind",
@@ -66,7 +69,9 @@ impl Retain for DistillConfig {
         let mut tensors = Vec::new();
         let mut total: Option<Output> = None;
         for (i, (inputs, z)) in online.into_iter().enumerate() {
-            let z0 = b.tower_on(&inputs, &format!("pretext/retain/original{i}"), &copies)?;
+            let prefix = format!("pretext/retain/original{i}");
+            let device = device_of(&z).or_else(|| b.device().map(String::from));
+            let z0 = b.tower_on_device(&inputs, &prefix, &copies, device.as_deref())?;
             let (z, z0) = (b.pooled(z)?, b.pooled(z0)?);
             let s = &mut b.scope.new_sub_scope("retain/distill");
             let part = match self.loss {

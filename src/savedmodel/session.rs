@@ -32,7 +32,7 @@ pub fn session_options() -> Result<SessionOptions> {
 }
 
 /// `session_options` for a session that places ops on `devices`: as many CPU devices as the
-/// highest `/device:CPU:N` asked needs (`graph::placement::cpu_devices`). Soft placement stays
+/// highest `/device:CPU:N` asked needs (`proto::device::cpu_devices`). Soft placement stays
 /// on (ops without a kernel on a device, and ops on a variable, run where they can); where
 /// each op ran is read back from the run (`graph::placement`). On a `cluster`, the session
 /// opens on the chief's own TF server (started here once the workers answer), and a step
@@ -54,7 +54,7 @@ pub fn session_options_for(
             .and_then(|v| v.parse::<i32>().ok())
             .unwrap_or(0)
     };
-    let cpus = crate::graph::placement::cpu_devices(devices);
+    let cpus = proto::device::cpu_devices(devices);
     let cfg = proto::ConfigProto {
         device_count: match cpus {
             0 => Default::default(),

@@ -24,6 +24,12 @@ pub(super) fn check(cfg: &TrainConfig) -> Result<()> {
     }
     check_cluster(cfg)?;
     let n = cfg.devices.len();
+    if n == 0 && cfg.cluster.is_some() {
+        return Err(Error::config(
+            "train.devices",
+            "empty on a cluster: name the workers' devices (Experiment::train_config fills them in, one per worker)",
+        ));
+    }
     if n < 2 && cfg.cluster.is_none() {
         return Ok(());
     }

@@ -7,7 +7,8 @@ use std::process::{Command, Output};
 pub fn pretext_cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pretext"));
     c.env_remove("TF_ENABLE_ONEDNN_OPTS")
-        .env_remove("TF_CPP_MIN_LOG_LEVEL");
+        .env_remove("TF_CPP_MIN_LOG_LEVEL")
+        .env_remove("TF_CONFIG");
     c
 }
 
