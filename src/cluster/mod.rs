@@ -182,7 +182,9 @@ impl ClusterConfig {
         let timed_out = ["DeadlineExceeded", "DEADLINE_EXCEEDED", "Deadline Exceeded"]
             .iter()
             .any(|s| msg.contains(s));
-        let mut gone = self.unreachable(Duration::from_secs(2));
+        // Only workers are blamed: the chief is this process.
+        let mut gone: Vec<Task> = self.unreachable(Duration::from_secs(2));
+        gone.retain(|t| t.job == "worker");
         let mut why = "does not answer (its process stopped, or its machine is unreachable)";
         if gone.is_empty() && timed_out {
             // Alive but stuck: it accepts connections and runs nothing.

@@ -92,25 +92,22 @@ impl<'m> HeadBuilder<'m> {
         prefix: &str,
         externals: &[Output],
     ) -> Result<Output> {
-        let out = match (self.devices.is_empty(), inputs) {
+        match (self.devices.is_empty(), inputs) {
             // One replica per device, like the online tower's (`train.devices`).
             (false, [x]) => {
                 let mut k = 0;
                 let (out, _, _) = self.replicate(x.clone(), &mut |b, xk, device| {
                     let p = format!("{prefix}/replica{k}");
                     k += 1;
-                    b.frozen_import(&[xk], &p, externals, Some(device))
+                    b.tower_on_device(&[xk], &p, externals, Some(device))
                 })?;
-                out
+                Ok(out)
             }
             _ => {
                 let device = self.device.clone();
-                self.frozen_import(inputs, prefix, externals, device.as_deref())?
+                self.tower_on_device(inputs, prefix, externals, device.as_deref())
             }
-        };
-        let out =
-            ops::stop_gradient(out, &mut self.scope).tf_ctx(|| format!("frozen tower {prefix}"))?;
-        Ok(out.into())
+        }
     }
 
     /// `tower_on` of one share already on its device (a replica's input): imported there, not
@@ -122,28 +119,11 @@ impl<'m> HeadBuilder<'m> {
         externals: &[Output],
         device: Option<&str>,
     ) -> Result<Output> {
-        let out = self.frozen_import(inputs, prefix, externals, device)?;
-        let out =
-            ops::stop_gradient(out, &mut self.scope).tf_ctx(|| format!("frozen tower {prefix}"))?;
+        let (model, flat) = (&mut *self.model, self.flat);
+        let t = Tower::import_mapped(model, flat, prefix, device, Some(inputs), externals)?;
+        let out = ops::stop_gradient(t.outputs[0].clone(), &mut self.scope)
+            .tf_ctx(|| format!("frozen tower {prefix}"))?;
         Ok(out.into())
-    }
-
-    fn frozen_import(
-        &mut self,
-        inputs: &[Output],
-        prefix: &str,
-        externals: &[Output],
-        device: Option<&str>,
-    ) -> Result<Output> {
-        let t = Tower::import_mapped(
-            self.model,
-            self.flat,
-            prefix,
-            device,
-            Some(inputs),
-            externals,
-        )?;
-        Ok(t.outputs[0].clone())
     }
 
     /// Handles of the head variables created since index `from` (for shadowing a head MLP).
