@@ -26,7 +26,7 @@ pub struct Loaded {
 pub const INFERENCE_PREFIX: &str = "pretext_inference";
 
 /// Session options: thread pools from `PRETEXT_INTRA_THREADS` / `PRETEXT_INTER_THREADS` if set;
-/// grappler rounds from `PRETEXT_GRAPPLER_ROUNDS` (default 1).
+/// grappler rounds from `PRETEXT_GRAPPLER_ROUNDS` (default 0: TF's own two).
 pub fn session_options() -> Result<SessionOptions> {
     session_options_for(&[], None)
 }
@@ -72,12 +72,14 @@ pub fn session_options_for(
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(proto::MEM_OPT_MANUAL),
-                // One round of grappler passes: the second changed nothing measurable here
-                // (3 nodes, same step time) and cost ~0.2 s of the first step. 0: TF's two.
+                // TF's own two rounds of grappler passes (0): one round saved ~0.4 s of the
+                // first step but fused differently, so an EfficientNetV2's outputs differed
+                // from TF Serving's by 1e-5 of their scale (docs/BENCHMARKS.md).
+                // `PRETEXT_GRAPPLER_ROUNDS=1` trades that fidelity for the time.
                 meta_optimizer_iterations: std::env::var("PRETEXT_GRAPPLER_ROUNDS")
                     .ok()
                     .and_then(|v| v.parse().ok())
-                    .unwrap_or(1),
+                    .unwrap_or(0),
             }),
         }),
     };
