@@ -18,6 +18,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("bn", "model.bn"),
     ("bn-momentum", "model.bn_momentum"),
     ("bn-fold", "model.bn_fold"),
+    ("bn-sync", "model.bn_sync"),
     ("recompute", "model.recompute"),
     ("custom-gradients", "model.custom_gradients"),
     ("train-vars", "model.train_vars"),
@@ -118,6 +119,10 @@ pub struct TrainArgs {
     /// time and memory); false keeps them.
     #[arg(long, value_parser = ["true", "false"])]
     bn_fold: Option<String>,
+    /// With --devices: batch norms in train mode normalise with the statistics of the whole
+    /// batch, summed across the replicas (false: each replica's own share).
+    #[arg(long, value_parser = ["true", "false"])]
+    bn_sync: Option<String>,
     /// Recompute batch-norm outputs in the backward pass (less memory): auto (when oneDNN is
     /// off), on or off.
     #[arg(long, value_parser = ["auto", "on", "off"])]
@@ -333,6 +338,7 @@ impl TrainArgs {
             ("bn", self.bn.as_ref()),
             ("bn-momentum", self.bn_momentum.as_ref()),
             ("bn-fold", self.bn_fold.as_ref()),
+            ("bn-sync", self.bn_sync.as_ref()),
             ("recompute", self.recompute.as_ref()),
             ("custom-gradients", self.custom_gradients.as_ref()),
             ("train-vars", self.train_vars.as_ref()),

@@ -143,20 +143,30 @@ fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn towers_on_workers_equal_towers_on_local_devices() {
     let tmp = tempfile::tempdir().unwrap();
-    // The SimCLR cluster is described by TF_CONFIG alone (as Kubernetes operators set it).
-    for (head, n, tf_config) in [("dae", 2, false), ("simclr", 3, true)] {
+    // The SimCLR cluster is described by TF_CONFIG alone (as Kubernetes operators set it); the
+    // last run normalises across the workers (`model.bn_sync`).
+    let sync = [
+        "model.bn=train_all".to_string(),
+        "model.bn_sync=true".into(),
+    ];
+    let cases: [(&str, usize, bool, &[String]); 3] = [
+        ("dae", 2, false, &[]),
+        ("simclr", 3, true, &[]),
+        ("dae", 2, false, &sync),
+    ];
+    for (case, (head, n, tf_config, sets)) in cases.into_iter().enumerate() {
         let exp = write_experiment(tmp.path(), head, 6, 4 * n, "logging:\n  every: 1\n");
         let workers = Workers::start(n, None, tf_config);
-        let dist = tmp.path().join(format!("{head}-cluster"));
+        let dist = tmp.path().join(format!("{head}-cluster{case}"));
         let (code, _, err) = match tf_config {
             true => {
-                let mut c = run_cmd(&exp, &dist, &[]);
+                let mut c = run_cmd(&exp, &dist, sets);
                 out(c
                     .env("TF_CONFIG", workers.tf_config("chief"))
                     .output()
                     .unwrap())
             }
-            false => run_with(&exp, &dist, &[workers.set()]),
+            false => run_with(&exp, &dist, &[&[workers.set()], sets].concat()),
         };
         assert_eq!(code, 0, "{err}");
         let cfg = std::fs::read_to_string(dist.join("config.yaml")).unwrap();
@@ -165,13 +175,13 @@ fn towers_on_workers_equal_towers_on_local_devices() {
             "the run's config keeps its cluster"
         );
         let local: Vec<String> = (0..n).map(|i| format!("/device:CPU:{i}")).collect();
-        let one = tmp.path().join(format!("{head}-local"));
+        let one = tmp.path().join(format!("{head}-local{case}"));
         let set = format!("train.devices=[{}]", local.join(", "));
-        let (code, _, err) = run_with(&exp, &one, &[set]);
+        let (code, _, err) = run_with(&exp, &one, &[&[set], sets].concat());
         assert_eq!(code, 0, "{err}");
         let (ld, ll) = (losses(&dist), losses(&one));
         let worst = rel_diff(&ld, &ll);
-        println!("{head}: {n} workers vs {n} local devices, batch {}: losses max rel diff {worst:.2e}; {ld:?} vs {ll:?}", 4 * n);
+        println!("{head} {sets:?}: {n} workers vs {n} local devices, batch {}: losses max rel diff {worst:.2e}; {ld:?} vs {ll:?}", 4 * n);
         assert!(worst <= 1e-5, "{head}: {worst}");
         // Each worker ran its tower; the chief the rest.
         let p = &report(&dist)["placement"];
@@ -335,10 +345,10 @@ fn cluster_settings_are_checked_naming_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let exp = write_experiment(tmp.path(), "dae", 2, 8, "");
     let set = "cluster={chief: [localhost:1], worker: [localhost:2]}".to_string();
-    let bn = "model.bn=train".to_string();
-    let (code, _, err) = run_with(&exp, &tmp.path().join("m"), &[set.clone(), bn]);
+    let sync = "model.bn_sync=true".to_string();
+    let (code, _, err) = run_with(&exp, &tmp.path().join("m"), &[set.clone(), sync]);
     assert_eq!(code, 2, "{err}");
-    assert!(error_line(&err).contains("train.devices"), "{err}");
+    assert!(error_line(&err).contains("model.bn_sync"), "{err}");
     let bad = [
         (
             "cluster={chief: [localhost:1], worker: [localhost]}",

@@ -70,6 +70,8 @@ fn tower(m: &Model) -> (Loaded, Tower, pretext::graph::PassLog) {
         bn_fold: false,
         recompute: pretext::graph::recompute::Recompute::Off,
         custom_gradients: Default::default(),
+        devices: &[],
+        bn_sync: false,
     };
     let log = pretext::train::prepare::prepare_graph(&mut flat, &cx).unwrap();
     let t = Tower::import(&mut l, &flat, "t", None, None).unwrap();

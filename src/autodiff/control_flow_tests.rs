@@ -51,6 +51,8 @@ fn flat(tail: Vec<NodeDef>) -> FlatGraph {
             op: "StatelessWhile".into(),
             handling: Handling::Kept,
         }],
+        replicas: 1,
+        moving: Default::default(),
     }
 }
 

@@ -90,6 +90,11 @@ pub struct ModelSection {
     /// keeps the batch-norm ops as exported.
     #[serde(default = "yes")]
     pub bn_fold: bool,
+    /// With several `train.devices`: batch norms in train mode normalise with the statistics
+    /// of the whole batch, summed across the replicas (`false`: each replica's own share;
+    /// their moving averages are averaged).
+    #[serde(default)]
+    pub bn_sync: bool,
     /// `all`, `{regex: PATTERN}` or `{last_layers: N}`.
     #[serde(default)]
     pub train_vars: VarSelection,
@@ -337,6 +342,7 @@ impl Experiment {
             bn: m.bn,
             bn_momentum: m.bn_momentum,
             bn_fold: m.bn_fold,
+            bn_sync: m.bn_sync,
             recompute: m.recompute,
             custom_gradients: m.custom_gradients,
             seed: self.train.seed,

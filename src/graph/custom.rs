@@ -315,6 +315,8 @@ pub(super) fn inline_function(
         backward: Backward::default(),
         updates: Vec::new(),
         control_flow: Vec::new(),
+        replicas: 1,
+        moving: Default::default(),
     })
 }
 

@@ -35,6 +35,11 @@ pub struct FlatGraph {
     /// Its functional control-flow nodes (`If`, `Case`, `While`), in inlining order, and how
     /// each was handled (`graph::control_flow`).
     pub control_flow: Vec<ControlFlow>,
+    /// Replicas the graph holds (`graph::replicate`): inputs and outputs are per replica, in
+    /// device order; 1 for a plain tower.
+    pub replicas: usize,
+    /// Batch norms whose moving statistics a replicated graph computes across its replicas.
+    pub moving: std::collections::BTreeMap<String, super::replicate::Moving>,
 }
 
 /// What an original node became.
@@ -493,6 +498,8 @@ pub fn inline_signature(
         },
         updates,
         control_flow: inl.control_flow.nodes,
+        replicas: 1,
+        moving: Default::default(),
     })
 }
 

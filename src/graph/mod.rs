@@ -1,6 +1,7 @@
 //! Graph rewrites on TF protos: inlining a signature's function calls into a flat, trainable
 //! subgraph ("tower") that reads the model's own resource variables, and importing it once.
 pub mod bn;
+mod bn_sync;
 pub mod control_flow;
 pub mod custom;
 pub mod fold;
@@ -9,6 +10,7 @@ mod inputs;
 pub mod pass;
 pub mod placement;
 pub mod recompute;
+pub mod replicate;
 mod topo;
 pub mod unstride;
 
@@ -51,6 +53,11 @@ pub struct Tower {
     pub mapped: HashMap<String, Output>,
     /// The model's own update ops as imported in this tower (`FlatGraph::updates`).
     pub updates: Vec<Operation>,
+    /// Replicas imported at once (`FlatGraph::replicas`): `inputs` and `outputs` hold each
+    /// replica's in turn.
+    pub replicas: usize,
+    /// Moving statistics computed across the replicas (`FlatGraph::moving`; names un-prefixed).
+    pub moving: std::collections::BTreeMap<String, replicate::Moving>,
 }
 
 impl Tower {
@@ -178,7 +185,17 @@ impl Tower {
             backward,
             mapped,
             updates,
+            replicas: flat.replicas,
+            moving: flat.moving.clone(),
         })
+    }
+
+    /// Output `i` of the signature, one per replica (device order).
+    pub fn replica_outputs(&self, i: usize) -> Vec<Output> {
+        let per = self.outputs.len() / self.replicas.max(1);
+        (0..self.replicas)
+            .map(|k| self.outputs[k * per + i].clone())
+            .collect()
     }
 }
 
@@ -205,6 +222,19 @@ impl Tower {
     pub fn bn_updates(&self, model: &Loaded, switched: &[String]) -> Result<Vec<(Output, Output)>> {
         let mut out = Vec::new();
         for name in switched {
+            if let Some(m) = self.moving.get(name) {
+                for (read, value) in m.reads.iter().zip(&m.values) {
+                    let read = model.output(&format!("{}/{read}", self.prefix))?.operation;
+                    let handle = resolve_handle(&read.input(0).0).ok_or_else(|| {
+                        Error::graph(name, "moving statistic is not read from a variable")
+                    })?;
+                    out.push((
+                        model.output(&handle)?,
+                        model.output(&format!("{}/{value}", self.prefix))?,
+                    ));
+                }
+                continue;
+            }
             let op = model.op(&format!("{}/{name}", self.prefix))?;
             for (input, output) in [(3, 1), (4, 2)] {
                 let read = op.input(input).0;

@@ -20,6 +20,10 @@ pub struct PassContext<'a> {
     pub recompute: Recompute,
     /// How nodes with a custom gradient are differentiated.
     pub custom_gradients: super::custom::CustomGradients,
+    /// Devices the tower is replicated on (`graph::replicate`; fewer than two: none).
+    pub devices: &'a [String],
+    /// Batch norms in train mode normalise with the whole batch's statistics across replicas.
+    pub bn_sync: bool,
 }
 
 /// A rewrite of a flat graph (a tower's GraphDef, before import).

@@ -95,34 +95,47 @@ impl<'m> HeadBuilder<'m> {
         match (self.devices.is_empty(), inputs) {
             // One replica per device, like the online tower's (`train.devices`).
             (false, [x]) => {
-                let mut k = 0;
-                let (out, _, _) = self.replicate(x.clone(), &mut |b, xk, device| {
-                    let p = format!("{prefix}/replica{k}");
-                    k += 1;
-                    b.tower_on_device(&[xk], &p, externals, Some(device))
+                let (out, _, _) = self.replicate(x.clone(), &mut |b, shares| {
+                    b.tower_on_shares(shares, prefix, externals)
                 })?;
                 Ok(out)
             }
             _ => {
                 let device = self.device.clone();
-                self.tower_on_device(inputs, prefix, externals, device.as_deref())
+                let (model, flat) = (&mut *self.model, self.flat);
+                let t = Tower::import_mapped(
+                    model,
+                    flat,
+                    prefix,
+                    device.as_deref(),
+                    Some(inputs),
+                    externals,
+                )?;
+                self.stopped(t.outputs[0].clone(), prefix)
             }
         }
     }
 
-    /// `tower_on` of one share already on its device (a replica's input): imported there, not
-    /// split again.
-    pub fn tower_on_device(
+    /// `tower_on` of the replicas' shares already split (one input per replica, as a
+    /// replicated tower's `inputs`): one import of the replicated graph, not split again; each
+    /// replica's first output, gradient stopped.
+    pub fn tower_on_shares(
         &mut self,
-        inputs: &[Output],
+        shares: &[Output],
         prefix: &str,
         externals: &[Output],
-        device: Option<&str>,
-    ) -> Result<Output> {
+    ) -> Result<Vec<Output>> {
         let (model, flat) = (&mut *self.model, self.flat);
-        let t = Tower::import_mapped(model, flat, prefix, device, Some(inputs), externals)?;
-        let out = ops::stop_gradient(t.outputs[0].clone(), &mut self.scope)
-            .tf_ctx(|| format!("frozen tower {prefix}"))?;
+        let t = Tower::import_mapped(model, flat, prefix, None, Some(shares), externals)?;
+        t.replica_outputs(0)
+            .into_iter()
+            .map(|o| self.stopped(o, prefix))
+            .collect()
+    }
+
+    fn stopped(&mut self, o: Output, prefix: &str) -> Result<Output> {
+        let out =
+            ops::stop_gradient(o, &mut self.scope).tf_ctx(|| format!("frozen tower {prefix}"))?;
         Ok(out.into())
     }
 

@@ -1,7 +1,9 @@
 //! Towers on several devices (`train.devices`): a head's backbone pass split over replicas of
 //! the tower, one per device, each on an equal share of the batch, their outputs gathered back
-//! in the batch's order. The head then sees the whole batch (SimCLR's negatives come from every
-//! tower), and TF's gradients flow back through the gather to each replica.
+//! in the batch's order. The replicas are one import of the replicated flat graph
+//! (`graph::replicate`, which may tie their batch norms together). The head then sees the whole
+//! batch (SimCLR's negatives come from every tower), and TF's gradients flow back through the
+//! gather to each replica.
 use std::collections::HashMap;
 
 use tensorflow::{ops, Output};
@@ -18,6 +20,10 @@ pub(super) fn key(t: &Output) -> Key {
     (t.operation.name().unwrap_or_default(), t.index)
 }
 
+/// Imports the replicated graph once on the shares (device order): each replica's output.
+pub(super) type ImportShares<'a, 'm> =
+    dyn FnMut(&mut HeadBuilder<'m>, &[Output]) -> Result<Vec<Output>> + 'a;
+
 /// What the builder keeps about replicated passes.
 #[derive(Default)]
 pub(super) struct Replicas {
@@ -27,15 +33,15 @@ pub(super) struct Replicas {
     pub gathered: HashMap<Key, (Vec<Output>, usize)>,
 }
 
-impl HeadBuilder<'_> {
+impl<'m> HeadBuilder<'m> {
     /// The backbone on `x` with one replica per device: each view stacked in `x` is split into
     /// equal shares, replica k takes share k of every view (so batch statistics are per tower
     /// over whole images' views), and the outputs come back in `x`'s row order.
     pub(super) fn replicated_tower(&mut self, x: Output) -> Result<Output> {
-        let (out, outs, groups) = self.replicate(x, &mut |b, xk, device| {
+        let (out, outs, groups) = self.replicate(x, &mut |b, shares| {
             let prefix = format!("pretext/tower{}", b.towers.len());
-            let t = Tower::import(b.model, b.flat, &prefix, Some(device), Some(&[xk]))?;
-            let o = t.outputs[0].clone();
+            let t = Tower::import(b.model, b.flat, &prefix, None, Some(shares))?;
+            let o = t.replica_outputs(0);
             b.towers.push(t);
             Ok(o)
         })?;
@@ -43,27 +49,26 @@ impl HeadBuilder<'_> {
         Ok(out)
     }
 
-    /// `x` split over the devices as `replicated_tower` splits it, `import` run on each share
-    /// (with its device), the outputs gathered back in `x`'s row order: (gathered, each
-    /// replica's, groups).
+    /// `x` split over the devices as `replicated_tower` splits it, `import` run once on the
+    /// shares (device order; it returns one output per replica), the outputs gathered back in
+    /// `x`'s row order: (gathered, each replica's, groups).
     pub(super) fn replicate(
         &mut self,
         x: Output,
-        import: &mut dyn FnMut(&mut Self, Output, &str) -> Result<Output>,
+        import: &mut ImportShares<'_, 'm>,
     ) -> Result<(Output, Vec<Output>, usize)> {
-        let devices = self.devices.clone();
-        let n = devices.len();
+        let n = self.devices.len();
         let groups = self.replicas.groups.get(&key(&x)).copied().unwrap_or(1);
         let parts = split(&mut self.scope, x, groups * n)?;
-        let mut outs = Vec::with_capacity(n);
-        for (k, device) in devices.iter().enumerate() {
+        let mut shares = Vec::with_capacity(n);
+        for k in 0..n {
             let share: Vec<Output> = (0..groups).map(|g| parts[g * n + k].clone()).collect();
-            let xk = match share.len() {
+            shares.push(match share.len() {
                 1 => share[0].clone(),
                 _ => concat(&mut self.scope, &share, 0)?,
-            };
-            outs.push(import(self, xk, device)?);
+            });
         }
+        let outs = import(self, &shares)?;
         let out = self.gather(&outs, groups)?;
         Ok((out, outs, groups))
     }

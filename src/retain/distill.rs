@@ -51,14 +51,13 @@ impl Retain for DistillConfig {
     }
 
     fn build(&self, b: &mut HeadBuilder, _trainable: &HashSet<String>) -> Result<RetainTerm> {
-        let online: Vec<(Vec<Output>, Output)> = b
+        // Each online tower gets its original on the same inputs: on `train.devices`, one import
+        // of the replicated graph, each replica on its own device and share of the batch.
+        let online: Vec<(Vec<Output>, Vec<Output>)> = b
             .towers()
             .iter()
-            .map(|t| (t.inputs.clone(), t.outputs[0].clone()))
+            .map(|t| (t.inputs.clone(), t.replica_outputs(0)))
             .collect();
-        // Each online tower (a replica on `train.devices`: its share of the batch) gets its
-        // original on its own device.
-        let device_of = |z: &Output| z.operation.device().ok().filter(|d| !d.is_empty());
         if online.is_empty() {
             return Err(Error::config(
                 "retain.kind",
@@ -68,17 +67,26 @@ impl Retain for DistillConfig {
         let copies = b.copy_externals("retain/original")?;
         let mut tensors = Vec::new();
         let mut total: Option<Output> = None;
-        for (i, (inputs, z)) in online.into_iter().enumerate() {
-            let prefix = format!("pretext/retain/original{i}");
-            let device = device_of(&z).or_else(|| b.device().map(String::from));
-            let z0 = b.tower_on_device(&inputs, &prefix, &copies, device.as_deref())?;
+        let mut pairs = Vec::new();
+        for (t, (inputs, zs)) in online.into_iter().enumerate() {
+            let prefix = format!("pretext/retain/original{t}");
+            let z0s = match zs.len() {
+                1 => vec![b.tower_on(&inputs, &prefix, &copies)?],
+                _ => b.tower_on_shares(&inputs, &prefix, &copies)?,
+            };
+            let per = inputs.len() / zs.len();
+            for (k, (z, z0)) in zs.into_iter().zip(z0s).enumerate() {
+                pairs.push((inputs[k * per].clone(), z, z0));
+            }
+        }
+        for (i, (input, z, z0)) in pairs.into_iter().enumerate() {
             let (z, z0) = (b.pooled(z)?, b.pooled(z0)?);
             let s = &mut b.scope.new_sub_scope("retain/distill");
             let part = match self.loss {
                 DistillLoss::Cosine => cosine_distance(s, z.clone(), z0.clone())?,
                 DistillLoss::Mse => mean_squared(s, z.clone(), z0.clone())?,
             };
-            tensors.push((format!("retain/input{i}"), inputs[0].clone()));
+            tensors.push((format!("retain/input{i}"), input));
             tensors.push((format!("retain/embedding{i}"), z));
             tensors.push((format!("retain/original{i}"), z0));
             total = Some(match total {

@@ -52,6 +52,8 @@ pub struct TrainConfig {
     pub bn_momentum: f32,
     /// Fold frozen batch norms into their convolutions (`graph::fold`; same values, less work).
     pub bn_fold: bool,
+    /// Batch statistics summed across `devices` (`graph::replicate`).
+    pub bn_sync: bool,
     /// Recompute batch-norm outputs in the backward pass instead of keeping them (less memory).
     pub recompute: crate::graph::recompute::Recompute,
     /// Custom gradients: the model's saved gradient functions, or the forward ops' gradients.

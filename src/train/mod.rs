@@ -194,9 +194,9 @@ impl Trainer {
         ema.iter().flat_map(|e| e.pairs.iter().cloned()).collect()
     }
 
-    /// Online backbone passes in the graph (momentum copies not counted).
+    /// Online backbone passes in the graph, each replica counted (momentum copies not).
     pub fn towers(&self) -> usize {
-        self.head.towers.len()
+        self.head.towers.iter().map(|t| t.replicas).sum()
     }
 
     /// The learning rate of the step (a graph tensor).

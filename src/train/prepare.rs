@@ -14,6 +14,7 @@ use crate::error::{Result, TfContext};
 use crate::graph::bn::BnTrainMode;
 use crate::graph::fold::FoldFrozenBn;
 use crate::graph::recompute::RecomputeBn;
+use crate::graph::replicate::Replicate;
 use crate::graph::unstride::Unstride;
 use crate::graph::{inline_signature, FlatGraph};
 use crate::graph::{GraphPass, PassContext, PassLog};
@@ -126,7 +127,7 @@ pub(super) fn prepare(
 pub(super) fn pass_context<'a>(
     info: &'a SavedModelInfo,
     trainable: &'a HashSet<String>,
-    cfg: &TrainConfig,
+    cfg: &'a TrainConfig,
 ) -> PassContext<'a> {
     PassContext {
         info,
@@ -136,14 +137,17 @@ pub(super) fn pass_context<'a>(
         bn_fold: cfg.bn_fold,
         recompute: cfg.recompute,
         custom_gradients: cfg.custom_gradients,
+        devices: &cfg.devices,
+        bn_sync: cfg.bn_sync,
     }
 }
 
 /// The rewrites of a tower's flat graph, in the order they run: kept control flow checked first
 /// (refused on a gradient path, else read through StopGradients), gradients TF lacks (they
 /// replace whole nodes), then strided 1x1 convolutions, then batch norm: train mode for the
-/// layers that train, folding of those left in inference mode, recompute marks; last, the cuts
-/// around custom gradients (they plan the backward on the final graph).
+/// layers that train, folding of those left in inference mode, recompute marks; then the copies
+/// for `train.devices` (synchronised batch norms rewritten there); last, the cuts around custom
+/// gradients (they plan the backward on the final graph).
 pub const PASSES: &[&dyn GraphPass] = &[
     &ControlFlowGradients,
     &FallbackGradients,
@@ -151,6 +155,7 @@ pub const PASSES: &[&dyn GraphPass] = &[
     &BnTrainMode,
     &FoldFrozenBn,
     &RecomputeBn,
+    &Replicate,
     &CutCustomGradients,
 ];
 

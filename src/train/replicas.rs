@@ -31,6 +31,9 @@ pub(super) fn check(cfg: &TrainConfig) -> Result<()> {
         ));
     }
     if n < 2 && cfg.cluster.is_none() {
+        if cfg.bn_sync {
+            log::warn!("model.bn_sync has no effect on one device (train.devices lists {n})");
+        }
         return Ok(());
     }
     if cfg.batch % n != 0 {
@@ -42,10 +45,10 @@ pub(super) fn check(cfg: &TrainConfig) -> Result<()> {
             ),
         ));
     }
-    if cfg.bn != BnMode::Frozen {
+    if cfg.bn_sync && cfg.bn == BnMode::Frozen {
         return Err(Error::config(
-            "train.devices",
-            "batch norm in train mode (model.bn) is not replicated yet: each tower would update the same moving statistics; use model.bn: frozen",
+            "model.bn_sync",
+            "needs batch norm in train mode (model.bn: train or train_all): frozen batch norms use the model's moving statistics, there is nothing to synchronise",
         ));
     }
     Ok(())

@@ -153,6 +153,8 @@ pub fn prepared_tower(
         bn_fold: fold,
         recompute: pretext::graph::recompute::Recompute::Off,
         custom_gradients: custom,
+        devices: &[],
+        bn_sync: false,
     };
     pretext::train::prepare::prepare_graph(&mut flat, &cx)?;
     Tower::import(m, &flat, "t", None, None)
