@@ -8,7 +8,10 @@ times the same training step (DAE head, frozen batch norm, global batch --batch)
 side in one run, with `pretext bench` (steady-state images/s after 3 untimed steps):
 
   local    one process, the tower replicated on k CPU devices (`train.devices`);
-  cluster  the chief and k `pretext worker` processes on loopback, one tower per worker.
+  cluster  the chief and k `pretext worker` processes on loopback, one tower per worker, the
+           gradients summed on the chief (beside the variables);
+  ring     the same cluster, the gradients all-reduced among the workers with TF's collective
+           ops (`train.gradient_reduce: collective`); the chief receives one sum.
 
 The graphs are the same; what differs is TF's gRPC transport (serialising tensors, the RPCs of
 each step) and k + 1 processes sharing this machine's cores. The bytes a step moves over the
@@ -83,6 +86,8 @@ def main():
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(k)]
         try:
             cl = bench(args, ["--set", f"cluster={spec}"], os.path.join(tmp, f"cluster{k}.json"))
+            ring = ["--set", f"cluster={spec}", "--set", "train.gradient_reduce=collective"]
+            rg = bench(args, ring, os.path.join(tmp, f"ring{k}.json"))
         finally:
             for w in workers:
                 w.kill()
@@ -90,16 +95,20 @@ def main():
         side = lo.get("size", 96)
         shares = args.batch * side * side * 3 * 4
         moved = k * (total + trainable) + shares
-        rows.append((k, lo, cl, moved))
+        # The ring: variables out to every worker, one all-reduced gradient back.
+        moved_ring = k * total + trainable + shares
+        rows.append((k, lo, cl, rg, moved, moved_ring))
     print(f"model {os.path.basename(args.model)}: {total / 1e6:.1f} MB of variables, {trainable / 1e6:.1f} MB "
           f"train; DAE, global batch {args.batch}, {args.steps} steps (3 untimed); "
           f"{os.cpu_count()} cores shared by every process\n")
     print("| workers | local: s/step (k devices, one process) | cluster: s/step (chief + k workers) | "
-          "overhead per step | cluster / local | MB over the chief's link per step |")
-    print("|---|---|---|---|---|---|")
-    for k, lo, cl, moved in rows:
-        a, b = lo["step_seconds"], cl["step_seconds"]
-        print(f"| {k} | {a:.3f} | {b:.3f} | {1000 * (b - a):+.0f} ms | {b / a:.2f} | {moved / 1e6:.1f} |")
+          "overhead per step | cluster / local | ring all-reduce: s/step | ring / cluster | "
+          "MB over the chief's link per step (summed on the chief / ring) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k, lo, cl, rg, moved, moved_ring in rows:
+        a, b, c = lo["step_seconds"], cl["step_seconds"], rg["step_seconds"]
+        print(f"| {k} | {a:.3f} | {b:.3f} | {1000 * (b - a):+.0f} ms | {b / a:.2f} | {c:.3f} | "
+              f"{c / b:.2f} | {moved / 1e6:.1f} / {moved_ring / 1e6:.1f} |")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("train-vars", "model.train_vars"),
     ("device", "model.device"),
     ("devices", "train.devices"),
+    ("gradient-reduce", "train.gradient_reduce"),
     ("images", "data.folders"),
     ("tfrecords", "data.tfrecords"),
     ("image-key", "data.image_key"),
@@ -198,6 +199,10 @@ pub struct TrainArgs {
     /// Replicate the tower on these devices, comma-separated (e.g. /device:GPU:0,/device:GPU:1).
     #[arg(long)]
     devices: Option<String>,
+    /// With --devices: add up a variable's gradients beside it (variable) or with TF's
+    /// collective all-reduce across the devices (collective).
+    #[arg(long, value_parser = ["variable", "collective"])]
+    gradient_reduce: Option<String>,
     /// Any other experiment key: KEY.PATH=VALUE (VALUE read as YAML), e.g. data.max_pixels=1e6.
     #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
     set: Vec<String>,
@@ -353,6 +358,7 @@ impl TrainArgs {
             ("decoder", self.decoder.as_ref()),
             ("hidden", self.hidden.as_ref()),
             ("device", self.device.as_ref()),
+            ("gradient-reduce", self.gradient_reduce.as_ref()),
             ("retain-weight", self.retain_weight.as_ref()),
         ]
     }

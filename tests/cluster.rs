@@ -143,16 +143,19 @@ fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn towers_on_workers_equal_towers_on_local_devices() {
     let tmp = tempfile::tempdir().unwrap();
-    // The SimCLR cluster is described by TF_CONFIG alone (as Kubernetes operators set it); the
-    // last run normalises across the workers (`model.bn_sync`).
+    // The SimCLR cluster is described by TF_CONFIG alone (as Kubernetes operators set it); then
+    // batch norm normalises across the workers (`model.bn_sync`), and gradients are all-reduced
+    // among the workers with TF's collective ops.
     let sync = [
         "model.bn=train_all".to_string(),
         "model.bn_sync=true".into(),
     ];
-    let cases: [(&str, usize, bool, &[String]); 3] = [
+    let ring = ["train.gradient_reduce=collective".to_string()];
+    let cases: [(&str, usize, bool, &[String]); 4] = [
         ("dae", 2, false, &[]),
         ("simclr", 3, true, &[]),
         ("dae", 2, false, &sync),
+        ("dae", 2, false, &ring),
     ];
     for (case, (head, n, tf_config, sets)) in cases.into_iter().enumerate() {
         let exp = write_experiment(tmp.path(), head, 6, 4 * n, "logging:\n  every: 1\n");

@@ -370,3 +370,56 @@ fn per_replica_batch_norm_averages_the_moving_statistics() {
     assert!(mean <= 1e-6, "moving means: {mean}");
     assert!(var > 1e-6, "moving variances average the shares': {var}");
 }
+
+/// `train.gradient_reduce: collective` (TF's all-reduce across the devices) against the sum
+/// beside each variable: the same losses and variables, with one all-reduce per model variable
+/// the loss reaches on each device.
+#[test]
+fn collective_all_reduce_equals_the_sum_beside_the_variable() {
+    for head in [
+        HeadConfig::Dae(Default::default()),
+        HeadConfig::Simclr(Default::default()),
+    ] {
+        let kind = head.head().kind();
+        let mut beside = config(head, false);
+        beside.devices = TWO.iter().map(|d| d.to_string()).collect();
+        let mut ring = beside.clone();
+        ring.gradient_reduce = pretext::autodiff::reduce::GradientReduce::Collective;
+        let mut a = Trainer::new(&beside).unwrap();
+        let mut b = Trainer::new(&ring).unwrap();
+        let (l1, l2) = (a.run(STEPS).unwrap(), b.run(STEPS).unwrap());
+        let (lr, vr) = (diff(&l1, &l2).1, max_rel(&variables(&a), &variables(&b)));
+        let p = b.placement().expect("placement read back");
+        let on = |d: &str| {
+            p.assigned
+                .iter()
+                .filter(|(n, dev)| dev.as_str() == d)
+                .filter(|(n, _)| {
+                    n.rsplit('/')
+                        .next()
+                        .unwrap()
+                        .starts_with("CollectiveReduceV2")
+                })
+                .count()
+        };
+        let (c0, c1) = (on(TWO[0]), on(TWO[1]));
+        let vars = b
+            .model()
+            .info
+            .variables()
+            .iter()
+            .filter(|v| v.trainable)
+            .count();
+        println!(
+            "{kind}: collective vs beside the variable, 2 devices, {STEPS} steps: losses max rel \
+             {lr:.2e}, variables max rel {vr:.2e}; all-reduces per device {c0} / {c1} for \
+             {vars} model variables"
+        );
+        assert!(lr <= 1e-5, "{kind}: losses differ by {lr}");
+        assert!(vr <= 1e-4, "{kind}: variables differ by {vr}");
+        assert!(
+            c0 == c1 && c0 > 0 && c0 <= vars,
+            "{kind}: {c0} / {c1} all-reduces for {vars}"
+        );
+    }
+}

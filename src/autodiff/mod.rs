@@ -5,6 +5,7 @@ pub mod colocate;
 pub mod control_flow;
 pub mod custom;
 pub mod fallback;
+pub mod reduce;
 pub mod relu_mask;
 mod staged;
 
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 
 use tensorflow::{Output, Scope};
 
-use crate::error::{Error, Result, TfContext};
+use crate::error::{Error, Result};
 use crate::graph::Tower;
 
 /// The gradient of the loss for one variable (summed over every read of it).
@@ -45,6 +46,18 @@ pub fn gradients(
     loss: Output,
     reads: &[(String, Output)],
     prefix: &str,
+) -> Result<Vec<VarGrad>> {
+    gradients_reduced(scope, towers, loss, reads, prefix, Default::default())
+}
+
+/// `gradients`, a variable's gradients from several devices added up as `how` says.
+pub fn gradients_reduced(
+    scope: &mut Scope,
+    towers: &[Tower],
+    loss: Output,
+    reads: &[(String, Output)],
+    prefix: &str,
+    how: reduce::GradientReduce,
 ) -> Result<Vec<VarGrad>> {
     // The gradient ops go where the loss is (`relu_mask::patch` places its copy of them).
     let device = loss.operation.device().unwrap_or_default();
@@ -97,7 +110,7 @@ pub fn gradients(
     let mut out = Vec::new();
     let mut sc = scope.new_sub_scope(&format!("{prefix}_sum"));
     for (handle, (value, gs)) in by_var {
-        let grad = sum_beside(&mut sc, &value, gs)
+        let grad = reduce::reduce(&mut sc, &value, gs, how)
             .map_err(|e| Error::graph(&handle, format!("summing its gradients: {e}")))?;
         out.push(VarGrad {
             handle,
@@ -106,34 +119,6 @@ pub fn gradients(
         });
     }
     Ok(out)
-}
-
-/// The sum of one variable's gradients (one per read: towers, replicas), beside the variable
-/// (`_class` colocation with its `VarHandleOp`, no device of its own): replicas on several
-/// devices send their gradients to the variable's device, where one update follows.
-fn sum_beside(s: &mut Scope, value: &Output, gs: Vec<Output>) -> Result<Output> {
-    if gs.len() == 1 {
-        return Ok(gs.into_iter().next().expect("one gradient"));
-    }
-    let handle = (value.operation.op_type().ok().as_deref() == Some("ReadVariableOp"))
-        .then(|| crate::graph::resolve_handle(&value.operation.input(0).0))
-        .flatten();
-    let name = s.get_unique_name_for_op("AddN");
-    let mut g = s.graph_mut();
-    let mut d = g
-        .new_operation("AddN", &name)
-        .map_err(|e| Error::graph(&name, e.to_string()))?;
-    d.add_input_list(&gs);
-    if let Some(h) = handle {
-        d.set_attr_string_list("_class", &[format!("loc:@{h}")])
-            .map_err(|e| Error::graph(&name, e.to_string()))?;
-    }
-    Ok(Output {
-        operation: d
-            .finish()
-            .tf_ctx(|| format!("adding gradients as {name}"))?,
-        index: 0,
-    })
 }
 
 /// One `TF_AddGradients` call: d(ys · dxs)/d(xs) (dxs: ones when None), under `prefix`. An op

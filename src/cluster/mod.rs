@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use server::{chief_server, serve, Server};
+pub use server::{chief_server, serve, Server, COLLECTIVE_LEADER};
 pub use tf_config::{
     chief_cluster, from_env, parse_spec, worker_task, TaskKind, TfConfig, TF_CONFIG,
 };

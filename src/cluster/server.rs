@@ -83,6 +83,9 @@ impl Server {
 }
 
 /// TF's ServerDef of `job` task `index`: every job of the cluster, gRPC.
+/// The task that resolves the cluster's collective groups.
+pub const COLLECTIVE_LEADER: &str = "/job:chief/replica:0/task:0";
+
 fn server_def(cluster: &ClusterConfig, job: &str, index: usize) -> ServerDef {
     let jobdef = |name: &str, addrs: &[String]| JobDef {
         name: name.into(),
@@ -101,7 +104,14 @@ fn server_def(cluster: &ClusterConfig, job: &str, index: usize) -> ServerDef {
         }),
         job_name: job.into(),
         task_index: index as i32,
-        default_session_config: None,
+        // Collective ops (`train.gradient_reduce: collective`, in any task) meet through one
+        // group leader, the same for every server: the chief.
+        default_session_config: Some(crate::proto::ConfigProto {
+            experimental: Some(crate::proto::ConfigExperimental {
+                collective_group_leader: COLLECTIVE_LEADER.into(),
+            }),
+            ..Default::default()
+        }),
         protocol: "grpc".into(),
     }
 }

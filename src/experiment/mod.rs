@@ -132,6 +132,9 @@ pub struct TrainSection {
     pub seed: u64,
     /// Devices the tower is replicated on, the batch split evenly over them (`[]`: one tower).
     pub devices: Vec<String>,
+    /// How a variable's gradients from several devices are added up: `variable` (beside it)
+    /// or `collective` (TF's all-reduce across the devices).
+    pub gradient_reduce: crate::autodiff::reduce::GradientReduce,
 }
 
 impl TrainSection {
@@ -149,6 +152,7 @@ impl Default for TrainSection {
             head_warmup_steps: 0,
             seed: 0,
             devices: Vec::new(),
+            gradient_reduce: Default::default(),
         }
     }
 }
@@ -351,6 +355,7 @@ impl Experiment {
                 (true, Some(c)) => c.worker_devices(),
                 _ => self.train.devices.clone(),
             },
+            gradient_reduce: self.train.gradient_reduce,
             cluster: self.cluster.clone(),
         }
     }

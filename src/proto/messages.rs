@@ -444,6 +444,16 @@ pub struct ConfigProto {
     /// How long a blocking op (a step waiting on another task) may wait; 0: for ever.
     #[prost(int64, tag = "11")]
     pub operation_timeout_in_ms: i64,
+    #[prost(message, optional, tag = "16")]
+    pub experimental: Option<ConfigExperimental>,
+}
+
+/// tensorflow.ConfigProto.Experimental: the task that resolves collective groups (every task
+/// of a cluster must name the same one for collective ops to meet).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConfigExperimental {
+    #[prost(string, tag = "1")]
+    pub collective_group_leader: String,
 }
 
 /// tensorflow.GraphOptions: only the grappler settings.

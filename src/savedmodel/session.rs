@@ -64,6 +64,9 @@ pub fn session_options_for(
         inter_op_parallelism_threads: env("PRETEXT_INTER_THREADS"),
         allow_soft_placement: true,
         operation_timeout_in_ms: cluster.map_or(0, |c| c.timeout_ms()),
+        experimental: cluster.map(|_| proto::ConfigExperimental {
+            collective_group_leader: crate::cluster::COLLECTIVE_LEADER.into(),
+        }),
         device_filters: Vec::new(),
         // Recompute the nodes `graph::recompute` marks; otherwise grappler's defaults.
         graph_options: Some(proto::GraphOptions {

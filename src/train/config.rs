@@ -64,6 +64,8 @@ pub struct TrainConfig {
     pub device: Option<String>,
     /// Devices the tower is replicated on (`train.devices`; empty: one tower).
     pub devices: Vec<String>,
+    /// Where gradients from several devices are added up (`train.gradient_reduce`).
+    pub gradient_reduce: crate::autodiff::reduce::GradientReduce,
     /// The cluster this process is the chief of (`cluster`); None: one process.
     pub cluster: Option<crate::cluster::ClusterConfig>,
 }

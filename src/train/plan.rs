@@ -40,12 +40,13 @@ pub(super) fn plan(
 ) -> Result<UpdatePlan> {
     let loss = &head.out.loss;
     let reads = build::trained_reads(head, |h| trainable.contains(h));
-    let grads = autodiff::gradients(
+    let grads = autodiff::gradients_reduced(
         &mut model.scope,
         &head.towers,
         loss.clone(),
         &reads,
         "pretext/gradients",
+        cfg.gradient_reduce,
     )?;
     let params = build::params_of(model, &grads, &head.vars)?;
     let grad_norm = {
