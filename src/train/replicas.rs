@@ -1,9 +1,11 @@
 //! Towers on several devices (`train.devices`): which runs may replicate the tower, and which
-//! device each part of the step asks for. The tower is replicated by the head builder
-//! (`heads::replicas`); head, loss and optimizer run on one device (`model.device`, else the
+//! device each part of the step asks for. The tower is replicated as one graph
+//! (`graph::replicate`, batch norms per replica or synchronised) and imported on the batch's
+//! shares by the head builder (`heads::replicas`); head, loss and optimizer run on one device (`model.device`, else the
 //! first of `train.devices`); the replicas' gradients of a variable are summed beside it
 //! (`autodiff`): the loss is the mean over the whole batch, so that sum is the average of the
-//! towers' own gradients, and one optimizer update follows. Every head replicates: the loss
+//! towers' own gradients, and one optimizer update follows (or, with `train.gradient_reduce:
+//! collective`, TF's all-reduce adds them up across the devices). Every head replicates: the loss
 //! sees the gathered batch (SimCLR's and MoCo's negatives from every tower), and the frozen
 //! towers of MoCo, BYOL and distillation are split the same way.
 use super::TrainConfig;
@@ -33,6 +35,11 @@ pub(super) fn check(cfg: &TrainConfig) -> Result<()> {
     if n < 2 && cfg.cluster.is_none() {
         if cfg.bn_sync {
             log::warn!("model.bn_sync has no effect on one device (train.devices lists {n})");
+        }
+        if cfg.gradient_reduce != crate::autodiff::reduce::GradientReduce::Variable {
+            log::warn!(
+                "train.gradient_reduce has no effect on one device (train.devices lists {n})"
+            );
         }
         return Ok(());
     }
