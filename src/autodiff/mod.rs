@@ -107,18 +107,22 @@ pub fn gradients_reduced(
                 .push(g);
         }
     }
-    let mut out = Vec::new();
     let mut sc = scope.new_sub_scope(&format!("{prefix}_sum"));
-    for (handle, (value, gs)) in by_var {
-        let grad = reduce::reduce(&mut sc, &value, gs, how)
-            .map_err(|e| Error::graph(&handle, format!("summing its gradients: {e}")))?;
-        out.push(VarGrad {
+    let items: Vec<reduce::Parts> = by_var.into_iter().map(|(h, (v, gs))| (h, v, gs)).collect();
+    let named: Vec<(String, Output)> = items
+        .iter()
+        .map(|(h, v, _)| (h.clone(), v.clone()))
+        .collect();
+    let grads = reduce::reduce_all(&mut sc, items, how)?;
+    Ok(named
+        .into_iter()
+        .zip(grads)
+        .map(|((handle, value), grad)| VarGrad {
             handle,
             value,
             grad,
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// One `TF_AddGradients` call: d(ys · dxs)/d(xs) (dxs: ones when None), under `prefix`. An op

@@ -29,23 +29,62 @@ static INSTANCE: AtomicI32 = AtomicI32::new(1);
 /// The collective group of the step's devices.
 const GROUP_KEY: i32 = 1;
 
-/// The sum of one variable's gradients `gs` (one per read), `how` says where.
-pub(super) fn reduce(
+/// One variable's gradients to add up: its name, a read of it, one gradient per read.
+pub(super) type Parts = (String, Output, Vec<Output>);
+
+/// A variable to all-reduce: its index in `reduce_all`'s items, its gradients by device, its
+/// shape.
+type Packed = (usize, BTreeMap<String, Vec<Output>>, Vec<i64>);
+
+/// The sum of each variable's gradients, in `items`' order, `how` says where. Collectively,
+/// the variables whose gradients come from the same devices are packed into one vector per
+/// device and all-reduced at once (one collective per step, as tf.distribute packs its
+/// gradients); the others are summed beside their variable.
+pub(super) fn reduce_all(
     s: &mut Scope,
-    value: &Output,
-    gs: Vec<Output>,
+    items: Vec<Parts>,
     how: GradientReduce,
-) -> Result<Output> {
-    if gs.len() == 1 {
-        return Ok(gs.into_iter().next().expect("one gradient"));
+) -> Result<Vec<Output>> {
+    let mut out: Vec<Option<Output>> = vec![None; items.len()];
+    let mut groups: BTreeMap<Vec<String>, Vec<Packed>> = BTreeMap::new();
+    for (i, (name, value, gs)) in items.into_iter().enumerate() {
+        let per = match (how, gs.len()) {
+            (_, 1) => {
+                out[i] = gs.into_iter().next();
+                continue;
+            }
+            (GradientReduce::Collective, _) => by_device(&gs).filter(|p| p.len() > 1),
+            (GradientReduce::Variable, _) => None,
+        };
+        match per.zip(static_shape(s, &value)) {
+            Some((per, shape)) => {
+                let devices = per.keys().cloned().collect();
+                groups.entry(devices).or_default().push((i, per, shape));
+            }
+            None => {
+                let g = sum_beside(s, &value, gs)
+                    .map_err(|e| Error::graph(&name, format!("summing its gradients: {e}")))?;
+                out[i] = Some(g);
+            }
+        }
     }
-    match how {
-        GradientReduce::Variable => sum_beside(s, value, gs),
-        GradientReduce::Collective => match by_device(&gs) {
-            Some(per) if per.len() > 1 => all_reduce(s, per),
-            _ => sum_beside(s, value, gs),
-        },
+    for (_, group) in groups {
+        let idx: Vec<usize> = group.iter().map(|(i, _, _)| *i).collect();
+        for (i, g) in idx.into_iter().zip(all_reduce_packed(s, group)?) {
+            out[i] = Some(g);
+        }
     }
+    Ok(out
+        .into_iter()
+        .map(|g| g.expect("every variable reduced"))
+        .collect())
+}
+
+/// A variable's fully known shape (None if any dimension is not).
+fn static_shape(s: &Scope, value: &Output) -> Option<Vec<i64>> {
+    let shape = s.graph().tensor_shape(value.clone()).ok()?;
+    let rank = shape.dims()?;
+    (0..rank).map(|d| shape[d].filter(|&n| n >= 0)).collect()
 }
 
 /// `gs` grouped by the device each was placed on (None when one has no device).
@@ -58,26 +97,63 @@ fn by_device(gs: &[Output]) -> Option<BTreeMap<String, Vec<Output>>> {
     Some(per)
 }
 
-/// Each device's gradients summed there, then all-reduced across the devices; the first
-/// device's result, after every device's (each must run for any to finish).
-fn all_reduce(s: &mut Scope, per: BTreeMap<String, Vec<Output>>) -> Result<Output> {
-    let n = per.len() as i32;
+/// Variables' gradients on the same devices: on each device every variable's gradients summed,
+/// flattened and concatenated, the vector all-reduced across the devices; the first device's
+/// result split back into each variable's shape where the step's update runs (after every
+/// device's all-reduce: each must run for any to finish).
+fn all_reduce_packed(s: &mut Scope, group: Vec<Packed>) -> Result<Vec<Output>> {
+    let ctx = || "packing gradients for the all-reduce".to_string();
+    let devices: Vec<String> = group[0].1.keys().cloned().collect();
     let key = INSTANCE.fetch_add(1, Ordering::Relaxed);
-    let mut results = Vec::with_capacity(per.len());
-    for (device, gs) in per {
-        let mut d = s.with_device(&device);
-        let local = match gs.len() {
-            1 => gs[0].clone(),
-            _ => add_n(&mut d, &gs, Some(&device), None)?,
+    let mut results = Vec::with_capacity(devices.len());
+    for device in &devices {
+        let mut d = s.with_device(device);
+        let flat = ops::constant(&[-1i32][..], &mut d).tf_ctx(ctx)?;
+        let mut pieces: Vec<Output> = Vec::with_capacity(group.len());
+        for (_, per, _) in &group {
+            let gs = &per[device];
+            let local = match gs.len() {
+                1 => gs[0].clone(),
+                _ => add_n(&mut d, gs, Some(device), None)?,
+            };
+            pieces.push(
+                ops::reshape(local, flat.clone(), &mut d)
+                    .tf_ctx(ctx)?
+                    .into(),
+            );
+        }
+        let packed = match pieces.len() {
+            1 => pieces.remove(0),
+            _ => crate::graph::concat(&mut d, &pieces, 0)?,
         };
-        results.push(collective(&mut d, &device, local, n, key)?);
+        results.push(collective(
+            &mut d,
+            device,
+            packed,
+            devices.len() as i32,
+            key,
+        )?);
     }
     let (first, rest) = results.split_first().expect("two devices or more");
-    let mut after =
-        s.with_control_dependencies(&rest.iter().map(|o| o.operation.clone()).collect::<Vec<_>>());
-    Ok(ops::identity(first.clone(), &mut after)
-        .tf_ctx(|| "all-reduced gradient".into())?
-        .into())
+    let waits: Vec<_> = rest.iter().map(|o| o.operation.clone()).collect();
+    let mut after = s.with_control_dependencies(&waits);
+    let sizes: Vec<i64> = group.iter().map(|(_, _, sh)| sh.iter().product()).collect();
+    let sizes = ops::constant(&sizes[..], &mut after).tf_ctx(ctx)?;
+    let axis = ops::constant(0i32, &mut after).tf_ctx(ctx)?;
+    let split = ops::SplitV::new()
+        .num_split(group.len() as i64)
+        .build(first.clone(), sizes, axis, &mut after)
+        .tf_ctx(ctx)?;
+    let mut out = Vec::with_capacity(group.len());
+    for (k, (_, _, shape)) in group.iter().enumerate() {
+        let piece = Output {
+            operation: split.clone(),
+            index: k as i32,
+        };
+        let dims = ops::constant(&shape[..], &mut after).tf_ctx(ctx)?;
+        out.push(ops::reshape(piece, dims, &mut after).tf_ctx(ctx)?.into());
+    }
+    Ok(out)
 }
 
 /// A `CollectiveReduceV2` summing `x` over the `n` devices of the group, instance `key`.

@@ -277,3 +277,30 @@ pub fn op_histogram(nodes: &[NodeDef]) -> Vec<(String, usize)> {
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     v
 }
+
+/// `ConcatV2` of `xs` along `axis` (the crate's generated builders cannot take list inputs).
+pub fn concat(s: &mut tensorflow::Scope, xs: &[Output], axis: i32) -> Result<Output> {
+    let ctx = || "concatenating tensors".to_string();
+    // The op builder (not `ops::constant`) gives the axis the scope's device, and the concat
+    // takes it from there: it is built outside the scope's builders.
+    let axis: Output = tensorflow::ops::Const::new()
+        .dtype(tensorflow::DataType::Int32)
+        .value(tensorflow::Tensor::from(axis))
+        .build(s)
+        .tf_ctx(ctx)?
+        .into();
+    let name = s.get_unique_name_for_op("concat");
+    let mut g = s.graph_mut();
+    let mut d = g
+        .new_operation("ConcatV2", &name)
+        .map_err(|e| Error::graph(&name, e.to_string()))?;
+    d.add_input_list(xs);
+    let device = axis.operation.device().unwrap_or_default();
+    d.set_device(&device)
+        .map_err(|e| Error::graph(&name, e.to_string()))?;
+    d.add_input(axis);
+    Ok(Output {
+        operation: d.finish().tf_ctx(ctx)?,
+        index: 0,
+    })
+}

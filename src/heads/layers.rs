@@ -1,8 +1,8 @@
 //! Graph building blocks shared by the heads: batch normalisation, cross entropy, list-input
 //! ops the crate's generated builders cannot express, activations.
-use tensorflow::{ops, DataType, Output, Scope, Tensor};
+use tensorflow::{ops, Output, Scope};
 
-use crate::error::{Error, Result, TfContext};
+use crate::error::{Result, TfContext};
 
 /// Batch normalisation of `x` over axis 0 with batch statistics, scale `1 + gamma` and offset
 /// `beta` (gamma is stored as an offset from 1 so that zero-initialised variables start at 1).
@@ -66,33 +66,6 @@ pub fn xent_mean(s: &mut Scope, logits: Output, labels: Output, depth: Output) -
     )
     .tf_ctx(ctx)?
     .into())
-}
-
-/// `ConcatV2` of `xs` along `axis` (the crate's generated builders cannot take list inputs).
-pub fn concat(s: &mut Scope, xs: &[Output], axis: i32) -> Result<Output> {
-    let ctx = || "concatenating tensors".to_string();
-    // The op builder (not `ops::constant`) gives the axis the scope's device, and the concat
-    // takes it from there: it is built outside the scope's builders.
-    let axis: Output = ops::Const::new()
-        .dtype(DataType::Int32)
-        .value(Tensor::from(axis))
-        .build(s)
-        .tf_ctx(ctx)?
-        .into();
-    let name = s.get_unique_name_for_op("concat");
-    let mut g = s.graph_mut();
-    let mut d = g
-        .new_operation("ConcatV2", &name)
-        .map_err(|e| Error::graph(&name, e.to_string()))?;
-    d.add_input_list(xs);
-    let device = axis.operation.device().unwrap_or_default();
-    d.set_device(&device)
-        .map_err(|e| Error::graph(&name, e.to_string()))?;
-    d.add_input(axis);
-    Ok(Output {
-        operation: d.finish().tf_ctx(ctx)?,
-        index: 0,
-    })
 }
 
 pub(crate) fn activate(

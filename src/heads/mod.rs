@@ -17,11 +17,12 @@ use tensorflow::Output;
 
 use crate::error::Result;
 
+pub use crate::graph::concat;
 pub use builder::{BuiltHead, HeadBuilder, HeadInputs, HeadSettings};
 pub use byol::ByolConfig;
 pub use dae::DaeConfig;
 pub use inpaint::InpaintConfig;
-pub use layers::{batch_dims, concat, normalize, random, xent_mean, Activation};
+pub use layers::{batch_dims, normalize, random, xent_mean, Activation};
 pub use moco::MocoConfig;
 pub use multi::{MultiConfig, WeightedHead};
 pub use rotation::RotationConfig;
