@@ -278,26 +278,16 @@ impl Sync<'_> {
     fn moving(&mut self, f: f32) {
         let one = scalar(format!("{}/one", self.g), 1.0);
         self.out.push(on(one, &self.devices[0]));
-        self.main(
-            "count_1",
-            "Sub",
-            vec![self.total("count"), self.total("one")],
-        );
-        self.main(
-            "count_1_pos",
-            "Maximum",
-            vec![self.total("count_1"), self.total("one")],
-        );
-        self.main(
-            "bessel",
-            "RealDiv",
-            vec![self.total("count"), self.total("count_1_pos")],
-        );
-        self.main(
-            "var_unbiased",
-            "Mul",
-            vec![self.total("var"), self.total("bessel")],
-        );
+        // N/(N − 1), N − 1 at least 1, as the fused kernel's Bessel correction.
+        let steps = [
+            ("count_1", "Sub", "count", "one"),
+            ("count_1_pos", "Maximum", "count_1", "one"),
+            ("bessel", "RealDiv", "count", "count_1_pos"),
+            ("var_unbiased", "Mul", "var", "bessel"),
+        ];
+        for (what, op, a, b) in steps {
+            self.main(what, op, vec![self.total(a), self.total(b)]);
+        }
         for (k, (what, batch)) in [("mean", "mean"), ("var", "var_unbiased")]
             .into_iter()
             .enumerate()

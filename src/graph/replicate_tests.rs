@@ -1,16 +1,11 @@
 //! `graph::replicate` on a hand-made flat graph: the copies, the shared variables, and the
 //! synchronised batch norm's wiring.
 use super::*;
-use crate::graph::node_def;
+use crate::proto::nodes::test_node;
 use crate::proto::GraphDef;
 
 fn n(name: &str, op: &str, inputs: &[&str]) -> NodeDef {
-    node_def(
-        name.into(),
-        op,
-        inputs.iter().map(|s| s.to_string()).collect(),
-        vec![],
-    )
+    test_node(name, op, "", inputs)
 }
 
 /// x → bn (training) → relu, the variables behind shared placeholders `ext/*`.
