@@ -423,3 +423,37 @@ fn collective_all_reduce_equals_the_sum_beside_the_variable() {
         );
     }
 }
+
+/// One device in `train.devices` (or a one-worker cluster): the tower is placed there, not
+/// wherever TF would put it.
+#[test]
+fn one_listed_device_gets_the_tower() {
+    let mut c = config(HeadConfig::Dae(Default::default()), false);
+    c.devices = vec![TWO[1].to_string()];
+    let mut t = Trainer::new(&c).unwrap();
+    t.run(1).unwrap();
+    let p = t.placement().expect("placement read back");
+    let tower: Vec<_> = p
+        .assigned
+        .iter()
+        .filter(|(n, _)| n.starts_with("pretext/tower0/") && !n.contains("ReadVariableOp"))
+        .collect();
+    assert!(!tower.is_empty());
+    let off: Vec<_> = tower.iter().filter(|(_, d)| d.as_str() != TWO[1]).collect();
+    assert!(off.is_empty(), "{off:?}");
+}
+
+/// A model with custom gradients (their backward planned in stages on the replicated graph)
+/// trains on two devices as on one.
+#[test]
+fn custom_gradients_replicate() {
+    let mut one = cfg("custom_grads", STEPS);
+    one.batch = 8;
+    let mut two = one.clone();
+    two.devices = TWO.iter().map(|d| d.to_string()).collect();
+    let l1 = Trainer::new(&one).unwrap().run(STEPS).unwrap();
+    let l2 = Trainer::new(&two).unwrap().run(STEPS).unwrap();
+    let (_, lr) = diff(&l1, &l2);
+    println!("custom_grads, dae: 1 vs 2 devices, losses max rel {lr:.2e}; {l1:?} vs {l2:?}");
+    assert!(lr <= 1e-5, "{lr}");
+}

@@ -2,8 +2,8 @@
 //! (`train.gradient_reduce`): summed beside the variable, where the replicas send them, or
 //! all-reduced across the replicas' devices with TF's collective ops (`CollectiveReduceV2`,
 //! ring or whatever TF picks), each device's own gradients summed first.
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tensorflow::{ops, Output, Scope};
@@ -23,11 +23,38 @@ pub enum GradientReduce {
     Collective,
 }
 
-/// The collective instance keys of this process: one per all-reduce, the same on every device
-/// taking part.
-static INSTANCE: AtomicI32 = AtomicI32::new(1);
-/// The collective group of the step's devices.
-const GROUP_KEY: i32 = 1;
+/// Collective keys of this process: a group per set of devices (TF fixes a group's members
+/// and size for the servers' lifetime), an instance per all-reduce (the same on every device
+/// taking part). Both start at a per-process random base: workers outlive a chief, and the
+/// next chief's collectives must not meet the keys the last one left on them.
+struct Keys {
+    instance: i32,
+    group: i32,
+    groups: HashMap<Vec<String>, i32>,
+}
+
+static KEYS: Mutex<Option<Keys>> = Mutex::new(None);
+
+/// (group key of `devices`, a new instance key).
+fn keys(devices: &[String]) -> (i32, i32) {
+    let mut k = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    let k = k.get_or_insert_with(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+            .unwrap_or(0);
+        let seed = t ^ std::process::id().rotate_left(16);
+        Keys {
+            instance: 1 + (seed % (1 << 29)) as i32,
+            group: 2 + (seed.rotate_left(7) % (1 << 29)) as i32,
+            groups: HashMap::new(),
+        }
+    });
+    let next = k.group + k.groups.len() as i32;
+    let group = *k.groups.entry(devices.to_vec()).or_insert(next);
+    k.instance += 1;
+    (group, k.instance)
+}
 
 /// One variable's gradients to add up: its name, a read of it, one gradient per read.
 pub(super) type Parts = (String, Output, Vec<Output>);
@@ -46,6 +73,7 @@ pub(super) fn reduce_all(
     how: GradientReduce,
 ) -> Result<Vec<Output>> {
     let mut out: Vec<Option<Output>> = vec![None; items.len()];
+    let names: Vec<String> = items.iter().map(|(n, _, _)| n.clone()).collect();
     let mut groups: BTreeMap<Vec<String>, Vec<Packed>> = BTreeMap::new();
     for (i, (name, value, gs)) in items.into_iter().enumerate() {
         let per = match (how, gs.len()) {
@@ -70,7 +98,13 @@ pub(super) fn reduce_all(
     }
     for (_, group) in groups {
         let idx: Vec<usize> = group.iter().map(|(i, _, _)| *i).collect();
-        for (i, g) in idx.into_iter().zip(all_reduce_packed(s, group)?) {
+        let which = match idx.len() {
+            1 => names[idx[0]].clone(),
+            n => format!("{} and {} more", names[idx[0]], n - 1),
+        };
+        let reduced = all_reduce_packed(s, group)
+            .map_err(|e| Error::graph(&which, format!("all-reducing the gradients: {e}")))?;
+        for (i, g) in idx.into_iter().zip(reduced) {
             out[i] = Some(g);
         }
     }
@@ -104,7 +138,7 @@ fn by_device(gs: &[Output]) -> Option<BTreeMap<String, Vec<Output>>> {
 fn all_reduce_packed(s: &mut Scope, group: Vec<Packed>) -> Result<Vec<Output>> {
     let ctx = || "packing gradients for the all-reduce".to_string();
     let devices: Vec<String> = group[0].1.keys().cloned().collect();
-    let key = INSTANCE.fetch_add(1, Ordering::Relaxed);
+    let (group_key, key) = keys(&devices);
     let mut results = Vec::with_capacity(devices.len());
     for device in &devices {
         let mut d = s.with_device(device);
@@ -126,13 +160,8 @@ fn all_reduce_packed(s: &mut Scope, group: Vec<Packed>) -> Result<Vec<Output>> {
             1 => pieces.remove(0),
             _ => crate::graph::concat(&mut d, &pieces, 0)?,
         };
-        results.push(collective(
-            &mut d,
-            device,
-            packed,
-            devices.len() as i32,
-            key,
-        )?);
+        let n = devices.len() as i32;
+        results.push(collective(&mut d, device, packed, (n, group_key, key))?);
     }
     let (first, rest) = results.split_first().expect("two devices or more");
     let waits: Vec<_> = rest.iter().map(|o| o.operation.clone()).collect();
@@ -156,11 +185,16 @@ fn all_reduce_packed(s: &mut Scope, group: Vec<Packed>) -> Result<Vec<Output>> {
     Ok(out)
 }
 
-/// A `CollectiveReduceV2` summing `x` over the `n` devices of the group, instance `key`.
-fn collective(s: &mut Scope, device: &str, x: Output, n: i32, key: i32) -> Result<Output> {
-    let ctx = || format!("collective all-reduce {key}");
+/// A `CollectiveReduceV2` summing `x` over the group (its size, its key) of instance `key`.
+fn collective(
+    s: &mut Scope,
+    device: &str,
+    x: Output,
+    (n, group_key, key): (i32, i32, i32),
+) -> Result<Output> {
+    let ctx = || format!("collective all-reduce {key} of group {group_key} on {device}");
     let size = ops::constant(n, s).tf_ctx(ctx)?;
-    let group = ops::constant(GROUP_KEY, s).tf_ctx(ctx)?;
+    let group = ops::constant(group_key, s).tf_ctx(ctx)?;
     let instance = ops::constant(key, s).tf_ctx(ctx)?;
     let name = s.get_unique_name_for_op("CollectiveReduceV2");
     let mut g = s.graph_mut();

@@ -193,10 +193,12 @@ impl Sync<'_> {
                 int_val: vec![0, 1, 2],
                 ..Default::default()
             };
-            self.out.push(on(
-                const_node(self.local(k, "axes"), axes),
-                &self.devices[k],
-            ));
+            // The batch norm's control inputs hold its replacement: every node of it reads
+            // `axes` (directly or through the totals).
+            let mut axes = const_node(self.local(k, "axes"), axes);
+            let controls = self.b.input.iter().filter(|t| t.starts_with('^'));
+            axes.input.extend(controls.map(|t| self.r.tensor(k, t)));
+            self.out.push(on(axes, &self.devices[k]));
             self.reduce(k, "sum", x.clone());
             for (what, of) in [("size_x", x), ("size_c", self.local_t(k, "sum"))] {
                 let attrs = vec![
@@ -248,7 +250,8 @@ impl Sync<'_> {
         );
         let eps = scalar(
             format!("{}/eps", self.g),
-            float_attr(self.b, "epsilon", 1e-3),
+            // FusedBatchNormV3's own default.
+            float_attr(self.b, "epsilon", 1e-4),
         );
         self.out.push(on(eps, &self.devices[0]));
         self.main(

@@ -27,11 +27,25 @@ impl super::GraphPass for Replicate {
         "tower replicated over train.devices"
     }
     fn run(&self, flat: &mut FlatGraph, cx: &super::PassContext) -> Result<Vec<String>> {
-        match cx.devices.len() {
-            0 | 1 => Ok(Vec::new()),
+        match cx.devices {
+            [] => Ok(Vec::new()),
+            [one] => Ok(place(flat, one)),
             _ => replicate(flat, cx.devices, cx.bn_sync),
         }
     }
+}
+
+/// One device: every node but the shared placeholders placed there (nothing to replicate).
+fn place(flat: &mut FlatGraph, device: &str) -> Vec<String> {
+    let shared: HashSet<&str> = flat.external.iter().map(|(p, _)| p.as_str()).collect();
+    let mut placed = Vec::new();
+    for n in flat.graph_def.node.iter_mut() {
+        if !shared.contains(n.name.as_str()) {
+            n.device = device.to_string();
+            placed.push(n.name.clone());
+        }
+    }
+    placed
 }
 
 /// Replica `k`'s name of a flat node.
@@ -39,12 +53,13 @@ pub fn replica_name(k: usize, node: &str) -> String {
     format!("replica{k}/{node}")
 }
 
-/// A training-mode fused batch norm (what computes batch statistics).
+/// A training-mode fused batch norm (what computes batch statistics; `is_training` defaults
+/// to true).
 fn is_training_bn(n: &NodeDef) -> bool {
     super::bn::FUSED.contains(&n.op.as_str())
-        && matches!(
+        && !matches!(
             n.attr.get("is_training").and_then(|a| a.value.as_ref()),
-            Some(Value::B(true))
+            Some(Value::B(false))
         )
 }
 
@@ -174,8 +189,13 @@ impl Renamer<'_> {
             for s in l.s.iter_mut() {
                 let text = String::from_utf8_lossy(s).into_owned();
                 if let Some(node) = text.strip_prefix("loc:@") {
-                    if !self.shared.contains(node) {
-                        *s = format!("loc:@{}", replica_name(k, node)).into_bytes();
+                    // A synchronised batch norm's place is taken by its output's op.
+                    let node = match self.synced.contains(node) {
+                        true => format!("{node}/sync/y"),
+                        false => node.to_string(),
+                    };
+                    if !self.shared.contains(&node) {
+                        *s = format!("loc:@{}", replica_name(k, &node)).into_bytes();
                     }
                 }
             }

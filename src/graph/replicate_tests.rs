@@ -116,3 +116,35 @@ fn synchronised_batch_norms_read_sums_over_every_replica() {
     let e = replicate(&mut g, &DEVICES.map(String::from), true).unwrap_err();
     assert!(e.to_string().contains("bn:3"), "{e}");
 }
+
+#[test]
+fn a_synchronised_batch_norm_keeps_its_control_inputs_and_colocations() {
+    let mut f = flat();
+    let bn = f
+        .graph_def
+        .node
+        .iter_mut()
+        .find(|n| n.name == "bn")
+        .unwrap();
+    bn.input.push("^read_v".into());
+    let mut beside = n("beside", "Identity", &["x"]);
+    let class = crate::proto::ListValue {
+        s: vec![b"loc:@bn".to_vec()],
+        ..Default::default()
+    };
+    beside.attr.insert(
+        "_class".into(),
+        AttrValue {
+            value: Some(Value::List(class)),
+        },
+    );
+    f.graph_def.node.push(beside);
+    replicate(&mut f, &DEVICES.map(String::from), true).unwrap();
+    let axes = node(&f, "replica1/bn/sync/axes");
+    assert_eq!(axes.input, vec!["^replica1/read_v"]);
+    let beside = node(&f, "replica1/beside");
+    let Some(Value::List(l)) = beside.attr["_class"].value.as_ref() else {
+        panic!("_class kept")
+    };
+    assert_eq!(l.s, vec![b"loc:@replica1/bn/sync/y".to_vec()]);
+}
