@@ -19,12 +19,13 @@ pub struct Moving {
     pub values: [String; 2],
 }
 
-/// The tower copied over `PassContext::devices` (nothing with fewer than two).
+/// The tower placed on `PassContext::devices`: copied once per device, or, with one, placed
+/// there (nothing without).
 pub struct Replicate;
 
 impl super::GraphPass for Replicate {
     fn name(&self) -> &'static str {
-        "tower replicated over train.devices"
+        "tower placed on train.devices (one copy per device)"
     }
     fn run(&self, flat: &mut FlatGraph, cx: &super::PassContext) -> Result<Vec<String>> {
         match cx.devices {
