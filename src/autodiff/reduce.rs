@@ -196,25 +196,17 @@ fn collective(
     let size = ops::constant(n, s).tf_ctx(ctx)?;
     let group = ops::constant(group_key, s).tf_ctx(ctx)?;
     let instance = ops::constant(key, s).tf_ctx(ctx)?;
-    let name = s.get_unique_name_for_op("CollectiveReduceV2");
-    let mut g = s.graph_mut();
-    let mut d = g
-        .new_operation("CollectiveReduceV2", &name)
-        .map_err(|e| Error::graph(&name, e.to_string()))?;
-    d.add_input(x);
-    d.add_input(size);
-    d.add_input(group);
-    d.add_input(instance);
-    d.add_input_list(&[]);
-    let nul = |e: std::ffi::NulError| Error::graph(&name, e.to_string());
-    d.set_device(device).map_err(nul)?;
-    d.set_attr_string("merge_op", "Add").map_err(nul)?;
-    d.set_attr_string("final_op", "Id").map_err(nul)?;
-    d.set_attr_string("communication_hint", "auto")
-        .map_err(nul)?;
-    Ok(Output {
-        operation: d.finish().tf_ctx(ctx)?,
-        index: 0,
+    crate::graph::new_op(s, "CollectiveReduceV2", "CollectiveReduceV2", |d| {
+        d.add_input(x);
+        d.add_input(size);
+        d.add_input(group);
+        d.add_input(instance);
+        d.add_input_list(&[]);
+        let e = |e: std::ffi::NulError| e.to_string();
+        d.set_device(device).map_err(e)?;
+        d.set_attr_string("merge_op", "Add").map_err(e)?;
+        d.set_attr_string("final_op", "Id").map_err(e)?;
+        d.set_attr_string("communication_hint", "auto").map_err(e)
     })
 }
 
@@ -225,25 +217,17 @@ fn add_n(
     device: Option<&str>,
     beside: Option<&str>,
 ) -> Result<Output> {
-    let name = s.get_unique_name_for_op("AddN");
-    let mut g = s.graph_mut();
-    let mut d = g
-        .new_operation("AddN", &name)
-        .map_err(|e| Error::graph(&name, e.to_string()))?;
-    d.add_input_list(gs);
-    if let Some(device) = device {
-        d.set_device(device)
-            .map_err(|e| Error::graph(&name, e.to_string()))?;
-    }
-    if let Some(h) = beside {
-        d.set_attr_string_list("_class", &[format!("loc:@{h}")])
-            .map_err(|e| Error::graph(&name, e.to_string()))?;
-    }
-    Ok(Output {
-        operation: d
-            .finish()
-            .tf_ctx(|| format!("adding gradients as {name}"))?,
-        index: 0,
+    crate::graph::new_op(s, "AddN", "AddN", |d| {
+        d.add_input_list(gs);
+        if let Some(device) = device {
+            d.set_device(device).map_err(|e| e.to_string())?;
+        }
+        if let Some(h) = beside {
+            let class = [format!("loc:@{h}")];
+            d.set_attr_string_list("_class", &class)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     })
 }
 

@@ -7,16 +7,13 @@
 use super::replicate::{replica_name, Moving, Renamer};
 use super::{attr_type, const_node, node_def};
 use crate::error::{Error, Result};
+use crate::proto::nodes::float_op;
 use crate::proto::{attr_value::Value, AttrValue, Dim, NodeDef};
 use crate::proto::{TensorProto, TensorRef, TensorShapeProto};
 
 const DT_FLOAT: i32 = 1;
 const DT_INT32: i32 = 3;
 const DT_INT64: i32 = 9;
-
-fn float_op(name: String, op: &str, inputs: Vec<String>) -> NodeDef {
-    node_def(name, op, inputs, vec![("T", attr_type(DT_FLOAT))])
-}
 
 fn add_n(name: String, inputs: Vec<String>) -> NodeDef {
     let n = inputs.len() as i64;

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use super::bn::FUSED;
 use super::{attr_type, const_node, data_inputs, node_def};
+use crate::proto::nodes::float_op;
 use crate::proto::{
     attr_value::Value, AttrValue, Dim, GraphDef, NodeDef, TensorProto, TensorShapeProto,
 };
@@ -87,10 +88,6 @@ fn foldable(
         _ => 1e-4,
     };
     Some((bi, ci, eps))
-}
-
-fn float_op(name: String, op: &str, inputs: Vec<String>) -> NodeDef {
-    node_def(name, op, inputs, vec![("T", attr_type(DT_FLOAT))])
 }
 
 /// Frozen batch norms folded into their convolutions, when `bn_fold` is on.

@@ -289,18 +289,33 @@ pub fn concat(s: &mut tensorflow::Scope, xs: &[Output], axis: i32) -> Result<Out
         .build(s)
         .tf_ctx(ctx)?
         .into();
-    let name = s.get_unique_name_for_op("concat");
+    let device = axis.operation.device().unwrap_or_default();
+    new_op(s, "ConcatV2", "concat", |d| {
+        d.add_input_list(xs);
+        d.set_device(&device).map_err(|e| e.to_string())?;
+        d.add_input(axis);
+        Ok(())
+    })
+}
+
+/// One `op` named after `hint` (unique in `s`), built straight on the graph for what the crate's
+/// builders cannot take (list inputs, raw attributes): `fill` adds its inputs, device and
+/// attributes; an error names the new node.
+pub fn new_op(
+    s: &mut tensorflow::Scope,
+    op: &str,
+    hint: &str,
+    fill: impl FnOnce(&mut tensorflow::OperationDescription) -> std::result::Result<(), String>,
+) -> Result<Output> {
+    let name = s.get_unique_name_for_op(hint);
     let mut g = s.graph_mut();
     let mut d = g
-        .new_operation("ConcatV2", &name)
+        .new_operation(op, &name)
         .map_err(|e| Error::graph(&name, e.to_string()))?;
-    d.add_input_list(xs);
-    let device = axis.operation.device().unwrap_or_default();
-    d.set_device(&device)
-        .map_err(|e| Error::graph(&name, e.to_string()))?;
-    d.add_input(axis);
+    fill(&mut d).map_err(|e| Error::graph(&name, e))?;
+    let operation = d.finish().map_err(|e| Error::graph(&name, e.to_string()))?;
     Ok(Output {
-        operation: d.finish().tf_ctx(ctx)?,
+        operation,
         index: 0,
     })
 }

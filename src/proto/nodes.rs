@@ -55,6 +55,11 @@ pub fn const_node(name: String, t: TensorProto) -> NodeDef {
     )
 }
 
+/// A float32 op (`T: DT_FLOAT`) on `inputs`.
+pub fn float_op(name: String, op: &str, inputs: Vec<String>) -> NodeDef {
+    node_def(name, op, inputs, vec![("T", attr_type(1))])
+}
+
 /// Builds an AttrValue holding a type.
 pub fn attr_type(dt: i32) -> AttrValue {
     AttrValue {
