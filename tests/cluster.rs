@@ -151,11 +151,14 @@ fn towers_on_workers_equal_towers_on_local_devices() {
         "model.bn_sync=true".into(),
     ];
     let ring = ["train.gradient_reduce=collective".to_string()];
-    let cases: [(&str, usize, bool, &[String]); 4] = [
+    // The workers read their own shards (the default), except where the chief reads.
+    let chief = ["cluster.input=chief".to_string()];
+    let cases: [(&str, usize, bool, &[String]); 5] = [
         ("dae", 2, false, &[]),
         ("simclr", 3, true, &[]),
         ("dae", 2, false, &sync),
         ("dae", 2, false, &ring),
+        ("simclr", 2, false, &chief),
     ];
     for (case, (head, n, tf_config, sets)) in cases.into_iter().enumerate() {
         let exp = write_experiment(tmp.path(), head, 6, 4 * n, "logging:\n  every: 1\n");
@@ -169,6 +172,7 @@ fn towers_on_workers_equal_towers_on_local_devices() {
                     .output()
                     .unwrap())
             }
+            // `--set cluster.input=…` after `--set cluster={…}`.
             false => run_with(&exp, &dist, &[&[workers.set()], sets].concat()),
         };
         assert_eq!(code, 0, "{err}");
@@ -180,7 +184,11 @@ fn towers_on_workers_equal_towers_on_local_devices() {
         let local: Vec<String> = (0..n).map(|i| format!("/device:CPU:{i}")).collect();
         let one = tmp.path().join(format!("{head}-local{case}"));
         let set = format!("train.devices=[{}]", local.join(", "));
-        let (code, _, err) = run_with(&exp, &one, &[&[set], sets].concat());
+        let same: Vec<String> = (sets.iter())
+            .filter(|s| !s.starts_with("cluster"))
+            .cloned()
+            .collect();
+        let (code, _, err) = run_with(&exp, &one, &[&[set], &same[..]].concat());
         assert_eq!(code, 0, "{err}");
         let (ld, ll) = (losses(&dist), losses(&one));
         let worst = rel_diff(&ld, &ll);
@@ -344,6 +352,38 @@ fn a_stuck_worker_stops_the_chief_after_the_timeout() {
 }
 
 #[test]
+fn a_worker_that_cannot_read_its_data_stops_the_chief_naming_it() {
+    // The chief only indexes the images (the workers decode them): none of these decodes.
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    for i in 0..8 {
+        std::fs::write(images.join(format!("{i}.png")), b"not a png").unwrap();
+    }
+    let text = experiment(&fixture("tiny_cnn"), &images, "dae", 4, SGD);
+    let exp = write(
+        tmp.path(),
+        "bad.yaml",
+        &text.replace("model:\n", "model:\n  bn: frozen\n"),
+    );
+    let workers = Workers::start(2, Some(20), false);
+    let t = Instant::now();
+    let (code, _, err) = run_with(&exp, &tmp.path().join("r"), &[workers.set()]);
+    println!(
+        "unreadable data on the workers: the chief stopped after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(code, 1, "{err}");
+    let line = error_line(&err);
+    assert!(
+        line.contains("worker task")
+            && line.contains("reading its input")
+            && line.contains("no readable image"),
+        "{line}"
+    );
+}
+
+#[test]
 fn cluster_settings_are_checked_naming_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let exp = write_experiment(tmp.path(), "dae", 2, 8, "");
@@ -362,6 +402,10 @@ fn cluster_settings_are_checked_naming_the_key() {
             "ps",
         ),
         ("train.devices=[/job:worker/task:5/device:CPU:0]", "cluster"),
+        (
+            "cluster={chief: [localhost:1], worker: [localhost:2], input: disk}",
+            "input",
+        ),
     ];
     for (s, want) in bad {
         let (code, _, err) = run_with(&exp, &tmp.path().join("x"), &[s.to_string()]);
@@ -372,12 +416,17 @@ fn cluster_settings_are_checked_naming_the_key() {
         &exp,
         &tmp.path().join("y"),
         &[
-            set,
+            set.clone(),
             "train.devices=[/job:worker/task:5/device:CPU:0]".into(),
         ],
     );
     assert_eq!(code, 2);
     assert!(error_line(&err).contains("no such task"), "{err}");
+    // A replica on the chief has no worker to read its share.
+    let on_chief = "train.devices=[/job:chief/task:0/device:CPU:0]".to_string();
+    let (code, _, err) = run_with(&exp, &tmp.path().join("w"), &[set.clone(), on_chief]);
+    assert_eq!(code, 2, "{err}");
+    assert!(error_line(&err).contains("cluster.input"), "{err}");
     // TF_CONFIG naming this process a worker, or a parameter server, is refused for `run`.
     let tf = |jobs: &str, task: &str| {
         format!(

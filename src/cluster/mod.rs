@@ -8,6 +8,8 @@
 //! (`/job:worker/task:i`, the batch split evenly, as `train.devices` does on one machine).
 //! `pretext worker` only serves: TF's runtime ships it its part of the graph each step.
 //! Checkpoints, TensorBoard and export are the chief's alone.
+mod feeder;
+pub mod input;
 mod probe;
 mod server;
 mod tf_config;
@@ -38,6 +40,21 @@ pub struct ClusterConfig {
     /// step at once).
     #[serde(default = "ClusterConfig::default_timeout")]
     pub timeout_seconds: f64,
+    /// Where the training images are read, decoded and augmented.
+    #[serde(default)]
+    pub input: InputSite,
+}
+
+/// Where a cluster's training images are read (`cluster.input`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputSite {
+    /// Each worker reads its own replicas' shares on its own threads (`cluster::input`); every
+    /// task sees the data at the same path.
+    #[default]
+    Workers,
+    /// The chief reads every batch and TF sends each worker its share.
+    Chief,
 }
 
 /// A task of the cluster: its job and index.
@@ -119,6 +136,13 @@ impl ClusterConfig {
     /// Where the variables, head, loss and optimizer live.
     pub fn chief_device(&self) -> String {
         device("chief", 0)
+    }
+
+    /// A device's task's first CPU (where its replica's input queue lives).
+    pub fn input_device(&self, replica_device: &str) -> Option<String> {
+        let name = crate::proto::device::DeviceName::parse(replica_device)?;
+        let (job, task) = name.task?;
+        (job == "worker").then(|| device("worker", task as usize))
     }
 
     /// One tower per worker, on its first CPU.
@@ -269,6 +293,7 @@ mod tests {
             chief: vec!["localhost:2222".into()],
             worker: vec!["localhost:2223".into(), "h2:2222".into()],
             timeout_seconds: 5.0,
+            input: Default::default(),
         }
     }
 
@@ -323,6 +348,7 @@ mod tests {
             chief: vec![open],
             worker: vec![closed.clone()],
             timeout_seconds: 1.0,
+            input: Default::default(),
         };
         let gone = c.unreachable(Duration::from_millis(500));
         assert_eq!(gone.len(), 1);

@@ -153,6 +153,7 @@ pub fn serve(cluster: &ClusterConfig, index: usize) -> Result<()> {
         });
     }
     let s = Server::start(cluster, "worker", index)?;
+    super::feeder::spawn(s.target().to_string(), index)?;
     log::info!(
         "worker task {index}: TF server at {} (chief {}); serving until stopped",
         cluster.worker[index],
@@ -171,6 +172,7 @@ mod tests {
             chief: vec!["a:1".into()],
             worker: vec!["b:1".into(), "c:1".into()],
             timeout_seconds: 1.0,
+            input: Default::default(),
         };
         let d = server_def(&c, "worker", 1);
         assert_eq!(d.job_name, "worker");

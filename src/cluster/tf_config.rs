@@ -184,7 +184,7 @@ fn cluster_of(
         }
     };
     let (chief, master, worker) = (addrs("chief")?, addrs("master")?, addrs("worker")?);
-    let known = ["chief", "master", "worker", "timeout_seconds"];
+    let known = ["chief", "master", "worker", "timeout_seconds", "input"];
     if let Some(j) = jobs.keys().find(|j| !known.contains(&j.as_str())) {
         return Err(bad(format!(
             "cluster job '{j}': pretext runs a chief and workers (variables live on the chief: no parameter servers or evaluators)"
@@ -198,6 +198,11 @@ fn cluster_of(
             Some(v) => v
                 .as_f64()
                 .ok_or_else(|| bad(format!("timeout_seconds: {v} is not a number")))?,
+        },
+        input: match jobs.get("input") {
+            None => Default::default(),
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|_| bad(format!("input: {v}: workers or chief")))?,
         },
     };
     if !need_workers && c.worker.is_empty() {

@@ -48,6 +48,24 @@ pub struct Batches {
     shuffled: bool,
     /// Decode large JPEGs at a reduced IDCT scale (see `decode`).
     jpeg_scaling: bool,
+    /// Serve only one replica's share of every global batch (`shard`).
+    shard: Option<Shard>,
+}
+
+/// One replica's part of the order: of every `replicas * share` consecutive positions of the
+/// (epoch after epoch) order, the `share` starting at `index * share`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub replicas: usize,
+    pub share: usize,
+}
+
+impl Shard {
+    /// Whether global position `p` of the order is this replica's.
+    fn owns(&self, p: u64) -> bool {
+        (p / self.share as u64) % self.replicas as u64 == self.index as u64
+    }
 }
 
 impl Batches {
@@ -66,6 +84,7 @@ impl Batches {
             served: 0,
             shuffled: true,
             jpeg_scaling: true,
+            shard: None,
         };
         b.shuffle();
         b
@@ -134,6 +153,22 @@ impl Batches {
         self
     }
 
+    /// Serves replica `shard.index`'s share of every global batch: what that replica gets when
+    /// one process splits the batch, read by the replica's own process. Each image's
+    /// augmentations are drawn from its global position, so without unreadable images the
+    /// replicas together serve exactly the unsharded batches (an unreadable image is replaced
+    /// from the replica's own part of the order).
+    pub fn sharded(mut self, shard: Shard) -> Result<Self> {
+        if shard.replicas == 0 || shard.share == 0 || shard.index >= shard.replicas {
+            return Err(Error::internal(
+                "sharding the input",
+                format!("{shard:?} is not a replica's share"),
+            ));
+        }
+        self.shard = Some(shard);
+        Ok(self)
+    }
+
     /// Number of images in the rotation (readable or not yet known to be unreadable).
     pub fn len(&self) -> usize {
         self.data.len()
@@ -151,8 +186,10 @@ impl Batches {
         }
     }
 
-    /// Next `n` image indices in shuffled order, skipping known-bad images.
-    fn take(&mut self, n: usize) -> Result<Vec<usize>> {
+    /// Next `n` image indices in shuffled order, skipping known-bad images (and positions of
+    /// other replicas' shares), each with the number its augmentations are drawn from: the
+    /// samples served before it, or its global position when sharded.
+    fn take(&mut self, n: usize) -> Result<Vec<(usize, u64)>> {
         if self.bad.iter().all(|b| *b) {
             return Err(Error::NoImages {
                 path: self.data.root.clone(),
@@ -167,9 +204,15 @@ impl Batches {
                 self.shuffle();
             }
             let i = self.order[self.pos] as usize;
+            let global = self.epoch * self.order.len() as u64 + self.pos as u64;
             self.pos += 1;
+            let sample = match &self.shard {
+                Some(sh) if !sh.owns(global) => continue,
+                Some(_) => global,
+                None => self.served + out.len() as u64,
+            };
             if !self.bad[i] {
-                out.push(i);
+                out.push((i, sample));
             }
         }
         Ok(out)
@@ -214,7 +257,7 @@ impl Batches {
         let mut got = 0;
         while got < n {
             let idx = self.take(n - got)?;
-            let (spec, seed, base, data) = (&self.spec, self.seed, self.served, &self.data);
+            let (spec, seed, data) = (&self.spec, self.seed, &self.data);
             // The clean view never needs more resolution than the smallest crop does.
             let need = self.jpeg_scaling.then(|| {
                 let aug = (plan.augmented > 0).then_some(&plan.augment);
@@ -231,15 +274,14 @@ impl Batches {
             let results: Vec<std::result::Result<(), String>> = idx
                 .par_iter()
                 .zip(slots.into_par_iter())
-                .enumerate()
-                .map(|(k, (&i, mut dst))| {
+                .map(|(&(i, sample), mut dst)| {
                     let img = data.load_scaled(i, need.as_ref())?;
                     let mut dst = dst.iter_mut();
                     if plan.clean {
                         clean_view_into(&img, spec, dst.next().expect("clean slot"));
                     }
                     for (v, d) in dst.enumerate() {
-                        let mut rng = augment::view_rng(seed, base + k as u64, v as u64);
+                        let mut rng = augment::view_rng(seed, sample, v as u64);
                         let px = augment::augment(
                             &img,
                             spec.width,
@@ -255,7 +297,7 @@ impl Batches {
             self.served += idx.len() as u64;
             // Good images move down over the slots of failed ones.
             let start = got;
-            for (k, (&i, r)) in idx.iter().zip(results).enumerate() {
+            for (k, (&(i, _), r)) in idx.iter().zip(results).enumerate() {
                 match r {
                     Ok(()) => {
                         if got != start + k {

@@ -12,7 +12,7 @@ mod prefetch;
 mod source;
 pub mod tfrecord;
 
-pub use batches::{Batches, BatchesState};
+pub use batches::{Batches, BatchesState, Shard};
 pub use decode::{decode_bytes, decode_scaled, Need, DEFAULT_MAX_PIXELS};
 pub use prefetch::{Loader, LoaderOptions};
 pub use source::{
@@ -20,7 +20,7 @@ pub use source::{
 };
 
 /// How images become input tensors.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ImageSpec {
     pub height: u32,
     pub width: u32,
@@ -72,7 +72,7 @@ pub fn decode(path: &Path, spec: &ImageSpec) -> std::result::Result<Vec<f32>, St
 }
 
 /// Which views of each image a step needs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ViewPlan {
     pub clean: bool,
     /// Number of independently augmented views.

@@ -16,7 +16,7 @@ use super::{ViewBatch, ViewPlan};
 use crate::error::{Error, Result};
 
 /// How the loader runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoaderOptions {
     /// Batches prepared ahead of the step (0: prepare each batch when asked, on the caller's
     /// thread).

@@ -120,7 +120,7 @@ impl ImageFolder {
 }
 
 /// What to read: the union of every source.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct DataSources {
     pub folders: Vec<PathBuf>,
     pub recursive: bool,

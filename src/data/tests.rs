@@ -185,3 +185,60 @@ fn symlink_loops_and_second_paths_add_nothing() {
     }
     assert!(names.contains(&"a.png".into()) || names.contains(&"same.png".into()));
 }
+
+#[test]
+fn shards_together_serve_the_unsharded_batches_across_epochs_and_a_restore() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..7u8 {
+        write_png(&d.path().join(format!("{i}.png")), 12, 9, i * 30);
+    }
+    let f = ImageFolder::scan(d.path(), false).unwrap();
+    let plan = ViewPlan {
+        clean: true,
+        augmented: 2,
+        augment: augment::AugmentConfig::default(),
+    };
+    // 3 replicas of 2 images: batches of 6 over 7 images cross epochs.
+    let (n, share) = (3, 2);
+    let mut whole = Batches::new(ds(&f), spec(), 5);
+    let mut parts: Vec<Batches> = (0..n)
+        .map(|k| {
+            let s = Shard {
+                index: k,
+                replicas: n,
+                share,
+            };
+            Batches::new(ds(&f), spec(), 5).sharded(s).unwrap()
+        })
+        .collect();
+    let rows = 8 * 8 * 3;
+    for step in 0..5 {
+        if step == 3 {
+            // A checkpoint's positions taken and restored into fresh shards.
+            let states: Vec<BatchesState> = parts.iter().map(|p| p.state()).collect();
+            for (k, (p, st)) in parts.iter_mut().zip(&states).enumerate() {
+                let s = Shard {
+                    index: k,
+                    replicas: n,
+                    share,
+                };
+                *p = Batches::new(ds(&f), spec(), 5).sharded(s).unwrap();
+                p.restore(st).unwrap();
+            }
+        }
+        let all = whole.next_views(n * share, &plan).unwrap().into_tensors();
+        for (k, p) in parts.iter_mut().enumerate() {
+            let mine = p.next_views(share, &plan).unwrap().into_tensors();
+            for (a, m) in all.iter().zip(&mine) {
+                let want = &a[k * share * rows..(k + 1) * share * rows];
+                assert_eq!(&m[..], want, "step {step}, replica {k}");
+            }
+        }
+    }
+    let bad = Shard {
+        index: 3,
+        replicas: 3,
+        share: 2,
+    };
+    assert!(Batches::new(ds(&f), spec(), 5).sharded(bad).is_err());
+}

@@ -215,10 +215,10 @@ impl Report {
             .dataset()
             .scan_skipped
             .iter()
-            .chain(t.input().skipped())
             .cloned()
+            .chain(t.input().skipped())
             .collect();
-        self.data_seconds = t.input().data_seconds;
+        self.data_seconds = t.input().data_seconds();
         self.steps = t.step();
         self.train_seconds = seconds;
         self.images_per_second = (t.step() as usize * self.batch) as f64 / seconds.max(1e-9);

@@ -99,14 +99,23 @@ fn run_config(run_dir: &Path, what: &str) -> Result<Source> {
 
 /// Restores the newest checkpoint of `run_dir` that loads (a damaged newer one is named in
 /// the log and passed over); `None` when the run has no checkpoint.
-fn restore_newest(t: &mut Trainer, run_dir: &Path) -> Result<Option<(PathBuf, RunState)>> {
+/// With `position`, the data position too (to train on; else only the variables, to export).
+fn restore_newest(
+    t: &mut Trainer,
+    run_dir: &Path,
+    position: bool,
+) -> Result<Option<(PathBuf, RunState)>> {
     let all = checkpoint::list(&checkpoints_dir(run_dir));
     if all.is_empty() {
         return Ok(None);
     }
     let mut failures = Vec::new();
     for (_, ckpt) in all.iter().rev() {
-        match t.restore(ckpt) {
+        let restored = match position {
+            true => t.restore(ckpt),
+            false => t.restore_variables(ckpt),
+        };
+        match restored {
             Ok(state) => {
                 for (p, e) in &failures {
                     log::warn!("checkpoint {p} does not load ({e}); passed over");
@@ -117,7 +126,7 @@ fn restore_newest(t: &mut Trainer, run_dir: &Path) -> Result<Option<(PathBuf, Ru
         }
     }
     Err(Error::config(
-        "resume",
+        if position { "resume" } else { "export" },
         format!(
             "no checkpoint of {} loads:{}",
             run_dir.display(),
@@ -146,7 +155,7 @@ pub fn resume(run_dir: &Path, stop: &AtomicBool) -> Result<Report> {
     let started = Instant::now();
     let mut t = Trainer::new(&exp.train_config(steps))?;
     let (ckpt, state) =
-        restore_newest(&mut t, run_dir)?.expect("the run has checkpoints (listed above)");
+        restore_newest(&mut t, run_dir, true)?.expect("the run has checkpoints (listed above)");
     let finished = std::fs::read_to_string(run_dir.join("report.json"))
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
@@ -186,7 +195,7 @@ pub fn export_run(run_dir: &Path, dir: Option<&Path>) -> Result<PathBuf> {
         exp.train.devices.clear();
     }
     let mut t = Trainer::new(&exp.train_config(exp.train.steps.unwrap_or(1)))?;
-    if restore_newest(&mut t, run_dir)?.is_none() {
+    if restore_newest(&mut t, run_dir, false)?.is_none() {
         return Err(Error::config(
             "export",
             format!(
@@ -203,7 +212,7 @@ pub fn export_run(run_dir: &Path, dir: Option<&Path>) -> Result<PathBuf> {
         .and_then(|r| r["kept_step"].as_u64());
     if let Some(step) = kept {
         let best = super::evaluations::best_dir(run_dir).join(format!("ckpt-{step}"));
-        t.restore(&best)?;
+        t.restore_variables(&best)?;
         log::info!(
             "exporting the model the run kept (step {step}): {}",
             best.display()

@@ -16,6 +16,7 @@ pub use crate::proto::device::{check_devices, cpu_devices, DeviceName};
 pub fn run_options() -> Vec<u8> {
     RunOptions {
         output_partition_graphs: true,
+        ..Default::default()
     }
     .encode_to_vec()
 }

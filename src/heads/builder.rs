@@ -17,6 +17,9 @@ pub struct HeadInputs {
     pub views: Vec<Output>,
     /// int64[2] `[seed, step]`, fed each step: per-step random draws are a pure function of it.
     pub step_seed: Output,
+    /// (image tensor, each replica's share of it) when the replicas' shares are read apart (the
+    /// workers' input): the replicas take them as they are instead of splitting the tensor.
+    pub shards: Vec<(Output, Vec<Output>)>,
 }
 
 /// How a head is built: the input's pixel range, the seed of its initialisation and noise,
@@ -89,7 +92,7 @@ impl<'m> HeadBuilder<'m> {
             tower_cache: Default::default(),
             stack_cache: Default::default(),
             devices: settings.devices,
-            replicas: Default::default(),
+            replicas: super::replicas::Replicas::with_shards(inputs.shards),
         }
     }
 
@@ -219,6 +222,7 @@ impl<'m> HeadBuilder<'m> {
         self.stack_cache.insert(idx.to_vec(), x.clone());
         let groups = &mut self.replicas.groups;
         groups.insert(super::replicas::key(&x), idx.len());
+        self.stack_shards(&x, &views)?;
         Ok(x)
     }
 

@@ -31,6 +31,18 @@ pub(super) struct Replicas {
     pub groups: HashMap<Key, usize>,
     /// A gathered output → each replica's output and the groups of its input.
     pub gathered: HashMap<Key, (Vec<Output>, usize)>,
+    /// An input read apart per replica (the workers' input) → each replica's share.
+    pub sharded: HashMap<Key, Vec<Output>>,
+}
+
+impl Replicas {
+    /// With the step's image tensors that come in shares (`HeadInputs::shards`).
+    pub fn with_shards(shards: Vec<(Output, Vec<Output>)>) -> Replicas {
+        Replicas {
+            sharded: shards.into_iter().map(|(x, s)| (key(&x), s)).collect(),
+            ..Default::default()
+        }
+    }
 }
 
 impl<'m> HeadBuilder<'m> {
@@ -59,18 +71,46 @@ impl<'m> HeadBuilder<'m> {
     ) -> Result<(Output, Vec<Output>, usize)> {
         let n = self.devices.len();
         let groups = self.replicas.groups.get(&key(&x)).copied().unwrap_or(1);
-        let parts = split(&mut self.scope, x, groups * n)?;
-        let mut shares = Vec::with_capacity(n);
-        for k in 0..n {
-            let share: Vec<Output> = (0..groups).map(|g| parts[g * n + k].clone()).collect();
-            shares.push(match share.len() {
-                1 => share[0].clone(),
-                _ => concat(&mut self.scope, &share, 0)?,
-            });
-        }
+        let shares = match self.replicas.sharded.get(&key(&x)) {
+            Some(s) => s.clone(),
+            None => {
+                let parts = split(&mut self.scope, x, groups * n)?;
+                let mut shares = Vec::with_capacity(n);
+                for k in 0..n {
+                    let share: Vec<Output> =
+                        (0..groups).map(|g| parts[g * n + k].clone()).collect();
+                    shares.push(match share.len() {
+                        1 => share[0].clone(),
+                        _ => concat(&mut self.scope, &share, 0)?,
+                    });
+                }
+                shares
+            }
+        };
         let outs = import(self, &shares)?;
         let out = self.gather(&outs, groups)?;
         Ok((out, outs, groups))
+    }
+
+    /// `x`, the views `views` stacked, in shares too when each view is: replica k's stacks its
+    /// shares of the views, on its device (what `replicate` would cut out of `x`).
+    pub(super) fn stack_shards(&mut self, x: &Output, views: &[Output]) -> Result<()> {
+        let per: Option<Vec<Vec<Output>>> = views
+            .iter()
+            .map(|v| self.replicas.sharded.get(&key(v)).cloned())
+            .collect();
+        let Some(per) = per else { return Ok(()) };
+        let mut shares = Vec::with_capacity(self.devices.len());
+        for (k, d) in self.devices.iter().enumerate() {
+            let parts: Vec<Output> = per.iter().map(|v| v[k].clone()).collect();
+            let mut s = self.scope.with_device(d);
+            shares.push(match parts.len() {
+                1 => parts[0].clone(),
+                _ => concat(&mut s, &parts, 0)?,
+            });
+        }
+        self.replicas.sharded.insert(key(x), shares);
+        Ok(())
     }
 
     /// Per-replica tensors (rows: `groups` shares, one per view) back in the batch's order:

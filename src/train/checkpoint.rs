@@ -15,6 +15,9 @@ use crate::savedmodel::Loaded;
 pub struct RunState {
     pub step: u64,
     pub data: BatchesState,
+    /// Each replica's position, when the workers read (`cluster.input: workers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<BatchesState>,
     /// Loss of every step so far.
     pub losses: Vec<f32>,
     /// Training seconds so far.
@@ -113,9 +116,11 @@ impl super::Trainer {
         seconds: f64,
         keep: usize,
     ) -> Result<std::path::PathBuf> {
+        let (data, shards) = self.input.state();
         let state = RunState {
             step: self.step,
-            data: self.input.state().clone(),
+            data,
+            shards,
             losses: losses.to_vec(),
             seconds,
         };
@@ -124,11 +129,18 @@ impl super::Trainer {
 
     /// Restores variables and position from a checkpoint directory; returns its state.
     pub fn restore(&mut self, ckpt: &std::path::Path) -> Result<RunState> {
+        let state = self.restore_variables(ckpt)?;
+        self.input.restore(&state.data, &state.shards)?;
+        Ok(state)
+    }
+
+    /// Restores the variables and the step only (to export: the data position does not
+    /// matter, and may have been kept by workers this process does not use).
+    pub fn restore_variables(&mut self, ckpt: &std::path::Path) -> Result<RunState> {
         let state = read_state(ckpt)?;
         self.plan
             .saver
             .restore(&self.model, &ckpt.join("variables"))?;
-        self.input.restore(&state.data)?;
         self.step = state.step;
         Ok(state)
     }

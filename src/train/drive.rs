@@ -168,7 +168,8 @@ impl Trainer {
             }
             let wait = tw.elapsed().as_secs_f64();
             let xs = fresh.as_ref().or(fixed.as_ref()).expect("a batch");
-            let images = xs.first().map(|x| x.dims()[0] as usize).unwrap_or(0);
+            // No feeds: the workers read the batch.
+            let images = xs.first().map_or(self.batch, |x| x.dims()[0] as usize);
             let ts = Instant::now();
             let extra: Vec<&Operation> = extras.ops.iter().collect();
             let fetch_refs: Vec<&Output> = fetch.iter().collect();

@@ -4,6 +4,7 @@ mod build;
 pub mod checkpoint;
 mod config;
 pub mod drive;
+pub mod input;
 mod inspect;
 mod plan;
 pub mod prepare;
@@ -19,11 +20,12 @@ pub use prepare::Opened;
 
 use tensorflow::{Output, SessionRunArgs, Tensor};
 
-use crate::data::{ImageSpec, Loader};
+use crate::data::ImageSpec;
 use crate::error::{Result, TfContext};
 use crate::graph::placement::{self, Placement};
 use crate::heads::{BuiltHead, HeadBuilder, HeadSettings, HeadVar};
 use crate::savedmodel::{Loaded, Signature};
+use input::Input;
 
 /// A model with a pretext head and an optimizer, ready to step. Built in three stages
 /// (`prepare` → the head → `plan`); read through its accessors.
@@ -31,10 +33,10 @@ pub struct Trainer {
     model: Loaded,
     signature: Signature,
     spec: ImageSpec,
-    /// The input pipeline (prefetching batches of views on worker threads).
-    input: Loader,
-    /// Placeholders fed each step, in `ViewBatch` order: the clean batch (if the head uses it),
-    /// then each augmented view.
+    /// The input pipeline (prefetching batches of views on worker threads), or the workers'.
+    input: Input,
+    /// The step's image tensors, in `ViewBatch` order: the clean batch (if the head uses it),
+    /// then each augmented view. Placeholders fed each step (unless the workers read).
     feeds: Vec<Output>,
     head: BuiltHead,
     plan: plan::UpdatePlan,
@@ -80,12 +82,19 @@ impl Trainer {
             signature,
             spec,
             flat,
-            loader,
+            input,
+            shares,
             trainable,
             switched,
         } = prepare::prepare(cfg, head, opened)?;
         let (clean, augmented) = head.views();
-        let inputs = prepare::placeholders(&mut model, &spec, augmented, cfg.seed as i64)?;
+        let inputs = prepare::placeholders(
+            &mut model,
+            &spec,
+            (clean, augmented),
+            cfg.seed as i64,
+            shares.as_ref(),
+        )?;
         let mut feeds = if clean {
             vec![inputs.input.clone()]
         } else {
@@ -123,7 +132,7 @@ impl Trainer {
             model,
             signature,
             spec,
-            input: loader,
+            input,
             feeds,
             head: built,
             plan,
@@ -153,8 +162,8 @@ impl Trainer {
         &self.spec
     }
 
-    /// The input pipeline (counts, skipped files, position).
-    pub fn input(&self) -> &Loader {
+    /// The input (counts, skipped files, position).
+    pub fn input(&self) -> &Input {
         &self.input
     }
 
@@ -163,7 +172,8 @@ impl Trainer {
         self.step
     }
 
-    /// The placeholders each step feeds: the clean batch if the head uses it, then each view.
+    /// The step's image tensors: the clean batch if the head uses it, then each view
+    /// (placeholders each step feeds, unless the workers read).
     pub fn feeds(&self) -> &[Output] {
         &self.feeds
     }
@@ -231,7 +241,7 @@ impl Trainer {
 
     /// The next step's input tensors, in `feeds` order.
     pub fn next_batch(&mut self) -> Result<Vec<Tensor<f32>>> {
-        Ok(self.input.next()?.into_tensors())
+        self.input.next(&self.model.session)
     }
 
     /// Hands a stepped batch's tensors back to the input threads, which write later batches
@@ -298,13 +308,21 @@ impl Trainer {
         for f in fetch {
             toks.push(run.request_fetch(&f.operation, f.index));
         }
+        let note_toks: Vec<_> = (self.input.notes().iter())
+            .map(|n| run.request_fetch(&n.operation, n.index))
+            .collect();
         let ran = self.model.session.run(&mut run);
         ran.tf_ctx(|| format!("running training step {}", self.step + 1))
-            .map_err(|e| match (&self.cluster, &e) {
-                (Some(c), crate::error::Error::Tf { msg, .. }) => c.failed_step(msg).unwrap_or(e),
-                _ => e,
-            })?;
+            .map_err(|e| self.failed_step(e))?;
         self.step += 1;
+        let notes = note_toks
+            .into_iter()
+            .map(|t| {
+                let v: Tensor<String> = run.fetch(t).tf_ctx(|| "fetching a batch note".into())?;
+                Ok(v.first().cloned().unwrap_or_default())
+            })
+            .collect::<Result<Vec<String>>>()?;
+        self.input.noted(notes)?;
         if read_placement {
             let md = run.get_metadata().unwrap_or_default();
             let graph = self.model.scope.graph();
@@ -327,6 +345,20 @@ impl Trainer {
             .collect()
     }
 
+    /// A failed step's error in the cluster's words: a worker whose input failed, or one that
+    /// stopped answering.
+    fn failed_step(&self, e: crate::error::Error) -> crate::error::Error {
+        let (Some(c), crate::error::Error::Tf { msg, .. }) = (&self.cluster, &e) else {
+            return e;
+        };
+        if msg.contains("is closed") {
+            if let Some(err) = self.input.failed(&self.model.session) {
+                return err;
+            }
+        }
+        c.failed_step(msg).unwrap_or(e)
+    }
+
     /// Runs `steps` more steps on fresh batches, logging every 10; returns their losses.
     pub fn run(&mut self, steps: u64) -> Result<Vec<f32>> {
         let mut tally = Tally::default();
@@ -337,5 +369,12 @@ impl Trainer {
             &mut [&mut drive::LogLines(drive::Rate::new(10))],
         )?;
         Ok(tally.losses)
+    }
+}
+
+impl Drop for Trainer {
+    /// Workers reading for this trainer stop.
+    fn drop(&mut self) {
+        self.input.stop(&self.model.session);
     }
 }

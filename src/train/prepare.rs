@@ -5,11 +5,14 @@ use std::collections::HashSet;
 
 use tensorflow::{ops, DataType, Output, Shape};
 
+use super::input::{Input, RemoteInput, Shares};
 use super::{build, image_spec, TrainConfig};
 use crate::autodiff::control_flow::ControlFlowGradients;
 use crate::autodiff::custom::CutCustomGradients;
 use crate::autodiff::fallback::FallbackGradients;
-use crate::data::{Batches, Dataset, ImageSpec, Loader, ViewPlan};
+use crate::cluster::input::InputJob;
+use crate::cluster::InputSite;
+use crate::data::{Batches, DataSources, Dataset, ImageSpec, Loader, ViewPlan};
 use crate::error::{Result, TfContext};
 use crate::graph::bn::BnTrainMode;
 use crate::graph::fold::FoldFrozenBn;
@@ -27,8 +30,10 @@ pub(super) struct Prepared {
     pub signature: Signature,
     pub spec: ImageSpec,
     pub flat: FlatGraph,
-    /// The input pipeline, already decoding the first batches.
-    pub loader: Loader,
+    /// The input: this process's pipeline, or the workers'.
+    pub input: Input,
+    /// Each replica's share of each image tensor, when the workers read them.
+    pub shares: Option<Shares>,
     /// Handles of the model variables that train.
     pub trainable: HashSet<String>,
     /// Batch-norm nodes switched to batch statistics.
@@ -86,17 +91,46 @@ pub(super) fn prepare(
         augmented,
         augment: cfg.augment.clone(),
     };
-    let mut batches = Batches::new(data, spec.clone(), cfg.data_seed.unwrap_or(cfg.seed));
-    if !cfg.shuffle {
-        batches = batches.sequential();
-    }
-    let loader = Loader::new(batches, plan, cfg.batch, cfg.loader)?;
+    let seed = cfg.data_seed.unwrap_or(cfg.seed);
+    let remote = cfg
+        .cluster
+        .as_ref()
+        .filter(|c| c.input == InputSite::Workers);
+    // This process's input threads start now: the first batches decode while the graph is built.
+    let local = match remote {
+        Some(_) => None,
+        None => {
+            let mut batches = Batches::new(data.clone(), spec.clone(), seed);
+            if !cfg.shuffle {
+                batches = batches.sequential();
+            }
+            Some(Loader::new(batches, plan.clone(), cfg.batch, cfg.loader)?)
+        }
+    };
     let devices = super::replicas::session_devices(cfg);
     let mut model = Loaded::load_for(info, cfg.trust, &devices, cfg.cluster.as_ref())?;
     if let Some(d) = &super::replicas::main_device(cfg) {
         // Every op pretext builds from here on (head, loss, optimizer, updates) asks for `d`.
         model.scope = model.scope.with_device(d);
     }
+    let (input, shares) = match (local, remote) {
+        (Some(l), _) => (Input::Local(l), None),
+        (None, Some(c)) => {
+            let job = InputJob {
+                data: absolute(&cfg.data),
+                spec: spec.clone(),
+                plan,
+                seed,
+                shuffle: cfg.shuffle,
+                loader: cfg.loader,
+                feeds: Vec::new(),
+            };
+            let (r, shares) =
+                RemoteInput::build(&mut model, c, &cfg.devices, job, data, cfg.batch)?;
+            (Input::Workers(r), Some(shares))
+        }
+        (None, None) => unreachable!("no loader is made only when the workers read"),
+    };
     let updates = model.info.update_ops().len();
     if model.info.tf1_hub && updates > 0 {
         log::info!(
@@ -117,7 +151,8 @@ pub(super) fn prepare(
         signature,
         spec,
         flat,
-        loader,
+        input,
+        shares,
         trainable,
         switched,
     })
@@ -164,12 +199,29 @@ pub fn prepare_graph(flat: &mut FlatGraph, cx: &PassContext) -> Result<PassLog> 
     crate::graph::pass::run_passes(flat, cx, PASSES)
 }
 
-/// The step's placeholders: the clean batch, each augmented view, and `[seed, step]`.
+/// `data` with absolute paths (a worker started elsewhere reads the same files).
+fn absolute(data: &DataSources) -> DataSources {
+    let abs = |v: &[std::path::PathBuf]| -> Vec<std::path::PathBuf> {
+        v.iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .collect()
+    };
+    DataSources {
+        folders: abs(&data.folders),
+        tfrecords: abs(&data.tfrecords),
+        idx: abs(&data.idx),
+        ..data.clone()
+    }
+}
+
+/// The step's inputs: the clean batch and each augmented view (placeholders, or with `shares`
+/// each replica's dequeued shares gathered), and `[seed, step]`.
 pub(super) fn placeholders(
     model: &mut Loaded,
     spec: &ImageSpec,
-    views: usize,
+    (clean, views): (bool, usize),
     seed: i64,
+    shares: Option<&Shares>,
 ) -> Result<HeadInputs> {
     let placeholder = |model: &mut Loaded, name: &str| -> Result<Output> {
         let s = model.scope.new_sub_scope("pretext");
@@ -198,12 +250,36 @@ pub(super) fn placeholders(
             .tf_ctx(|| "step seed".into())?
             .into()
     };
-    let views = (0..views)
-        .map(|i| placeholder(model, &format!("view{i}")))
-        .collect::<Result<Vec<_>>>()?;
+    let Some(shares) = shares else {
+        let views = (0..views)
+            .map(|i| placeholder(model, &format!("view{i}")))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(HeadInputs {
+            input,
+            views,
+            step_seed,
+            shards: Vec::new(),
+        });
+    };
+    let mut s = model.scope.new_sub_scope("pretext_input");
+    let mut shards = Vec::new();
+    for c in 0..clean as usize + views {
+        let per: Vec<Output> = shares.iter().map(|r| r[c].clone()).collect();
+        let full = match per.len() {
+            1 => per[0].clone(),
+            _ => crate::graph::concat(&mut s, &per, 0)?,
+        };
+        shards.push((full, per));
+    }
+    let full: Vec<Output> = shards.iter().map(|(f, _)| f.clone()).collect();
+    let (input, views) = match clean {
+        true => (full[0].clone(), full[1..].to_vec()),
+        false => (input, full),
+    };
     Ok(HeadInputs {
         input,
         views,
         step_seed,
+        shards,
     })
 }

@@ -67,6 +67,13 @@ fn check_cluster(cfg: &TrainConfig) -> Result<()> {
     let asked = asked.chain(cfg.devices.iter().map(|d| ("train.devices", d)));
     if let Some(c) = &cfg.cluster {
         c.validate("cluster")?;
+        let elsewhere = cfg.devices.iter().find(|d| c.input_device(d).is_none());
+        if let (crate::cluster::InputSite::Workers, Some(d)) = (c.input, elsewhere) {
+            return Err(Error::config(
+                "cluster.input",
+                format!("workers: {d} (train.devices) is not on a worker, whose own threads would read its share; list only workers' devices, or read on the chief (cluster.input: chief)"),
+            ));
+        }
     }
     for (key, d) in asked {
         let Some(name) = crate::graph::placement::DeviceName::parse(d) else {

@@ -96,7 +96,7 @@ impl Trainer {
             t.step_seconds = s.elapsed().as_secs_f64() / n as f64;
             t.images_per_second = self.batch as f64 / t.step_seconds;
         }
-        t.data_seconds = self.input.data_seconds;
+        t.data_seconds = self.input.data_seconds();
         Ok(t)
     }
 }
