@@ -9,6 +9,7 @@ mod inspect;
 mod plan;
 pub mod prepare;
 pub mod probe;
+mod remote_input;
 mod replicas;
 pub mod select;
 pub mod summary;
