@@ -186,12 +186,11 @@ impl RemoteInput {
 
     /// A failed step's cause when a worker's input failed (it said so on its reply queue).
     pub(super) fn failed(&self, session: &Session) -> Option<Error> {
-        let r = self;
-        for t in &r.tasks {
+        for t in &self.tasks {
             while let Ok(Some(reply)) = t.next_reply(session, 2000) {
-                if let (true, Some(e)) = (reply.run == r.run, reply.error) {
+                if let (true, Some(e)) = (reply.run == self.run, reply.error) {
                     return Some(Error::Cluster {
-                        task: t.name(&r.cluster),
+                        task: t.name(&self.cluster),
                         msg: format!("reading its input: {e}"),
                     });
                 }
@@ -202,18 +201,17 @@ impl RemoteInput {
 
     /// Tells the workers to stop reading for this run (at the trainer's end; nothing waits).
     pub(super) fn stop(&mut self, session: &Session) {
-        let r = self;
-        if r.generation == 0 {
+        if self.generation == 0 {
             return;
         }
-        r.sent = false;
-        for t in &r.tasks {
+        self.sent = false;
+        for t in &self.tasks {
             let m = Message {
-                run: r.run.clone(),
-                generation: r.generation,
+                run: self.run.clone(),
+                generation: self.generation,
                 job: None,
             };
-            let mut quick = r.cluster.clone();
+            let mut quick = self.cluster.clone();
             quick.timeout_seconds = 2.0;
             if let Err(e) = t.send(session, &m, &quick) {
                 log::debug!("{e}");
