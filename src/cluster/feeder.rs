@@ -175,11 +175,8 @@ impl Feeding {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for feed in &job.feeds {
-            let mut batches = Batches::new(data.clone(), job.spec.clone(), job.seed);
-            if !job.shuffle {
-                batches = batches.sequential();
-            }
-            let mut batches = batches.sharded(feed.shard)?;
+            let ordered = Batches::ordered(data.clone(), job.spec.clone(), job.seed, job.shuffle);
+            let mut batches = ordered.sharded(feed.shard)?;
             if let Some(st) = &feed.state {
                 batches.restore(st)?;
             }

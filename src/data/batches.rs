@@ -90,6 +90,16 @@ impl Batches {
         b
     }
 
+    /// `new`, served in index order when `shuffle` is false (`sequential`).
+    pub fn ordered(data: Arc<Dataset>, spec: ImageSpec, seed: u64, shuffle: bool) -> Self {
+        let b = Batches::new(data, spec, seed);
+        if shuffle {
+            b
+        } else {
+            b.sequential()
+        }
+    }
+
     /// The dataset served.
     pub fn dataset(&self) -> &Arc<Dataset> {
         &self.data

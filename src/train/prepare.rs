@@ -100,10 +100,7 @@ pub(super) fn prepare(
     let local = match remote {
         Some(_) => None,
         None => {
-            let mut batches = Batches::new(data.clone(), spec.clone(), seed);
-            if !cfg.shuffle {
-                batches = batches.sequential();
-            }
+            let batches = Batches::ordered(data.clone(), spec.clone(), seed, cfg.shuffle);
             Some(Loader::new(batches, plan.clone(), cfg.batch, cfg.loader)?)
         }
     };

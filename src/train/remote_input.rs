@@ -8,7 +8,7 @@ use tensorflow::{DataType, Operation, Output, Session, SessionRunArgs, Tensor};
 
 use crate::cluster::input::{self, BatchNote, DataQueue, InputJob, Message, ReplicaFeed, Reply};
 use crate::cluster::ClusterConfig;
-use crate::data::{Batches, BatchesState, Dataset, ImageSpec, Shard};
+use crate::data::{BatchesState, Dataset, ImageSpec, Shard};
 use crate::error::{Error, Result, TfContext};
 
 /// The workers' input, seen from the chief.
@@ -108,14 +108,11 @@ impl RemoteInput {
                 replicas: n,
                 share,
             };
-            let mut b = Batches::new(data.clone(), spec.clone(), job.seed).sharded(shard)?;
-            if !job.shuffle {
-                b = b.sequential();
-            }
+            // No position until the first batch's note: the worker starts from the beginning.
             replicas.push(ReplicaFeed {
                 queue,
                 shard,
-                state: Some(b.state()),
+                state: None,
             });
             let task = crate::proto::device::DeviceName::parse(&device)
                 .and_then(|d| d.task)
