@@ -245,7 +245,7 @@ bench-quality: setup fixtures fmnist retain-sets build
 # Steps, not minutes: the runs compare at equal work on a machine whose speed may vary; 6300 is
 # what the recipe's 15 minutes give on an idle 2-core machine (~25 min per setting with the
 # evaluations; RETAIN_STEPS=2000 for a quick look).
-RETAIN_SWEEP ?= none l2sp:0.00003 l2sp:0.0001 l2sp:0.0003 distill:0.03
+RETAIN_SWEEP ?= none l2sp:0.00001 l2sp:0.00003 l2sp:0.0001 distill:0.003
 RETAIN_STEPS ?= 6300
 RETAIN_SETS  := [$(RETAINSETS)/photos, $(RETAINSETS)/digits]
 bench-retain: setup fixtures fmnist retain-sets build

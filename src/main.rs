@@ -7,8 +7,10 @@ use pretext::Error;
 
 mod cli_bench;
 mod cli_train;
+mod cli_train_help;
 use cli_bench::{bench, BenchArgs};
-use cli_train::{with_defaults, TrainArgs};
+use cli_train::TrainArgs;
+use cli_train_help::with_defaults;
 
 #[derive(Parser)]
 #[command(

@@ -82,7 +82,7 @@ fn equals_tf(name: &str) -> (f32, f32) {
 
 /// The current value of the model variable whose handle is `handle`.
 fn value_of(t: &mut Trainer, handle: &str) -> Vec<f32> {
-    let h = t.model().output(handle).unwrap();
+    let h = t.model().handle(handle).unwrap();
     let r: Output = {
         let mut s = t.model().scope.new_sub_scope("test_read");
         ops::ReadVariableOp::new()

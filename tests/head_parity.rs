@@ -102,7 +102,7 @@ fn dump(case: &Case, dir: &Path) -> f32 {
         }
     }
     if let HeadConfig::Moco(_) = case.head {
-        let q = t.model().output("pretext/head/moco/queue/var").unwrap();
+        let q = t.model().handle("pretext/head/moco/queue/var").unwrap();
         let q = t.read_variable(&q).unwrap();
         put(dir, &mut arrays, "var/moco/queue", &q);
     }

@@ -37,7 +37,7 @@ fn perturb(t: &mut Trainer) -> Vec<(String, Vec<f32>, Tensor<f32>)> {
         .collect();
     let mut out = Vec::new();
     for (k, name) in names.into_iter().enumerate() {
-        let h = t.model().output(&name).unwrap();
+        let h = t.model().handle(&name).unwrap();
         let v = t.read_variable(&h).unwrap();
         let scale = v.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(0.05);
         let new: Vec<f32> = v

@@ -43,7 +43,10 @@ fn flat(tail: Vec<NodeDef>) -> FlatGraph {
         },
         inputs: vec!["x:0".into()],
         outputs: vec![out],
-        external: vec![("ext".into(), "w".into())],
+        external: vec![crate::graph::External {
+            placeholder: "ext".into(),
+            outer: crate::proto::TensorId::parse("w"),
+        }],
         backward: Default::default(),
         updates: Vec::new(),
         control_flow: vec![ControlFlow {

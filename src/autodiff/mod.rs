@@ -8,6 +8,7 @@ pub mod fallback;
 pub mod reduce;
 pub mod relu_mask;
 mod staged;
+mod walk;
 
 use std::collections::BTreeMap;
 

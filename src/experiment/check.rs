@@ -75,8 +75,37 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
         }
         None => None,
     };
+    check_export(exp, src)?;
+    let steps = exp.steps(data.len());
+    if steps > Experiment::MAX_STEPS {
+        return Err(src.error(
+            "train.epochs",
+            format!(
+                "{steps} steps over {} images is over {} (use train.max_minutes to stop by time)",
+                data.len(),
+                Experiment::MAX_STEPS
+            ),
+        ));
+    }
+    Ok(Checked {
+        signature: sig.name.clone(),
+        input: format!("{}×{}×{}", spec.height, spec.width, spec.channels),
+        images: data.len(),
+        labeled,
+        steps,
+        opened: Some(crate::train::Opened {
+            info,
+            data: std::sync::Arc::new(data),
+        }),
+    })
+}
+
+/// What an export will need, checked before training is spent: a model folder it can copy, a
+/// directory it can write, and a version that is not there yet.
+fn check_export(exp: &Experiment, src: &Source) -> Result<()> {
     if exp.export.is_some() {
-        crate::export::check_model_tree(&m.path).map_err(|e| at("model.path", e))?;
+        crate::export::check_model_tree(&exp.model.path)
+            .map_err(|e| src.error("model.path", e.to_string()))?;
     }
     if let Some(dir) = exp.export.as_ref().and_then(|x| x.dir.as_ref()) {
         if dir.exists() && !dir.is_dir() {
@@ -108,28 +137,7 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
             ));
         }
     }
-    let steps = exp.steps(data.len());
-    if steps > Experiment::MAX_STEPS {
-        return Err(src.error(
-            "train.epochs",
-            format!(
-                "{steps} steps over {} images is over {} (use train.max_minutes to stop by time)",
-                data.len(),
-                Experiment::MAX_STEPS
-            ),
-        ));
-    }
-    Ok(Checked {
-        signature: sig.name.clone(),
-        input: format!("{}×{}×{}", spec.height, spec.width, spec.channels),
-        images: data.len(),
-        labeled,
-        steps,
-        opened: Some(crate::train::Opened {
-            info,
-            data: std::sync::Arc::new(data),
-        }),
-    })
+    Ok(())
 }
 
 /// Loads the model in a TF session the way a run will (after the audit passed): missing,

@@ -136,93 +136,14 @@ pub fn fold_frozen(gd: &mut GraphDef) -> Vec<String> {
     for (bi, ci, eps) in plans {
         let bn = gd.node[bi].clone();
         let ins: Vec<String> = data_inputs(&bn).into_iter().cloned().collect();
-        let (x, gamma, beta, mean, var) = (&ins[0], &ins[1], &ins[2], &ins[3], &ins[4]);
         let w = data_inputs(&gd.node[ci])[1].clone();
         let p = format!("{}/fold", bn.name);
-        let device = bn.device.clone();
-        // The moving statistics are constants to the step, as in TF's frozen batch-norm gradient
-        // (which gives them none): without the stop, μ and σ² would get gradients of their own.
-        let mut nodes = vec![
-            float_op(format!("{p}/mean"), "StopGradient", vec![mean.clone()]),
-            float_op(format!("{p}/var"), "StopGradient", vec![var.clone()]),
-            const_node(
-                format!("{p}/eps"),
-                TensorProto {
-                    dtype: DT_FLOAT,
-                    float_val: vec![eps],
-                    ..Default::default()
-                },
-            ),
-            float_op(
-                format!("{p}/var_eps"),
-                "AddV2",
-                vec![format!("{p}/var:0"), format!("{p}/eps:0")],
-            ),
-            float_op(
-                format!("{p}/rsqrt"),
-                "Rsqrt",
-                vec![format!("{p}/var_eps:0")],
-            ),
-            float_op(
-                format!("{p}/scale"),
-                "Mul",
-                vec![gamma.clone(), format!("{p}/rsqrt:0")],
-            ),
-            float_op(
-                format!("{p}/mean_scaled"),
-                "Mul",
-                vec![format!("{p}/mean:0"), format!("{p}/scale:0")],
-            ),
-            float_op(
-                format!("{p}/bias"),
-                "Sub",
-                vec![beta.clone(), format!("{p}/mean_scaled:0")],
-            ),
-        ];
+        let mut nodes = scale_and_bias(&p, &ins[1..5], eps);
         // The output channel is the filter's last axis for Conv2D; for a depthwise filter
         // [h, w, in, multiplier] it is (in, multiplier) flattened, so the scale is reshaped.
-        let per_channel = if gd.node[ci].op == "DepthwiseConv2dNative" {
-            let one_d = |v: i32| TensorProto {
-                dtype: DT_INT32,
-                tensor_shape: Some(TensorShapeProto {
-                    dim: vec![Dim {
-                        size: 1,
-                        name: String::new(),
-                    }],
-                    unknown_rank: false,
-                }),
-                int_val: vec![v],
-                ..Default::default()
-            };
-            nodes.push(node_def(
-                format!("{p}/filter_shape"),
-                "Shape",
-                vec![w.clone()],
-                vec![
-                    ("T", attr_type(DT_FLOAT)),
-                    ("out_type", attr_type(DT_INT32)),
-                ],
-            ));
-            nodes.push(const_node(format!("{p}/two"), one_d(2)));
-            nodes.push(node_def(
-                format!("{p}/in_mult"),
-                "Slice",
-                vec![
-                    format!("{p}/filter_shape:0"),
-                    format!("{p}/two:0"),
-                    format!("{p}/two:0"),
-                ],
-                vec![("T", attr_type(DT_INT32)), ("Index", attr_type(DT_INT32))],
-            ));
-            nodes.push(node_def(
-                format!("{p}/scale_in_mult"),
-                "Reshape",
-                vec![format!("{p}/scale:0"), format!("{p}/in_mult:0")],
-                vec![("T", attr_type(DT_FLOAT)), ("Tshape", attr_type(DT_INT32))],
-            ));
-            format!("{p}/scale_in_mult:0")
-        } else {
-            format!("{p}/scale:0")
+        let per_channel = match gd.node[ci].op == "DepthwiseConv2dNative" {
+            true => depthwise_scale(&mut nodes, &p, &w),
+            false => format!("{p}/scale:0"),
         };
         nodes.push(float_op(
             format!("{p}/filter"),
@@ -230,36 +151,131 @@ pub fn fold_frozen(gd: &mut GraphDef) -> Vec<String> {
             vec![w.clone(), per_channel],
         ));
         for n in nodes.iter_mut() {
-            n.device = device.clone();
+            n.device = bn.device.clone();
         }
         added.extend(nodes);
         // The convolution reads the scaled filter; its only consumer becomes a BiasAdd.
         let conv = &mut gd.node[ci];
         let wi = conv.input.iter().position(|i| *i == w).unwrap_or(1);
         conv.input[wi] = format!("{p}/filter:0");
-        let controls = bn.input.iter().filter(|i| i.starts_with('^')).cloned();
-        let mut inputs = vec![x.clone(), format!("{p}/bias:0")];
-        inputs.extend(controls);
-        let mut bias_add = node_def(
-            bn.name.clone(),
-            "BiasAdd",
-            inputs,
-            vec![
-                ("T", attr_type(DT_FLOAT)),
-                (
-                    "data_format",
-                    AttrValue {
-                        value: Some(Value::S(b"NHWC".to_vec())),
-                    },
-                ),
-            ],
-        );
-        bias_add.device = device;
-        gd.node[bi] = bias_add;
+        gd.node[bi] = bias_add(&bn, &ins[0], &p);
         folded.push(bn.name);
     }
     gd.node.extend(added);
     folded
+}
+
+/// The folded scale γ/√(σ²+ε) (`{p}/scale`) and bias β − μ·scale (`{p}/bias`) of a batch norm
+/// whose `[γ, β, μ, σ²]` inputs are `stats`.
+fn scale_and_bias(p: &str, stats: &[String], eps: f32) -> Vec<NodeDef> {
+    let (gamma, beta, mean, var) = (&stats[0], &stats[1], &stats[2], &stats[3]);
+    // The moving statistics are constants to the step, as in TF's frozen batch-norm gradient
+    // (which gives them none): without the stop, μ and σ² would get gradients of their own.
+    vec![
+        float_op(format!("{p}/mean"), "StopGradient", vec![mean.clone()]),
+        float_op(format!("{p}/var"), "StopGradient", vec![var.clone()]),
+        const_node(
+            format!("{p}/eps"),
+            TensorProto {
+                dtype: DT_FLOAT,
+                float_val: vec![eps],
+                ..Default::default()
+            },
+        ),
+        float_op(
+            format!("{p}/var_eps"),
+            "AddV2",
+            vec![format!("{p}/var:0"), format!("{p}/eps:0")],
+        ),
+        float_op(
+            format!("{p}/rsqrt"),
+            "Rsqrt",
+            vec![format!("{p}/var_eps:0")],
+        ),
+        float_op(
+            format!("{p}/scale"),
+            "Mul",
+            vec![gamma.clone(), format!("{p}/rsqrt:0")],
+        ),
+        float_op(
+            format!("{p}/mean_scaled"),
+            "Mul",
+            vec![format!("{p}/mean:0"), format!("{p}/scale:0")],
+        ),
+        float_op(
+            format!("{p}/bias"),
+            "Sub",
+            vec![beta.clone(), format!("{p}/mean_scaled:0")],
+        ),
+    ]
+}
+
+/// The scale reshaped to a depthwise filter's `[in, multiplier]` axes (read from the filter
+/// `w`'s shape): appends the nodes, returns the tensor.
+fn depthwise_scale(nodes: &mut Vec<NodeDef>, p: &str, w: &str) -> String {
+    let one_d = |v: i32| TensorProto {
+        dtype: DT_INT32,
+        tensor_shape: Some(TensorShapeProto {
+            dim: vec![Dim {
+                size: 1,
+                name: String::new(),
+            }],
+            unknown_rank: false,
+        }),
+        int_val: vec![v],
+        ..Default::default()
+    };
+    nodes.push(node_def(
+        format!("{p}/filter_shape"),
+        "Shape",
+        vec![w.to_string()],
+        vec![
+            ("T", attr_type(DT_FLOAT)),
+            ("out_type", attr_type(DT_INT32)),
+        ],
+    ));
+    nodes.push(const_node(format!("{p}/two"), one_d(2)));
+    nodes.push(node_def(
+        format!("{p}/in_mult"),
+        "Slice",
+        vec![
+            format!("{p}/filter_shape:0"),
+            format!("{p}/two:0"),
+            format!("{p}/two:0"),
+        ],
+        vec![("T", attr_type(DT_INT32)), ("Index", attr_type(DT_INT32))],
+    ));
+    nodes.push(node_def(
+        format!("{p}/scale_in_mult"),
+        "Reshape",
+        vec![format!("{p}/scale:0"), format!("{p}/in_mult:0")],
+        vec![("T", attr_type(DT_FLOAT)), ("Tshape", attr_type(DT_INT32))],
+    ));
+    format!("{p}/scale_in_mult:0")
+}
+
+/// The BiasAdd that replaces batch norm `bn` (same name, device and control inputs): `x` plus
+/// the folded bias.
+fn bias_add(bn: &NodeDef, x: &str, p: &str) -> NodeDef {
+    let controls = bn.input.iter().filter(|i| i.starts_with('^')).cloned();
+    let mut inputs = vec![x.to_string(), format!("{p}/bias:0")];
+    inputs.extend(controls);
+    let mut n = node_def(
+        bn.name.clone(),
+        "BiasAdd",
+        inputs,
+        vec![
+            ("T", attr_type(DT_FLOAT)),
+            (
+                "data_format",
+                AttrValue {
+                    value: Some(Value::S(b"NHWC".to_vec())),
+                },
+            ),
+        ],
+    );
+    n.device = bn.device.clone();
+    n
 }
 
 #[cfg(test)]

@@ -38,7 +38,11 @@ impl super::GraphPass for Replicate {
 
 /// One device: every node but the shared placeholders placed there (nothing to replicate).
 fn place(flat: &mut FlatGraph, device: &str) -> Vec<String> {
-    let shared: HashSet<&str> = flat.external.iter().map(|(p, _)| p.as_str()).collect();
+    let shared: HashSet<&str> = flat
+        .external
+        .iter()
+        .map(|e| e.placeholder.as_str())
+        .collect();
     let mut placed = Vec::new();
     for n in flat.graph_def.node.iter_mut() {
         if !shared.contains(n.name.as_str()) {
@@ -67,7 +71,11 @@ fn is_training_bn(n: &NodeDef) -> bool {
 /// Rewrites `flat` into one copy per device; returns the batch norms given moving statistics
 /// computed across replicas (synchronised ones first normalise with the whole batch's).
 pub fn replicate(flat: &mut FlatGraph, devices: &[String], sync: bool) -> Result<Vec<String>> {
-    let shared: HashSet<String> = flat.external.iter().map(|(p, _)| p.clone()).collect();
+    let shared: HashSet<String> = flat
+        .external
+        .iter()
+        .map(|e| e.placeholder.clone())
+        .collect();
     let bns: Vec<NodeDef> = flat
         .graph_def
         .node

@@ -1,8 +1,9 @@
 //! `graph::replicate` on a hand-made flat graph: the copies, the shared variables, and the
 //! synchronised batch norm's wiring.
 use super::*;
+use crate::graph::External;
 use crate::proto::nodes::test_node;
-use crate::proto::GraphDef;
+use crate::proto::{GraphDef, TensorId};
 
 fn n(name: &str, op: &str, inputs: &[&str]) -> NodeDef {
     test_node(name, op, "", inputs)
@@ -38,7 +39,10 @@ fn flat() -> FlatGraph {
         inputs: vec!["x:0".into()],
         outputs: vec!["relu:0".into()],
         external: ["g", "b", "m", "v"]
-            .map(|v| (format!("ext/{v}"), v.to_string()))
+            .map(|v| External {
+                placeholder: format!("ext/{v}"),
+                outer: TensorId::parse(v),
+            })
             .into(),
         backward: Default::default(),
         updates: Vec::new(),

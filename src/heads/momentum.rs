@@ -6,7 +6,6 @@ use tensorflow::{ops, DataType, Output};
 use super::HeadBuilder;
 use crate::error::{Result, TfContext};
 use crate::graph::Tower;
-use crate::proto::TensorRef;
 
 /// target ← m·target + (1 − m)·online, for each (target, online) variable handle pair.
 #[derive(Debug, Clone, Default)]
@@ -56,10 +55,9 @@ impl<'m> HeadBuilder<'m> {
         let trainable = self.model.info.trainable_handles();
         let copies = self.copy_externals("momentum")?;
         let mut pairs = Vec::new();
-        for ((_, outer), copy) in self.flat.external.iter().zip(&copies) {
-            let online = self.model.output(outer)?;
-            if copy.operation.name() != online.operation.name()
-                && trainable.contains(TensorRef::node_of(outer))
+        for (e, copy) in self.flat.external.iter().zip(&copies) {
+            let online = self.model.output(e.outer.as_tensor_ref())?;
+            if copy.operation.name() != online.operation.name() && trainable.contains(&e.outer.node)
             {
                 pairs.push((copy.clone(), online));
             }
@@ -73,11 +71,13 @@ impl<'m> HeadBuilder<'m> {
     /// bindings of a frozen original backbone, for `tower_on`.
     pub fn copy_externals(&mut self, group: &str) -> Result<Vec<Output>> {
         let mut out = Vec::new();
-        for (_, outer) in &self.flat.external.clone() {
-            let o = self.model.output(outer)?;
+        for e in &self.flat.external.clone() {
+            let o = self.model.output(e.outer.as_tensor_ref())?;
             let is_var = o.operation.op_type().map(|t| t == "VarHandleOp");
+            // Named `node_0` as by earlier versions, so their run directories still resume.
+            let name = format!("{}_{}", e.outer.node, e.outer.index);
             out.push(match is_var.unwrap_or(false) {
-                true => self.copy_variable(group, outer, &o)?,
+                true => self.copy_variable(group, &name, &o)?,
                 false => o,
             });
         }

@@ -3,18 +3,22 @@
 //! the NodeDef / dtype helpers graph rewrites share. It depends on nothing else of pretext but
 //! the error type.
 mod cluster;
+mod config;
 pub mod device;
 mod messages;
 pub mod nodes;
+mod object_graph;
 pub mod opdefs;
 mod run;
 mod tensor;
 
 pub use cluster::{ClusterDef, JobDef, ServerDef};
+pub use config::*;
 pub use messages::*;
+pub use object_graph::*;
 pub use opdefs::OpDefs;
 pub use run::{RunMetadata, RunOptions};
-pub use tensor::TensorRef;
+pub use tensor::{BodyRef, TensorId, TensorRef};
 
 use tensorflow::DataType;
 

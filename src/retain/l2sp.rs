@@ -59,7 +59,7 @@ impl Retain for L2spConfig {
         let mut total: Option<Output> = None;
         for (h, w) in &reads {
             let ctx = || format!("L2-SP term of {h}");
-            let handle = b.model.output(h)?;
+            let handle = b.model.handle(h)?;
             let anchor = b.copy_variable("retain/l2sp", h, &handle)?;
             let s = &mut b.scope.new_sub_scope("retain/l2sp");
             let w0 = ops::ReadVariableOp::new()

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::SavedModelInfo;
-use crate::proto::{attr_value::Value, FunctionDef, NodeDef, TensorRef};
+use crate::proto::{attr_value::Value, BodyRef, FunctionDef, NodeDef, TensorRef};
 
 /// Checkpoint key → object path: `a/b/.ATTRIBUTES/VARIABLE_VALUE` → ["a", "b"] (`.S` stands for
 /// `/` and `..` for `.` in a local name).
@@ -50,10 +50,7 @@ fn assigned_keys(f: &FunctionDef) -> HashMap<String, String> {
     // Per RestoreV2 node, the checkpoint keys it reads.
     let mut keys: HashMap<&str, Vec<String>> = HashMap::new();
     for n in f.node_def.iter().filter(|n| n.op == "RestoreV2") {
-        let names = n
-            .input
-            .get(1)
-            .and_then(|i| body.get(TensorRef::body_node_of(i)));
+        let names = n.input.get(1).and_then(|i| body.get(BodyRef::node_of(i)));
         if let Some(c) = names {
             keys.insert(n.name.as_str(), strings(c));
         }
@@ -65,7 +62,7 @@ fn assigned_keys(f: &FunctionDef) -> HashMap<String, String> {
         };
         // Follow Identity nodes back to `NODE:tensors:k` of a RestoreV2 node.
         for _ in 0..8 {
-            match body.get(TensorRef::body_node_of(&v)) {
+            match body.get(BodyRef::node_of(&v)) {
                 Some(i) if i.op == "Identity" && !i.input.is_empty() => v = i.input[0].clone(),
                 _ => break,
             }

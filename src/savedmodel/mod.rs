@@ -9,6 +9,7 @@ pub mod audit;
 pub mod fixed;
 mod gradients;
 mod refs;
+mod run;
 mod saver;
 mod session;
 pub mod tf1hub;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use tensorflow::Graph;
 
 use crate::proto::opdefs::{arg_len, OpDefs};
-use crate::proto::TensorRef;
 use crate::proto::{attr_value::Value, FunctionDef, GraphDef, NodeDef, OpDef};
+use crate::proto::{BodyRef, TensorRef};
 
 /// Output args of `nd` as (name, tensor count), from the callee's signature or TF's registry;
 /// `None` for an op this TF does not know (TF's importer refuses those itself).
@@ -147,20 +147,21 @@ fn check_function(
     let body: HashMap<&str, &NodeDef> = f.node_def.iter().map(|n| (n.name.as_str(), n)).collect();
     let mut check = |node: &str, t: &str| -> Result<(), String> {
         let at = |msg: String| format!("function '{fname}', node '{node}', input '{t}': {msg}");
-        if let Some(c) = t.strip_prefix('^') {
+        match BodyRef::parse(t) {
             // A control input may name a body node or an argument (TF runs after its producer).
-            let known = body.contains_key(c) || sig.input_arg.iter().any(|a| a.name == c);
-            return match known {
-                true => Ok(()),
-                false => Err(at("no such node or argument in the body".into())),
-            };
-        }
-        let parts: Vec<&str> = t.split(':').collect();
-        match parts.as_slice() {
-            [arg] if sig.input_arg.iter().any(|a| a.name == *arg) => Ok(()),
-            [_] => Err(at("no such function argument".into())),
-            [src, arg, idx] => {
-                let idx: usize = idx.parse().map_err(|_| at("bad index".into()))?;
+            Some(BodyRef::Control(c)) => {
+                match body.contains_key(c) || sig.input_arg.iter().any(|a| a.name == c) {
+                    true => Ok(()),
+                    false => Err(at("no such node or argument in the body".into())),
+                }
+            }
+            Some(BodyRef::Arg(arg)) if sig.input_arg.iter().any(|a| a.name == arg) => Ok(()),
+            Some(BodyRef::Arg(_)) => Err(at("no such function argument".into())),
+            Some(BodyRef::Output {
+                node: src,
+                arg,
+                index: idx,
+            }) => {
                 let s = body
                     .get(src)
                     .ok_or_else(|| at("no such node in the body".into()))?;

@@ -176,6 +176,21 @@ pub fn to_resource(gd: &mut GraphDef, vars: &[VariableDef]) -> Result<Vec<String
             "a partitioned variable (one slice of several); pretext trains whole variables only",
         ));
     }
+    let dtype = var_handles(gd)?;
+    if dtype.is_empty() {
+        return Ok(Vec::new());
+    }
+    let after_assign = resource_ops(gd, &dtype);
+    let extra = fresh_reads(gd, &dtype, &after_assign)?;
+    gd.node.extend(extra);
+    let mut names: Vec<String> = dtype.into_keys().collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Every `VariableV2` / `Variable` node becomes a `VarHandleOp` of the same name, shared name,
+/// shape and device: their dtypes by name.
+fn var_handles(gd: &mut GraphDef) -> Result<HashMap<String, i32>> {
     let mut dtype: HashMap<String, i32> = HashMap::new();
     for n in gd
         .node
@@ -206,11 +221,13 @@ pub fn to_resource(gd: &mut GraphDef, vars: &[VariableDef]) -> Result<Vec<String
         *n = new;
         dtype.insert(n.name.clone(), dt);
     }
-    if dtype.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut extra: Vec<NodeDef> = Vec::new();
-    // Outputs of rewritten assignments (they had a ref output; the resource forms have none).
+    Ok(dtype)
+}
+
+/// The ops on a variable's ref (its read, assignments, initialisation check) become their
+/// resource forms. Returns the assignments rewritten: (node → variable, dtype); they had a ref
+/// output, the resource forms have none.
+fn resource_ops(gd: &mut GraphDef, dtype: &HashMap<String, i32>) -> HashMap<String, (String, i32)> {
     let mut after_assign: HashMap<String, (String, i32)> = HashMap::new();
     for n in gd.node.iter_mut() {
         let first = n
@@ -245,6 +262,18 @@ pub fn to_resource(gd: &mut GraphDef, vars: &[VariableDef]) -> Result<Vec<String
             }
         }
     }
+    after_assign
+}
+
+/// The reads that stand for a dereferenced ref: every other consumer of a variable (or of an
+/// assignment's output) reads through a fresh `ReadVariableOp`. Returns the new reads; an op
+/// that updates a ref in place, with no resource form, is refused.
+fn fresh_reads(
+    gd: &mut GraphDef,
+    dtype: &HashMap<String, i32>,
+    after_assign: &HashMap<String, (String, i32)>,
+) -> Result<Vec<NodeDef>> {
+    let mut extra: Vec<NodeDef> = Vec::new();
     for n in gd.node.iter_mut() {
         let name = n.name.clone();
         // A fresh read runs when its consumer would have dereferenced the ref: after the
@@ -306,10 +335,7 @@ pub fn to_resource(gd: &mut GraphDef, vars: &[VariableDef]) -> Result<Vec<String
             *inp = format!("{read}:0");
         }
     }
-    gd.node.extend(extra);
-    let mut names: Vec<String> = dtype.into_keys().collect();
-    names.sort();
-    Ok(names)
+    Ok(extra)
 }
 
 /// Trainable variable names of a TF1 meta graph (its `trainable_variables` collection).
@@ -321,69 +347,5 @@ pub fn trainable_names(m: &MetaGraphDef) -> Result<HashSet<String>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn n(name: &str, op: &str, input: &[&str]) -> NodeDef {
-        let mut d = node_def(
-            name.into(),
-            op,
-            input.iter().map(|s| s.to_string()).collect(),
-            vec![],
-        );
-        d.attr.insert("dtype".into(), attr_type(1));
-        d.attr.insert("T".into(), attr_type(1));
-        d
-    }
-
-    #[test]
-    fn ref_variables_become_resource_variables_with_the_same_names() {
-        let mut gd = GraphDef {
-            node: vec![
-                n("v", "VariableV2", &[]),
-                n("v/read", "Identity", &["v"]),
-                n("v/Assign", "Assign", &["v", "init"]),
-                n("sub", "Sub", &["v", "x", "^c"]),
-                n("upd", "AssignSub", &["v", "sub"]),
-                n("after", "Identity", &["upd:0"]),
-            ],
-            ..Default::default()
-        };
-        assert_eq!(to_resource(&mut gd, &[]).unwrap(), vec!["v".to_string()]);
-        let by: HashMap<&str, &NodeDef> = gd.node.iter().map(|n| (n.name.as_str(), n)).collect();
-        assert_eq!(by["v"].op, "VarHandleOp");
-        assert_eq!(by["v/read"].op, "ReadVariableOp");
-        assert_eq!(by["v/Assign"].op, "AssignVariableOp");
-        assert_eq!(by["upd"].op, "AssignSubVariableOp");
-        assert_eq!(by["sub"].input[0], "sub/pretext_read_0:0");
-        assert_eq!(by["sub/pretext_read_0"].input, vec!["v", "^c"]);
-        assert_eq!(by["after"].input[0], "after/pretext_read_0:0");
-        assert_eq!(by["after/pretext_read_0"].input, vec!["v", "^upd"]);
-        assert!(!by["upd"].attr.contains_key("T"));
-    }
-
-    #[test]
-    fn in_place_updates_and_partitioned_variables_are_refused_by_name() {
-        let mut gd = GraphDef {
-            node: vec![
-                n("v", "VariableV2", &[]),
-                n("opt", "ApplyGradientDescent", &["v", "lr", "g"]),
-            ],
-            ..Default::default()
-        };
-        let e = to_resource(&mut gd, &[]).unwrap_err().to_string();
-        assert!(
-            e.contains("'opt'") && e.contains("ApplyGradientDescent"),
-            "{e}"
-        );
-        let part = VariableDef {
-            variable_name: "w/part_0:0".into(),
-            save_slice_info_def: vec![1],
-            ..Default::default()
-        };
-        let e = to_resource(&mut GraphDef::default(), &[part])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("w/part_0") && e.contains("partitioned"), "{e}");
-    }
-}
+#[path = "tf1hub_tests.rs"]
+mod tests;

@@ -103,7 +103,7 @@ pub(super) fn params_of(
         .map(|g| {
             let handle = match head_vars.iter().find(|v| v.name == g.handle) {
                 Some(v) => v.handle.clone(),
-                None => model.output(&g.handle)?,
+                None => model.handle(&g.handle)?,
             };
             Ok(Param {
                 name: g.handle.clone(),
@@ -190,7 +190,7 @@ pub(super) fn checkpoint_vars(model: &Loaded) -> Result<Vec<(String, Output, Dat
     let mut seen = std::collections::HashSet::new();
     for v in model.info.variables() {
         if seen.insert(v.handle.clone()) {
-            let h = model.output(&v.handle)?;
+            let h = model.handle(&v.handle)?;
             let dt = h
                 .operation
                 .get_attr_type("dtype")

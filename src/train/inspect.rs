@@ -25,32 +25,46 @@ impl Trainer {
     /// all from one session run that updates nothing: random corruptions drawn in that run are
     /// the ones the returned loss saw.
     pub fn evaluate(&self, xs: &[Tensor<f32>], names: &[&str]) -> Result<(f32, Vec<Tensor<f32>>)> {
-        let wanted = names
-            .iter()
-            .map(|n| self.tensor(n))
-            .collect::<Result<Vec<_>>>()?;
+        let mut fetches = vec![self.loss().clone()];
+        for n in names {
+            fetches.push(self.tensor(n)?);
+        }
+        let mut got = self
+            .fetch_on(xs, &fetches, "evaluating the loss without a step")?
+            .into_iter();
+        let loss = got
+            .next()
+            .ok_or_else(|| Error::internal("evaluate", "no loss"))?;
+        Ok((loss[0], got.collect()))
+    }
+
+    /// `fetches` from one session run on `xs` (in `feeds` order) that updates nothing; a
+    /// failed run is said to be `what`.
+    fn fetch_on(
+        &self,
+        xs: &[Tensor<f32>],
+        fetches: &[Output],
+        what: &str,
+    ) -> Result<Vec<Tensor<f32>>> {
         let mut run = SessionRunArgs::new();
         for (f, x) in self.feeds.iter().zip(xs) {
             run.add_feed(&f.operation, f.index, x);
         }
-        let loss_tok = run.request_fetch(&self.loss().operation, self.loss().index);
-        let toks: Vec<_> = wanted
+        let toks: Vec<_> = fetches
             .iter()
             .map(|t| run.request_fetch(&t.operation, t.index))
             .collect();
         self.model
             .session
             .run(&mut run)
-            .tf_ctx(|| "evaluating the loss without a step".into())?;
-        let loss: Tensor<f32> = run.fetch(loss_tok).tf_ctx(|| "fetching the loss".into())?;
-        let mut out = Vec::with_capacity(toks.len());
-        for (tok, name) in toks.into_iter().zip(names) {
-            out.push(
-                run.fetch(tok)
-                    .tf_ctx(|| format!("fetching head tensor {name}"))?,
-            );
-        }
-        Ok((loss[0], out))
+            .tf_ctx(|| what.to_string())?;
+        toks.into_iter()
+            .zip(fetches)
+            .map(|(tok, t)| {
+                let name = t.operation.name().unwrap_or_default();
+                run.fetch(tok).tf_ctx(|| format!("fetching {name}"))
+            })
+            .collect()
     }
 
     /// The current value of the float variable behind `handle` (a `VarHandleOp` output: a model
@@ -114,33 +128,15 @@ impl Trainer {
             &reads,
             "pretext/inspect_gradients",
         )?;
-        let mut run = SessionRunArgs::new();
-        for (f, x) in self.feeds.iter().zip(xs) {
-            run.add_feed(&f.operation, f.index, x);
-        }
-        let gt: Vec<_> = grads
+        let fetches: Vec<Output> = grads.iter().map(|g| g.grad.clone()).chain(wanted).collect();
+        let what = format!("evaluating the gradients of {name}");
+        let mut got = self.fetch_on(xs, &fetches, &what)?.into_iter();
+        let out = grads
             .iter()
-            .map(|g| run.request_fetch(&g.grad.operation, g.grad.index))
+            .map(|g| g.handle.clone())
+            .zip(got.by_ref())
             .collect();
-        let wt: Vec<_> = wanted
-            .iter()
-            .map(|t| run.request_fetch(&t.operation, t.index))
-            .collect();
-        self.model
-            .session
-            .run(&mut run)
-            .tf_ctx(|| format!("evaluating the gradients of {name}"))?;
-        let mut out = Vec::new();
-        for (g, tok) in grads.iter().zip(gt) {
-            let v: Tensor<f32> = run
-                .fetch(tok)
-                .tf_ctx(|| format!("fetching the gradient to {}", g.handle))?;
-            out.push((g.handle.clone(), v));
-        }
-        let mut vals = Vec::new();
-        for (n, tok) in also.iter().zip(wt) {
-            vals.push(run.fetch(tok).tf_ctx(|| format!("fetching {n}"))?);
-        }
+        let vals = got.collect();
         Ok((out, vals))
     }
 }

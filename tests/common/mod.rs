@@ -122,7 +122,7 @@ pub fn read_value(t: &pretext::train::Trainer, h: tensorflow::Output) -> Vec<f32
 
 /// The current value of the model variable whose handle is `handle`.
 pub fn value_of(t: &pretext::train::Trainer, handle: &str) -> Vec<f32> {
-    read_value(t, t.model().output(handle).unwrap())
+    read_value(t, t.model().handle(handle).unwrap())
 }
 
 /// The golden input of `golden_dir` (input.bin in index.json's input_shape).
