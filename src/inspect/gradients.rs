@@ -201,8 +201,6 @@ pub(super) fn control_flow(o: &mut String, model: &Loaded, flat: &FlatGraph) -> 
     Ok(())
 }
 
-/// The full inspection report as text. The model is audited first (`savedmodel::audit`); with
-
 /// The sum of every element of the tower's float outputs (None without one): a loss whose
 /// gradient reaches every variable an output depends on.
 fn sum_of_outputs(tower: &Tower, s: &mut tensorflow::Scope) -> Result<Option<tensorflow::Output>> {

@@ -44,6 +44,7 @@ pub fn default_signature(info: &SavedModelInfo) -> String {
     }
 }
 
+/// The full inspection report as text. The model is audited first (`savedmodel::audit`); with
 /// findings and without `Trust::Trusted`, nothing of it runs and the error lists them.
 pub fn inspect(
     dir: &Path,
