@@ -269,8 +269,23 @@ fn validate(path: &std::path::Path, set: &[String]) -> Result<(), Error> {
         c.images, c.steps, exp.train.batch
     );
     println!("  head: {}", exp.head.head().kind());
+    if let Some(r) = exp.retain.retain() {
+        println!("  retain: {} (weight {})", r.kind(), r.weight());
+    }
     if let Some((k, tr, te)) = c.labeled {
         println!("  eval: {k} classes, {tr} train / {te} test images");
+    }
+    for (dir, k, tr, te) in &c.retain_sets {
+        println!(
+            "  eval.retain: {}: {k} classes, {tr} train / {te} test images",
+            dir.display()
+        );
+    }
+    if let Some(ev) = exp.eval.as_ref().filter(|e| e.keep_best) {
+        println!(
+            "  eval.keep_best: best target kNN with every retain set within {}, every {} steps",
+            ev.max_retain_drop, ev.every
+        );
     }
     Ok(())
 }

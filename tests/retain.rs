@@ -261,6 +261,23 @@ fn a_run_scores_its_retain_sets_before_during_and_after_and_keeps_the_best() {
         "exp.yaml",
         &experiment(&fixture("tiny_cnn"), &images(), "dae", 6, &extra),
     );
+    // `validate` says what the run will hold on to and score.
+    let (code, out, err) = pretext(&["validate", exp.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("retain: distill (weight 0.5)"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "eval.retain: {}: 3 classes, 45 train / 45 test images",
+            other.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "eval.keep_best: best target kNN with every retain set within 0.02, every 2 steps"
+        ),
+        "{out}"
+    );
     let run = tmp.path().join("run");
     run_ok(&exp, &run);
     // Evaluating during training changes nothing the training sees.
@@ -307,7 +324,7 @@ fn a_run_scores_its_retain_sets_before_during_and_after_and_keeps_the_best() {
         let within = drop <= 0.02 + 1e-6;
         assert_eq!(p["within"].as_bool().unwrap(), within, "{p}");
         let knn = p["scores"]["knn_top1"].as_f64().unwrap();
-        if within && best.map_or(true, |(_, b)| knn > b) {
+        if within && best.is_none_or(|(_, b)| knn > b) {
             best = Some((p["step"].as_u64().unwrap(), knn));
         }
     }

@@ -18,6 +18,8 @@ pub struct Checked {
     pub input: String,
     pub images: usize,
     pub labeled: Option<(usize, usize, usize)>,
+    /// Each `eval.retain` set: its folder, classes, train and test images.
+    pub retain_sets: Vec<(PathBuf, usize, usize, usize)>,
     pub steps: u64,
     /// The model as parsed and the images as indexed, for the run's trainer.
     #[serde(skip)]
@@ -65,11 +67,14 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
         };
         at(key, e)
     })?;
+    let mut retain_sets = Vec::new();
     let labeled = match &exp.eval {
         Some(ev) => {
             let set = LabeledSet::scan(&ev.labeled).map_err(|e| at("eval.labeled", e))?;
             for r in &ev.retain {
-                LabeledSet::scan_for(r, "eval.retain").map_err(|e| at("eval.retain", e))?;
+                let rs =
+                    LabeledSet::scan_for(r, "eval.retain").map_err(|e| at("eval.retain", e))?;
+                retain_sets.push((r.clone(), rs.classes.len(), rs.train.len(), rs.test.len()));
             }
             Some((set.classes.len(), set.train.len(), set.test.len()))
         }
@@ -92,6 +97,7 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
         input: format!("{}×{}×{}", spec.height, spec.width, spec.channels),
         images: data.len(),
         labeled,
+        retain_sets,
         steps,
         opened: Some(crate::train::Opened {
             info,
