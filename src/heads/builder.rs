@@ -1,10 +1,9 @@
 //! What heads build with: `HeadBuilder` imports towers of the backbone on the step's views,
 //! creates the head's variables (initialised once, checkpointed, never exported) and common
 //! layers; `build` hands the result over as a `BuiltHead`.
-use tensorflow::{ops, DataType, Operation, Output, Scope, Shape};
+use tensorflow::{ops, DataType, Operation, Output, Scope};
 
-use super::layers::activate;
-use super::{concat, normalize, Activation, Head, HeadOutput, HeadVar};
+use super::{concat, normalize, Head, HeadOutput, HeadVar};
 use crate::error::{Error, Result, TfContext};
 use crate::graph::{FlatGraph, Tower};
 use crate::savedmodel::Loaded;
@@ -226,81 +225,6 @@ impl<'m> HeadBuilder<'m> {
         Ok(x)
     }
 
-    /// A new float variable initialised Glorot-uniform (or zeros when `fan` is None).
-    pub fn variable(
-        &mut self,
-        name: &str,
-        shape: &[i64],
-        fan: Option<(i64, i64)>,
-    ) -> Result<Output> {
-        let ctx = || format!("head variable {name}");
-        let mut s = self.scope.new_sub_scope(name);
-        let sh = Shape::from(Some(shape.iter().map(|&d| Some(d)).collect::<Vec<_>>()));
-        let h: Output = ops::VarHandleOp::new()
-            .dtype(DataType::Float)
-            .shape(sh)
-            .shared_name(self.scope.get_unique_name_for_op(name))
-            .build(&mut s.with_op_name("var"))
-            .tf_ctx(ctx)?
-            .into();
-        let dims = ops::constant(&shape.to_vec()[..], &mut s).tf_ctx(ctx)?;
-        let init: Output = match fan {
-            Some((fi, fo)) => {
-                let limit = (6.0 / (fi + fo) as f32).sqrt();
-                let seed = self.next_seed();
-                let u = ops::RandomUniform::new()
-                    .dtype(DataType::Float)
-                    .seed(self.seed)
-                    .seed2(seed)
-                    .build(dims, &mut s)
-                    .tf_ctx(ctx)?;
-                let a = ops::mul(u, ops::constant(2.0 * limit, &mut s).tf_ctx(ctx)?, &mut s)
-                    .tf_ctx(ctx)?;
-                ops::sub(a, ops::constant(limit, &mut s).tf_ctx(ctx)?, &mut s)
-                    .tf_ctx(ctx)?
-                    .into()
-            }
-            None => ops::fill(dims, ops::constant(0.0f32, &mut s).tf_ctx(ctx)?, &mut s)
-                .tf_ctx(ctx)?
-                .into(),
-        };
-        self.init_ops
-            .push(ops::assign_variable_op(h.clone(), init, &mut s).tf_ctx(ctx)?);
-        let value: Output = ops::ReadVariableOp::new()
-            .dtype(DataType::Float)
-            .build(h.clone(), &mut s)
-            .tf_ctx(ctx)?
-            .into();
-        self.vars.push(HeadVar {
-            name: format!("head/{name}"),
-            handle: h,
-            value: value.clone(),
-        });
-        Ok(value)
-    }
-
-    /// A dense layer `act(x W + b)` from `fan_in` to `fan_out` units.
-    pub fn dense(
-        &mut self,
-        name: &str,
-        x: Output,
-        fan_in: i64,
-        fan_out: i64,
-        act: Activation,
-    ) -> Result<Output> {
-        let w = self.variable(
-            &format!("{name}/kernel"),
-            &[fan_in, fan_out],
-            Some((fan_in, fan_out)),
-        )?;
-        let b = self.variable(&format!("{name}/bias"), &[fan_out], None)?;
-        let ctx = || format!("dense layer {name}");
-        let s = &mut self.scope;
-        let y = ops::mat_mul(x, w, s).tf_ctx(ctx)?;
-        let y = ops::bias_add(y, b, s).tf_ctx(ctx)?;
-        activate(y.into(), act, s, &ctx)
-    }
-
     /// Static size of dimension `d` of `t`, or an error naming the tensor.
     pub fn static_dim(&self, t: &Output, d: usize) -> Result<i64> {
         let shape = self
@@ -366,33 +290,6 @@ impl<'m> HeadBuilder<'m> {
             frontier = next;
         }
         None
-    }
-
-    /// A `k`×`k` stride-1 SAME convolution with bias and activation.
-    pub fn conv2d(
-        &mut self,
-        name: &str,
-        x: Output,
-        k: i64,
-        cin: i64,
-        cout: i64,
-        act: Activation,
-    ) -> Result<Output> {
-        let w = self.variable(
-            &format!("{name}/kernel"),
-            &[k, k, cin, cout],
-            Some((k * k * cin, k * k * cout)),
-        )?;
-        let b = self.variable(&format!("{name}/bias"), &[cout], None)?;
-        let ctx = || format!("conv layer {name}");
-        let s = &mut self.scope;
-        let y = ops::Conv2D::new()
-            .strides(vec![1, 1, 1, 1])
-            .padding("SAME")
-            .build(x, w, s)
-            .tf_ctx(ctx)?;
-        let y = ops::bias_add(y, b, s).tf_ctx(ctx)?;
-        activate(y.into(), act, s, &ctx)
     }
 
     /// Rank of `t`, if known.

@@ -1,7 +1,9 @@
-//! Graph building blocks shared by the heads: batch normalisation, cross entropy, list-input
-//! ops the crate's generated builders cannot express, activations.
-use tensorflow::{ops, Output, Scope};
+//! Graph building blocks shared by the heads: trainable variables, dense and convolution
+//! layers, batch normalisation, cross entropy, list-input ops the crate's generated builders
+//! cannot express, activations.
+use tensorflow::{ops, DataType, Output, Scope, Shape};
 
+use super::{HeadBuilder, HeadVar};
 use crate::error::{Result, TfContext};
 
 /// Batch normalisation of `x` over axis 0 with batch statistics, scale `1 + gamma` and offset
@@ -106,4 +108,109 @@ pub enum Activation {
     Linear,
     Relu,
     Sigmoid,
+}
+
+/// Parameters and the layers built from them: what a head's decoder or projector is made of.
+impl HeadBuilder<'_> {
+    /// A new float variable initialised Glorot-uniform (or zeros when `fan` is None).
+    pub fn variable(
+        &mut self,
+        name: &str,
+        shape: &[i64],
+        fan: Option<(i64, i64)>,
+    ) -> Result<Output> {
+        let ctx = || format!("head variable {name}");
+        let mut s = self.scope.new_sub_scope(name);
+        let sh = Shape::from(Some(shape.iter().map(|&d| Some(d)).collect::<Vec<_>>()));
+        let h: Output = ops::VarHandleOp::new()
+            .dtype(DataType::Float)
+            .shape(sh)
+            .shared_name(self.scope.get_unique_name_for_op(name))
+            .build(&mut s.with_op_name("var"))
+            .tf_ctx(ctx)?
+            .into();
+        let dims = ops::constant(&shape.to_vec()[..], &mut s).tf_ctx(ctx)?;
+        let init: Output = match fan {
+            Some((fi, fo)) => {
+                let limit = (6.0 / (fi + fo) as f32).sqrt();
+                let seed = self.next_seed();
+                let u = ops::RandomUniform::new()
+                    .dtype(DataType::Float)
+                    .seed(self.seed)
+                    .seed2(seed)
+                    .build(dims, &mut s)
+                    .tf_ctx(ctx)?;
+                let a = ops::mul(u, ops::constant(2.0 * limit, &mut s).tf_ctx(ctx)?, &mut s)
+                    .tf_ctx(ctx)?;
+                ops::sub(a, ops::constant(limit, &mut s).tf_ctx(ctx)?, &mut s)
+                    .tf_ctx(ctx)?
+                    .into()
+            }
+            None => ops::fill(dims, ops::constant(0.0f32, &mut s).tf_ctx(ctx)?, &mut s)
+                .tf_ctx(ctx)?
+                .into(),
+        };
+        self.init_ops
+            .push(ops::assign_variable_op(h.clone(), init, &mut s).tf_ctx(ctx)?);
+        let value: Output = ops::ReadVariableOp::new()
+            .dtype(DataType::Float)
+            .build(h.clone(), &mut s)
+            .tf_ctx(ctx)?
+            .into();
+        self.vars.push(HeadVar {
+            name: format!("head/{name}"),
+            handle: h,
+            value: value.clone(),
+        });
+        Ok(value)
+    }
+
+    /// A dense layer `act(x W + b)` from `fan_in` to `fan_out` units.
+    pub fn dense(
+        &mut self,
+        name: &str,
+        x: Output,
+        fan_in: i64,
+        fan_out: i64,
+        act: Activation,
+    ) -> Result<Output> {
+        let w = self.variable(
+            &format!("{name}/kernel"),
+            &[fan_in, fan_out],
+            Some((fan_in, fan_out)),
+        )?;
+        let b = self.variable(&format!("{name}/bias"), &[fan_out], None)?;
+        let ctx = || format!("dense layer {name}");
+        let s = &mut self.scope;
+        let y = ops::mat_mul(x, w, s).tf_ctx(ctx)?;
+        let y = ops::bias_add(y, b, s).tf_ctx(ctx)?;
+        activate(y.into(), act, s, &ctx)
+    }
+
+    /// A `k`×`k` stride-1 SAME convolution with bias and activation.
+    pub fn conv2d(
+        &mut self,
+        name: &str,
+        x: Output,
+        k: i64,
+        cin: i64,
+        cout: i64,
+        act: Activation,
+    ) -> Result<Output> {
+        let w = self.variable(
+            &format!("{name}/kernel"),
+            &[k, k, cin, cout],
+            Some((k * k * cin, k * k * cout)),
+        )?;
+        let b = self.variable(&format!("{name}/bias"), &[cout], None)?;
+        let ctx = || format!("conv layer {name}");
+        let s = &mut self.scope;
+        let y = ops::Conv2D::new()
+            .strides(vec![1, 1, 1, 1])
+            .padding("SAME")
+            .build(x, w, s)
+            .tf_ctx(ctx)?;
+        let y = ops::bias_add(y, b, s).tf_ctx(ctx)?;
+        activate(y.into(), act, s, &ctx)
+    }
 }
