@@ -250,7 +250,12 @@ mod tests {
         let mut g = import(&gd);
         let (out, x) = (output(&g, "out"), output(&g, "x"));
         let dx = g
-            .add_gradients(None, &[out.clone()], &[x.clone()], None)
+            .add_gradients(
+                None,
+                std::slice::from_ref(&out),
+                std::slice::from_ref(&x),
+                None,
+            )
             .unwrap()[0]
             .clone()
             .unwrap();

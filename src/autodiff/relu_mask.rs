@@ -219,7 +219,7 @@ mod tests {
         let loss: Output = ops::sum(sq, ax, &mut s).unwrap().into();
         let tf_grads = {
             let mut g = s.graph_mut();
-            g.add_gradients(Some("grads"), &[loss], &[x.clone()], None)
+            g.add_gradients(Some("grads"), &[loss], std::slice::from_ref(&x), None)
                 .unwrap()
         };
         let (patched, moved) = {

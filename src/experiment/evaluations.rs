@@ -40,10 +40,7 @@ fn read_best(run: &Path, step: u64) -> Option<EvalPoint> {
 
 /// Whether the rule keeps `p` over `best`: `p` is within the allowed fall and scores higher.
 pub fn better(p: &EvalPoint, best: Option<&EvalPoint>) -> bool {
-    p.within
-        && best.map_or(true, |b| {
-            p.scores.target.knn_top1 > b.scores.target.knn_top1
-        })
+    p.within && best.is_none_or(|b| p.scores.target.knn_top1 > b.scores.target.knn_top1)
 }
 
 /// The evaluations hook (`Trainer::drive`) and the end-of-run decision.

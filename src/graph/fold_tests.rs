@@ -89,7 +89,9 @@ fn run(gd: &GraphDef, feeds: &[(&str, Tensor<f32>)]) -> Vec<Vec<f32>> {
         .iter()
         .map(|n| out(&g, n))
         .collect();
-    let grads = g.add_gradients(None, &[y.clone()], &xs, None).unwrap();
+    let grads = g
+        .add_gradients(None, std::slice::from_ref(&y), &xs, None)
+        .unwrap();
     let s = Session::new(&SessionOptions::new(), &g).unwrap();
     let mut args = SessionRunArgs::new();
     for (n, t) in feeds {

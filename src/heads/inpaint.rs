@@ -82,7 +82,7 @@ pub fn mask(
     let n = super::batch_dims(s, x.clone())?;
     let dims = |s: &mut Scope, rest: &[i32]| -> Result<Output> {
         let r = ops::constant(rest, s).tf_ctx(ctx)?;
-        super::concat(s, &[n.clone().into(), r.into()], 0)
+        super::concat(s, &[n.clone(), r.into()], 0)
     };
     match cfg.mask {
         MaskKind::Block => {

@@ -69,12 +69,12 @@ fn cut_op(gd: &mut GraphDef, op: &str, types: &dyn Fn(&str, usize) -> i32) {
     }
 }
 
+/// Op types without a gradient, each with the nodes that have it.
+type Missing = Vec<(String, Vec<String>)>;
+
 /// Gradient coverage of the graph training differentiates (fallback rules and the strided 1×1
-/// rewrite applied): Ok(list of fallback-rewritten nodes) or the missing (op, nodes) list.
-fn coverage(
-    model: &mut Loaded,
-    flat: &FlatGraph,
-) -> Result<(Vec<String>, Vec<(String, Vec<String>)>)> {
+/// rewrite applied): the fallback-rewritten nodes and the missing (op, nodes) list.
+fn coverage(model: &mut Loaded, flat: &FlatGraph) -> Result<(Vec<String>, Missing)> {
     let mut flat = flat.clone();
     // As training differentiates by default: saved custom gradients when the model has them all.
     let saved = flat.backward.custom.iter().all(|c| c.saved.is_some());

@@ -243,7 +243,7 @@ fn finish(
     let train_op = ops::NoOp::new()
         .build(&mut fin.with_control_dependencies(&[inc]).with_op_name("train"))
         .tf_ctx(|| "train op".into())?;
-    let after_train = fin.with_control_dependencies(&[train_op.clone()]);
+    let after_train = fin.with_control_dependencies(std::slice::from_ref(&train_op));
     let step = read(
         step_var,
         DataType::Float,

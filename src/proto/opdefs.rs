@@ -92,7 +92,7 @@ pub fn output_types(def: &OpDef, node: &NodeDef) -> Result<Vec<i32>> {
         if !a.type_list_attr.is_empty() {
             match attr(&a.type_list_attr) {
                 Some(Value::List(l)) => out.extend(l.r#type.iter().copied()),
-                _ => out.extend(std::iter::repeat(0).take(arg_len(a, node)?)),
+                _ => out.extend(std::iter::repeat_n(0, arg_len(a, node)?)),
             }
             continue;
         }
@@ -100,7 +100,7 @@ pub fn output_types(def: &OpDef, node: &NodeDef) -> Result<Vec<i32>> {
             Some(Value::Type(t)) => *t,
             _ => a.r#type,
         };
-        out.extend(std::iter::repeat(t).take(arg_len(a, node)?));
+        out.extend(std::iter::repeat_n(t, arg_len(a, node)?));
     }
     Ok(out)
 }

@@ -47,7 +47,11 @@ pub(super) fn head_warmup(
     *opt_cfg.schedule_mut() = Schedule::Constant;
     let opt = {
         let mut s = model.scope.new_sub_scope("pretext/head_warmup");
-        opt_cfg.init(&mut s, &params, &[head.out.loss.operation.clone()])?
+        opt_cfg.init(
+            &mut s,
+            &params,
+            std::slice::from_ref(&head.out.loss.operation),
+        )?
     };
     let mut targets = bn_updates.to_vec();
     targets.extend(post_step_ops(

@@ -5,6 +5,9 @@ use tensorflow::{ops, DataType, Output, SessionRunArgs, Tensor};
 use super::Trainer;
 use crate::error::{Error, Result, TfContext};
 
+/// Values by variable name.
+type Named = Vec<(String, Tensor<f32>)>;
+
 impl Trainer {
     /// The named head tensor `name` (see `tensors`), or an error listing the names there are.
     fn tensor(&self, name: &str) -> Result<Output> {
@@ -113,7 +116,7 @@ impl Trainer {
         name: &str,
         xs: &[Tensor<f32>],
         also: &[&str],
-    ) -> Result<(Vec<(String, Tensor<f32>)>, Vec<Tensor<f32>>)> {
+    ) -> Result<(Named, Vec<Tensor<f32>>)> {
         let y = self.tensor(name)?;
         let wanted = also
             .iter()

@@ -65,7 +65,7 @@ pub(super) fn plan(
     let optimizer = {
         let mut s = model.scope.new_sub_scope("pretext");
         cfg.optimizer
-            .init(&mut s, &params, &[loss.operation.clone()])?
+            .init(&mut s, &params, std::slice::from_ref(&loss.operation))?
     };
     let warmup = match cfg.head_warmup_steps {
         0 => None,

@@ -21,9 +21,9 @@ fn crop_areas_and_ratios_stay_within_bounds() {
         let a = (cw * ch) as f32 / (w * h) as f32;
         let r = cw as f32 / ch as f32;
         // Rounding to whole pixels and the centre-crop fallback widen the bounds slightly.
-        assert!(a >= 0.075 && a <= 1.0, "area {a}");
+        assert!((0.075..=1.0).contains(&a), "area {a}");
         if a < 0.99 {
-            assert!(r >= 0.74 && r <= 1.35, "ratio {r}");
+            assert!((0.74..=1.35).contains(&r), "ratio {r}");
         }
         areas.push(a);
     }
