@@ -2,7 +2,7 @@
 definition (not from pretext's graph).
 
 Run: .venv/bin/python scripts/reference/retain.py DIR
-    (tests/retain.rs dumps DIR: `cargo test --release --test retain`, with the PRETEXT_*
+    (tests/retain/ dumps DIR: `cargo test --release --test retain`, with the PRETEXT_*
     environment of `make test`; PRETEXT_PYTHON picks the interpreter)
 
 DIR/manifest.json names the SavedModel, its output key, the input batch the online tower saw
