@@ -275,7 +275,7 @@ fn validate(path: &std::path::Path, set: &[String]) -> Result<(), Error> {
     if let Some((k, tr, te)) = c.labeled {
         println!("  eval: {k} classes, {tr} train / {te} test images");
     }
-    for (dir, k, tr, te) in &c.retain_sets {
+    for (dir, (k, tr, te)) in &c.retain_sets {
         println!(
             "  eval.retain: {}: {k} classes, {tr} train / {te} test images",
             dir.display()

@@ -11,15 +11,23 @@ use crate::eval::LabeledSet;
 use crate::savedmodel::SavedModelInfo;
 use crate::train::image_spec;
 
+/// A labeled set's classes, train and test images.
+pub type Sizes = (usize, usize, usize);
+
+fn sizes(s: &LabeledSet) -> Sizes {
+    (s.classes.len(), s.train.len(), s.test.len())
+}
+
 /// What `validate` found: the things a run would use.
 #[derive(Debug, Clone, Serialize)]
 pub struct Checked {
     pub signature: String,
     pub input: String,
     pub images: usize,
-    pub labeled: Option<(usize, usize, usize)>,
-    /// Each `eval.retain` set: its folder, classes, train and test images.
-    pub retain_sets: Vec<(PathBuf, usize, usize, usize)>,
+    /// `eval.labeled`'s classes, train and test images.
+    pub labeled: Option<Sizes>,
+    /// Each `eval.retain` set: its folder and sizes.
+    pub retain_sets: Vec<(PathBuf, Sizes)>,
     pub steps: u64,
     /// The model as parsed and the images as indexed, for the run's trainer.
     #[serde(skip)]
@@ -74,9 +82,9 @@ pub fn check(exp: &Experiment, src: &Source) -> Result<Checked> {
             for r in &ev.retain {
                 let rs =
                     LabeledSet::scan_for(r, "eval.retain").map_err(|e| at("eval.retain", e))?;
-                retain_sets.push((r.clone(), rs.classes.len(), rs.train.len(), rs.test.len()));
+                retain_sets.push((r.clone(), sizes(&rs)));
             }
-            Some((set.classes.len(), set.train.len(), set.test.len()))
+            Some(sizes(&set))
         }
         None => None,
     };

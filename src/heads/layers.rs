@@ -174,17 +174,10 @@ impl HeadBuilder<'_> {
         fan_out: i64,
         act: Activation,
     ) -> Result<Output> {
-        let w = self.variable(
-            &format!("{name}/kernel"),
-            &[fan_in, fan_out],
-            Some((fan_in, fan_out)),
-        )?;
-        let b = self.variable(&format!("{name}/bias"), &[fan_out], None)?;
-        let ctx = || format!("dense layer {name}");
-        let s = &mut self.scope;
-        let y = ops::mat_mul(x, w, s).tf_ctx(ctx)?;
-        let y = ops::bias_add(y, b, s).tf_ctx(ctx)?;
-        activate(y.into(), act, s, &ctx)
+        let kernel = [fan_in, fan_out];
+        self.layer(name, "dense", &kernel, (fan_in, fan_out), act, |w, s| {
+            Ok(ops::mat_mul(x, w, s)?.into())
+        })
     }
 
     /// A `k`×`k` stride-1 SAME convolution with bias and activation.
@@ -197,19 +190,37 @@ impl HeadBuilder<'_> {
         cout: i64,
         act: Activation,
     ) -> Result<Output> {
-        let w = self.variable(
-            &format!("{name}/kernel"),
-            &[k, k, cin, cout],
-            Some((k * k * cin, k * k * cout)),
-        )?;
-        let b = self.variable(&format!("{name}/bias"), &[cout], None)?;
-        let ctx = || format!("conv layer {name}");
+        let kernel = [k, k, cin, cout];
+        self.layer(
+            name,
+            "conv",
+            &kernel,
+            (k * k * cin, k * k * cout),
+            act,
+            |w, s| {
+                let conv = ops::Conv2D::new().strides(vec![1, 1, 1, 1]).padding("SAME");
+                Ok(conv.build(x, w, s)?.into())
+            },
+        )
+    }
+
+    /// `act(op(x, kernel) + bias)`: a Glorot-initialised kernel of `shape` (`fan` in and out)
+    /// and a zero bias as wide as its last dimension, created in that order.
+    fn layer(
+        &mut self,
+        name: &str,
+        what: &str,
+        shape: &[i64],
+        fan: (i64, i64),
+        act: Activation,
+        op: impl FnOnce(Output, &mut Scope) -> std::result::Result<Output, tensorflow::Status>,
+    ) -> Result<Output> {
+        let w = self.variable(&format!("{name}/kernel"), shape, Some(fan))?;
+        let units = shape[shape.len() - 1];
+        let b = self.variable(&format!("{name}/bias"), &[units], None)?;
+        let ctx = || format!("{what} layer {name}");
         let s = &mut self.scope;
-        let y = ops::Conv2D::new()
-            .strides(vec![1, 1, 1, 1])
-            .padding("SAME")
-            .build(x, w, s)
-            .tf_ctx(ctx)?;
+        let y = op(w, s).tf_ctx(ctx)?;
         let y = ops::bias_add(y, b, s).tf_ctx(ctx)?;
         activate(y.into(), act, s, &ctx)
     }
